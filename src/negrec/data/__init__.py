@@ -1,0 +1,1 @@
+"""Interactions, loaders, filtering, splits, synthetic data and batching."""
