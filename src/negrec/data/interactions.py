@@ -163,8 +163,8 @@ class Interactions:
         cache_key = ("csr", str(device))
         if cache_key not in self._cache:
             self._cache[cache_key] = (
-                torch.from_numpy(self.indptr).to(device),
-                torch.from_numpy(self.indices).to(device),
+                torch.tensor(self.indptr, device=device),
+                torch.tensor(self.indices, device=device),
             )
         return self._cache[cache_key]
 

@@ -1,0 +1,194 @@
+"""Batched exact full-ranking evaluation.
+
+For each batch of users: score every item, mask the user's training items (and validation
+items when testing), and compute every metric of :mod:`negrec.metrics` for several K in one
+pass. Top-K metrics need only ``topk(max K)`` plus one comparison pass for MRR; AUC and
+OPAUC count, per positive, the negatives scoring above and tied with it, in chunks that
+bound memory. Users are batched in order of their number of targets so padding stays small;
+per-user values are returned in user-id order. Never materialises users x items beyond one
+batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from negrec._kernels import count_above_equal
+from negrec.config_base import require
+from negrec.data.interactions import Interactions
+from negrec.data.splits import Split
+from negrec.metrics import (
+    metric_names,
+    opauc_name,
+    partial_auc,
+    positions_from_ranks,
+    reciprocal_rank,
+    topk_metrics,
+)
+
+INF = float("inf")
+#: elements of a [B, P, n_items] comparison block processed at once (bounds memory)
+COMPARE_BLOCK = 1 << 26
+
+
+@dataclass
+class EvalConfig:
+    """What the evaluator computes."""
+
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    auc: bool = True  # also AUC and OPAUC(beta) for each beta
+    betas: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    batch_size: int = 512  # users per batch
+
+    def validate(self, prefix: str) -> None:
+        require(len(self.ks) > 0 and min(self.ks) >= 1, f"{prefix}.ks", "need K values >= 1")
+        require(all(0 < b <= 1 for b in self.betas), f"{prefix}.betas", "betas lie in (0, 1]")
+        require(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
+
+
+@dataclass
+class EvalResult:
+    """Per-user metric values (``users`` [U] in id order) and their means."""
+
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+
+    @property
+    def summary(self) -> dict[str, float]:
+        return {k: float(v.mean()) if v.size else float("nan") for k, v in self.per_user.items()}
+
+
+def padded_rows(data: Interactions, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items of ``users`` [B] as a padded [B, P] tensor and its validity mask."""
+    indptr, indices = data.torch_csr(users.device)
+    start, counts = indptr[users], indptr[users + 1] - indptr[users]
+    width = max(int(counts.max()) if counts.numel() else 0, 1)
+    col = torch.arange(width, device=users.device)
+    valid = col.unsqueeze(0) < counts.unsqueeze(1)  # [B, P]
+    where = (start.unsqueeze(1) + col).clamp(max=max(indices.numel() - 1, 0))
+    items = torch.where(valid, indices[where], 0)
+    return items, valid
+
+
+def _count_torch(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per positive [B, P]: items scoring strictly above it, and equal to it, over [B, n]
+    (torch path, for accelerators: a blocked [B, c, n] comparison)."""
+    b, p = pos.shape
+    chunk = max(1, COMPARE_BLOCK // max(1, b * scores.shape[1]))
+    above, equal = [], []
+    for start in range(0, p, chunk):  # loop over positive columns only, in blocks
+        block = pos[:, start : start + chunk].unsqueeze(2)  # [B, c, 1]
+        above.append((scores.unsqueeze(1) > block).sum(dim=2))
+        equal.append((scores.unsqueeze(1) == block).sum(dim=2))
+    return torch.cat(above, dim=1), torch.cat(equal, dim=1)
+
+
+def _target_counts(
+    scores: torch.Tensor, pos_scores: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per target [B, P]: all items strictly above / equal, and targets above / equal
+    (equal counts include the target itself). numba kernel on CPU, torch elsewhere."""
+    if scores.device.type == "cpu":
+        counts = valid.sum(dim=1)
+        ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        flat = pos_scores[valid].contiguous()  # [T], row by row
+        out = [np.empty(flat.numel(), dtype=np.int64) for _ in range(4)]
+        count_above_equal(scores.contiguous().numpy(), ptr.numpy(), flat.numpy(), *out)
+        padded = []
+        for values in out:
+            full = torch.zeros(valid.shape, dtype=torch.int64)
+            full[valid] = torch.from_numpy(values)
+            padded.append(full)
+        return padded[0], padded[1], padded[2], padded[3]
+    above, equal = _count_torch(scores, pos_scores)
+    pair_above = (pos_scores.unsqueeze(1) > pos_scores.unsqueeze(2)) & valid.unsqueeze(1)
+    pair_equal = (pos_scores.unsqueeze(1) == pos_scores.unsqueeze(2)) & valid.unsqueeze(1)
+    return above, equal, pair_above.sum(dim=2), pair_equal.sum(dim=2)
+
+
+def mask_items_(scores: torch.Tensor, data: Interactions, users: torch.Tensor) -> None:
+    """Set the scores [B, n_items] of each user's items in ``data`` to -inf, in place."""
+    items, valid = padded_rows(data, users)
+    rows, cols = valid.nonzero(as_tuple=True)
+    scores[rows, items[rows, cols]] = -INF
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any,
+    split: Split,
+    part: str = "valid",
+    config: EvalConfig | None = None,
+    *,
+    users: Sequence[int] | np.ndarray | None = None,
+    contexts: Callable[[torch.Tensor], Any] | None = None,
+    device: torch.device | str | None = None,
+) -> EvalResult:
+    """Full-ranking metrics of ``model`` on ``split.valid`` or ``split.test``.
+
+    Masks each user's training items, plus validation items when ``part == "test"``
+    (a target is never masked). ``contexts`` maps user ids [B] to the model's ``ctx``
+    (default: the ids themselves). ``users`` restricts evaluation to those users.
+    """
+    config = config or EvalConfig()
+    if part not in ("valid", "test"):
+        raise ValueError(f"part must be 'valid' or 'test', got {part!r}")
+    targets = split.valid if part == "valid" else split.test
+    masked = [split.train] if part == "valid" else [split.train, split.valid]
+    if device is None:
+        device = next(iter(model.parameters())).device
+    was_training = model.training
+    model.eval()
+
+    degrees = targets.user_degrees
+    candidates = np.flatnonzero(degrees > 0) if users is None else np.asarray(users, np.int64)
+    candidates = candidates[degrees[candidates] > 0]
+    order = candidates[np.argsort(degrees[candidates], kind="stable")]
+    names = metric_names(config.ks, config.betas, config.auc)
+    out = {name: np.empty(order.size, dtype=np.float64) for name in names}
+
+    for start in range(0, order.size, config.batch_size):
+        batch = torch.from_numpy(order[start : start + config.batch_size]).to(device)
+        ctx = batch if contexts is None else contexts(batch)
+        scores = model.score_all(ctx).to(torch.float32, copy=True)  # [B, n_items], ours to mask
+        pos_items, valid = padded_rows(targets, batch)  # [B, P]
+        pos_scores = scores.gather(1, pos_items).masked_fill(~valid, -INF)  # [B, P]
+        for part_data in masked:
+            mask_items_(scores, part_data, batch)
+        rows, cols = valid.nonzero(as_tuple=True)
+        scores[rows, pos_items[rows, cols]] = pos_scores[rows, cols]  # targets stay candidates
+        n_masked = torch.isneginf(scores).sum(dim=1)
+
+        above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, valid)
+        above, equal = above.to(device), equal.to(device)
+        pos_above, pos_equal = pos_above.to(device), pos_equal.to(device)
+        n_pos = valid.sum(dim=1)
+        ranks = 1.0 + above.double()  # 1 + items strictly higher (DESIGN.md)
+        positions = positions_from_ranks(ranks, valid)
+        values: dict[str, torch.Tensor] = {}
+        for k in config.ks:
+            values.update(topk_metrics(positions, n_pos, k))
+        values["mrr"] = reciprocal_rank(ranks.masked_fill(~valid, INF).min(dim=1).values)
+
+        if config.auc:
+            n_neg = scores.shape[1] - n_masked - n_pos
+            neg_above = above - pos_above  # negatives strictly above each target
+            neg_tied = equal - pos_equal  # negatives tied with it
+            values["auc"] = partial_auc(neg_above, neg_tied, valid, n_neg, 1.0)
+            for beta in config.betas:
+                values[opauc_name(beta)] = partial_auc(neg_above, neg_tied, valid, n_neg, beta)
+
+        rows_out = slice(start, start + batch.numel())
+        for name in names:
+            out[name][rows_out] = values[name].cpu().numpy()
+
+    if was_training:
+        model.train()
+    back = np.argsort(order, kind="stable")
+    return EvalResult(users=order[back], per_user={k: v[back] for k, v in out.items()})

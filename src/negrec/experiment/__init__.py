@@ -1,0 +1,1 @@
+"""Typed configs, the runner, run directories and reports."""

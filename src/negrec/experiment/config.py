@@ -1,0 +1,243 @@
+"""The experiment config: one TOML file (plus ``--set key=value`` overrides), typed.
+
+Sections: ``[data]``, ``[split]``, ``[model]``, ``[sampler]``, ``[loss]``, ``[train]``,
+``[eval]``. The ``model`` and ``sampler`` sections are validated by the chosen plugin's own
+Config class, so each plugin rejects keys it does not know. Impossible combinations fail
+here, before any data is read or any run directory exists, naming the fields involved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from negrec.config_base import from_dict, require, to_dict
+from negrec.errors import ConfigError
+from negrec.evaluate import EvalConfig
+from negrec.losses import LossConfig
+from negrec.metrics import metric_names
+from negrec.models import MODELS, ModelConfig
+from negrec.samplers import SAMPLERS, SamplerConfig
+from negrec.train import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the built-in synthetic dataset (see negrec.data.synthetic)."""
+
+    n_users: int = 943
+    n_items: int = 1682
+    mean_degree: float = 106.0
+    n_clusters: int = 12
+    affinity: float = 6.0
+    popularity_exponent: float = 0.7
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the interactions come from and how they are prepared."""
+
+    source: Literal["synthetic", "file", "presplit"] = "synthetic"
+    root: str = "."  # base directory for relative paths
+    path: str | None = None  # source = "file": one file of events
+    train: str | None = None  # source = "presplit": the given train file
+    test: str | None = None  # source = "presplit": the given test file
+    format: str | None = None  # loader format; None guesses from the file name
+    min_rating: float | None = None  # keep ratings >= this
+    k_core: int | None = None  # iterative k-core on users and items
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self, prefix: str) -> None:
+        if self.source == "file":
+            require(self.path is not None, f"{prefix}.path", "source 'file' needs a path")
+        if self.source == "presplit":
+            for key in ("train", "test"):
+                require(
+                    getattr(self, key) is not None,
+                    f"{prefix}.{key}",
+                    "source 'presplit' needs train and test files",
+                )
+        if self.k_core is not None:
+            require(self.k_core >= 1, f"{prefix}.k_core", "must be >= 1")
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else Path(self.root).expanduser() / candidate
+
+
+@dataclass
+class SplitConfig:
+    """How train / validation / test are formed (validation always comes out of train)."""
+
+    method: Literal["random", "leave_one_out", "given"] = "random"
+    test_fraction: float = 0.2  # random: share of each user's items held out for test
+    valid: float | str = 0.1  # share of each user's train items, or "last"
+    seed: int = 0
+
+    def validate(self, prefix: str) -> None:
+        require(
+            0 < self.test_fraction < 1, f"{prefix}.test_fraction", "must lie in (0, 1)"
+        )
+        if isinstance(self.valid, str):
+            require(self.valid == "last", f"{prefix}.valid", "expected a fraction or 'last'")
+        else:
+            require(0 < self.valid < 1, f"{prefix}.valid", "must lie in (0, 1) or be 'last'")
+
+
+SECTIONS = ("name", "output", "data", "split", "model", "sampler", "loss", "train", "eval")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one run needs; ``to_toml_dict`` is what the run directory stores."""
+
+    name: str = "run"
+    output: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+        for key in raw:
+            if key not in SECTIONS:
+                raise ConfigError(key, f"unknown key (expected one of: {', '.join(SECTIONS)})")
+        for key in ("model", "sampler", "data", "split", "loss", "train", "eval"):
+            if key in raw and not isinstance(raw[key], dict):
+                raise ConfigError(key, f"expected a table, got {raw[key]!r}")
+        model = dict(raw.get("model", {}))
+        sampler = dict(raw.get("sampler", {}))
+        model.setdefault("name", "mf")
+        sampler.setdefault("name", "uniform")
+        config = cls(
+            name=_string(raw.get("name", "run"), "name"),
+            output=_string(raw.get("output", "runs"), "output"),
+            data=from_dict(DataConfig, raw.get("data", {}), prefix="data"),
+            split=from_dict(SplitConfig, raw.get("split", {}), prefix="split"),
+            model=MODELS.config(model["name"], model, "model"),
+            sampler=SAMPLERS.config(sampler["name"], sampler, "sampler"),
+            loss=from_dict(LossConfig, raw.get("loss", {}), prefix="loss"),
+            train=from_dict(TrainConfig, raw.get("train", {}), prefix="train"),
+            eval=from_dict(EvalConfig, raw.get("eval", {}), prefix="eval"),
+        )
+        config.check_combinations()
+        return config
+
+    def check_combinations(self) -> None:
+        """Reject combinations no run can satisfy, naming both fields."""
+        if self.loss.name == "softmax":
+            require(
+                self.sampler.name == "full",
+                "loss.name",
+                f"'softmax' is the full softmax: it needs sampler.name = 'full', "
+                f"not '{self.sampler.name}'",
+            )
+        if self.split.method == "given":
+            require(
+                self.data.source == "presplit",
+                "split.method",
+                "'given' needs data.source = 'presplit' (train and test files)",
+            )
+        if self.data.source == "presplit":
+            require(
+                self.split.method == "given",
+                "split.method",
+                "data.source = 'presplit' comes with its test split: use split.method = 'given'",
+            )
+        names = metric_names(self.eval.ks, self.eval.betas, self.eval.auc)
+        require(
+            self.train.metric in names,
+            "train.metric",
+            f"'{self.train.metric}' is not computed with these eval settings "
+            f"(eval.ks = {self.eval.ks}); choose one of: {', '.join(names)}",
+        )
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "output": self.output,
+            **{s: to_dict(getattr(self, s)) for s in SECTIONS[2:]},
+        }
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is read as TOML, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "an override must look like section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return [part.strip() for part in key.strip().split(".")], parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to the raw TOML dict (validation happens afterwards)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path[: i + 1]), "is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; syntax errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such config file or preset") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), f"not UTF-8 text ({err.reason})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), f"invalid TOML: {err}") from None
+
+
+def preset_names() -> list[str]:
+    """Names of the configs shipped with negrec (``negrec run NAME``)."""
+    folder = resources.files("negrec") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(source: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a config file or a preset by name, apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    if source is not None:
+        path = Path(source)
+        if not path.exists() and str(source) in preset_names():
+            preset = resources.files("negrec") / "presets" / f"{source}.toml"
+            raw = tomllib.loads(preset.read_text(encoding="utf-8"))
+        else:
+            raw = read_toml(path)
+    raw = apply_overrides(raw, overrides or [])
+    return ExperimentConfig.from_dict(raw)

@@ -1,0 +1,108 @@
+"""Run directories, written atomically.
+
+A run is built in a hidden temporary directory beside its final place and renamed into
+place only when complete, so a crash or a bad input never leaves a half-written run that
+``report`` or a resumed sweep could mistake for a finished one.
+
+Layout: ``config.toml`` (resolved config), ``environment.json`` (versions, device, git
+commit), ``history.csv`` (one row per epoch), ``test_per_user.csv`` (per-user test
+metrics), ``summary.json`` (best epoch, validation and test means), ``best.pt`` (the
+selected weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tomli_w
+import torch
+
+FILES = ("config.toml", "environment.json", "history.csv", "summary.json")
+
+
+def environment() -> dict[str, Any]:
+    """Versions, platform, device and git commit, for the record."""
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from negrec import __version__
+
+    return {
+        "negrec": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "git_commit": commit,
+    }
+
+
+def unique_path(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``parent/name-2``, ``-3``... if taken."""
+    candidate, n = parent / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{name}-{n}"
+    return candidate
+
+
+@contextmanager
+def staging_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A temporary directory in ``parent``, removed if the block raises."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """Move a finished staging directory into place (atomic rename on one filesystem)."""
+    os.replace(tmp, final)
+    return final
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(tomli_w.dumps(data))
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    pd.DataFrame(history).to_csv(path, index=False)
+
+
+def write_per_user(path: Path, users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
+    pd.DataFrame({"user": users, **per_user}).to_csv(path, index=False, float_format="%.6g")
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and all((path / f).exists() for f in FILES)

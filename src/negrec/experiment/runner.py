@@ -1,0 +1,126 @@
+"""Run one experiment config end to end, and compare several.
+
+Order matters for crash safety: the data is loaded, split and every plugin is built
+*before* the run directory is staged, so bad input fails with nothing on disk; training
+then writes into a staging directory that is renamed into place only when complete.
+The test split is evaluated exactly once, after training, with the weights selected on
+validation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from negrec.data.splits import Split
+from negrec.evaluate import evaluate
+from negrec.experiment import rundir
+from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.data import build_split
+from negrec.losses import Loss
+from negrec.models import MODELS, Model
+from negrec.samplers import SAMPLERS, Sampler
+from negrec.train import (
+    Callback,
+    EarlyStopping,
+    ProgressBar,
+    ValidationEval,
+    fit,
+    resolve_device,
+)
+
+
+@dataclass
+class Components:
+    """The independent parts the trainer combines."""
+
+    model: Model
+    sampler: Sampler
+    loss: Loss
+
+
+def build_components(config: ExperimentConfig, split: Split) -> Components:
+    """Model, sampler and loss from their configs (the model's init uses the train seed)."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    model_cls = MODELS.get(config.model.name, "model.name")
+    sampler_cls = SAMPLERS.get(config.sampler.name, "sampler.name")
+    return Components(
+        model=model_cls(config.model, split.train, generator),
+        sampler=sampler_cls(config.sampler, split.train),
+        loss=Loss(config.loss),
+    )
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    split: Split | None = None,
+    progress: bool = True,
+    extra_callbacks: tuple[Callback, ...] = (),
+) -> Path:
+    """Train, select on validation, test once, write the run directory; returns its path."""
+    split = split if split is not None else build_split(config.data, config.split)
+    parts = build_components(config, split)
+    output = Path(config.output)
+    with rundir.staging_dir(output, config.name) as tmp:
+        rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
+        env = rundir.environment()
+        env["device"] = str(resolve_device(config.train.device))
+        rundir.write_json(tmp / "environment.json", env)
+        stopper = EarlyStopping(config.train.metric, config.train.patience, tmp / "best.pt")
+        callbacks: list[Callback] = [
+            ValidationEval(config.eval, config.train.eval_every),
+            *extra_callbacks,
+            stopper,
+        ]
+        if progress:
+            callbacks.append(ProgressBar(config.train.metric, config.name))
+        start = time.perf_counter()
+        state = fit(parts.model, parts.sampler, parts.loss, split, config.train, callbacks=callbacks)
+        train_seconds = time.perf_counter() - start
+        rundir.write_history(tmp / "history.csv", state.history)
+
+        test = evaluate(parts.model, split, "test", config.eval)
+        rundir.write_per_user(tmp / "test_per_user.csv", test.users, test.per_user)
+        best = next((h for h in state.history if h["epoch"] == stopper.best_epoch), {})
+        summary: dict[str, Any] = {
+            "name": config.name,
+            "model": config.model.name,
+            "loss": config.loss.name,
+            "sampler": config.sampler.name,
+            "k": config.sampler.k,
+            "seed": config.train.seed,
+            "selection_metric": config.train.metric,
+            "best_epoch": stopper.best_epoch,
+            "epochs_run": state.epoch,
+            "train_seconds": train_seconds,
+            "mean_epoch_seconds": sum(h["train_seconds"] for h in state.history) / state.epoch,
+            "valid": {k.removeprefix("valid/"): v for k, v in best.items() if k.startswith("valid/")},
+            "test": test.summary,
+            "n_test_users": int(test.users.size),
+        }
+        rundir.write_json(tmp / "summary.json", summary)
+        final = rundir.unique_path(output, config.name)
+        return rundir.publish(tmp, final)
+
+
+def default_comparison(output: str = "runs", seed: int = 0) -> list[ExperimentConfig]:
+    """MF with BPR, BCE, CCE and SimCE on the built-in synthetic data: the same sampler,
+    K, seed, epochs and selection rule for every loss, so only the loss differs."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    configs = []
+    for loss in ("bpr", "bce", "cce", "simce"):
+        raw: dict[str, Any] = {
+            "name": f"mf-{loss}",
+            "output": f"{output}/compare-{stamp}",
+            "model": {"name": "mf", "dim": 64},
+            "sampler": {"name": "uniform", "k": 8},
+            "loss": {"name": loss, **({"margin": 0.5} if loss == "simce" else {})},
+            "train": {"epochs": 30, "lr": 5e-3, "batch_size": 1024, "patience": 5, "seed": seed},
+        }
+        configs.append(ExperimentConfig.from_dict(raw))
+    return configs

@@ -1,0 +1,59 @@
+"""The model contract: a model only scores; no loss lives inside a model.
+
+``score(ctx, items[B, K]) -> [B, K]`` and ``score_all(ctx) -> [B, n_items]``, where ``ctx``
+is a user-id tensor [B] (``input_kind = "user"``) or, for sequential models, a batch of
+histories (``input_kind = "sequence"``). ``l2_penalty(ctx, items)`` returns the squared norm
+of the parameters a batch touched, divided by B, for the explicit L2 regulariser
+(LightGCN-style); models whose parameters are not per-row embeddings may return the
+squared norm of all their parameters instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from negrec.config_base import require
+from negrec.data.interactions import Interactions
+from negrec.registry import Registry
+
+
+@dataclass
+class ModelConfig:
+    """Options every model shares."""
+
+    name: str = "mf"
+    dim: int = 64  # embedding size
+    init_std: float = 0.1  # std of the normal initialisation of embeddings
+
+    def validate(self, prefix: str) -> None:
+        require(self.dim >= 1, f"{prefix}.dim", f"must be >= 1, got {self.dim}")
+        require(self.init_std > 0, f"{prefix}.init_std", "must be > 0")
+
+
+class Model(nn.Module):
+    """Base class for all models."""
+
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    input_kind: ClassVar[str] = "user"
+
+    def __init__(self, config: ModelConfig, train: Interactions, generator: torch.Generator):
+        super().__init__()
+        self.config = config
+        self.n_users = train.n_users
+        self.n_items = train.n_items
+
+    def score(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def score_all(self, ctx: Any) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def l2_penalty(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+
+MODELS: Registry[type[Model]] = Registry("model")

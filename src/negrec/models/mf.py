@@ -1,0 +1,35 @@
+"""Matrix factorisation: score(u, i) = <p_u, q_i> (Koren et al. 2009; the MF of BPR)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from negrec.data.interactions import Interactions
+from negrec.models.base import MODELS, Model, ModelConfig
+
+
+@MODELS.register("mf")
+class MF(Model):
+    """User and item embeddings of size ``dim``, dot-product scores."""
+
+    def __init__(self, config: ModelConfig, train: Interactions, generator: torch.Generator):
+        super().__init__(config, train, generator)
+        self.user = nn.Embedding(self.n_users, config.dim)
+        self.item = nn.Embedding(self.n_items, config.dim)
+        with torch.no_grad():
+            self.user.weight.normal_(0.0, config.init_std, generator=generator)
+            self.item.weight.normal_(0.0, config.init_std, generator=generator)
+
+    def score(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        # ctx: users [B]; items [B, K] -> [B, K]
+        return torch.bmm(self.item(items), self.user(ctx).unsqueeze(2)).squeeze(2)
+
+    def score_all(self, ctx: torch.Tensor) -> torch.Tensor:
+        # [B, d] @ [d, n_items] -> [B, n_items]
+        return self.user(ctx) @ self.item.weight.T
+
+    def l2_penalty(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        users = self.user(ctx)  # [B, d]
+        rows = self.item(items)  # [B, K, d]
+        return (users.pow(2).sum() + rows.pow(2).sum()) / ctx.shape[0]

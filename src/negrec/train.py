@@ -1,0 +1,299 @@
+"""The training loop, readable top to bottom; everything optional is a callback.
+
+``fit`` combines a model (scores), a sampler (proposes negatives) and a loss (a pure tensor
+function): for each batch of (user, positive) pairs it draws K negatives, scores the
+positive and its negatives in one model call, applies the loss (plus the optional explicit
+L2 term) and takes an Adam step. Evaluation on the validation split, early stopping with
+best-weight restore, checkpoints, progress bars and the bound monitor are callbacks.
+
+Regularisation, two documented knobs:
+- ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.
+- ``l2``: the explicit per-batch penalty of LightGCN / the SimCE paper,
+  ``l2 * (|p_u|^2 + |q_pos|^2 + sum_j |q_j|^2) / B`` over the rows the batch touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from negrec.config_base import require
+from negrec.data.interactions import Interactions
+from negrec.data.splits import Split
+from negrec.errors import NegrecError
+from negrec.evaluate import EvalConfig, evaluate
+from negrec.losses import Loss
+from negrec.models.base import Model
+from negrec.samplers.base import Negatives, Sampler
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and model-selection settings."""
+
+    epochs: int = 50
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # Adam's coupled L2 on all parameters
+    l2: float = 0.0  # explicit L2 on the embeddings a batch touched (see module doc)
+    eval_every: int = 1  # evaluate on validation every N epochs
+    patience: int = 10  # evaluations without improvement before stopping (0: never stop)
+    metric: str = "ndcg@20"  # validation metric for early stopping and model selection
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+
+    def validate(self, prefix: str) -> None:
+        require(self.epochs >= 1, f"{prefix}.epochs", "must be >= 1")
+        require(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
+        require(self.lr > 0, f"{prefix}.lr", "must be > 0")
+        require(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+        require(self.l2 >= 0, f"{prefix}.l2", "must be >= 0")
+        require(self.eval_every >= 1, f"{prefix}.eval_every", "must be >= 1")
+        require(self.patience >= 0, f"{prefix}.patience", "must be >= 0")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TrainingDiverged(NegrecError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------- batching
+@dataclass
+class Batch:
+    """One training batch: model context, user ids [B] and positive item ids [B]."""
+
+    ctx: Any
+    users: torch.Tensor
+    pos: torch.Tensor
+
+
+class PairBatches:
+    """Shuffled (user, positive item) pairs of the training split, for user-id models."""
+
+    def __init__(self, train: Interactions, batch_size: int, device: torch.device):
+        users, items = train.to_coo()
+        self.users = torch.from_numpy(users).to(device)
+        self.items = torch.from_numpy(items.copy()).to(device)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(self.users.numel() / self.batch_size)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
+        order = torch.randperm(self.users.numel(), generator=generator, device=self.users.device)
+        for start in range(0, order.numel(), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            users = self.users[rows]
+            yield Batch(ctx=users, users=users, pos=self.items[rows])
+
+
+#: model.input_kind -> batch factory(train split, batch size, device)
+BATCHERS: dict[str, Callable[..., Any]] = {"user": PairBatches}
+
+
+# ---------------------------------------------------------------------------- callbacks
+@dataclass
+class TrainState:
+    """What callbacks see and may change."""
+
+    model: Model
+    split: Split
+    config: TrainConfig
+    device: torch.device
+    contexts: Callable[[torch.Tensor], Any] | None = None  # user ids -> model ctx
+    epoch: int = 0
+    log: dict[str, Any] = field(default_factory=dict)  # this epoch's record
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop: bool = False
+
+
+class Callback:
+    """Hooks into :func:`fit`; override what you need."""
+
+    def on_train_start(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        pass
+
+    def on_train_end(self, state: TrainState) -> None:
+        pass
+
+
+class ValidationEval(Callback):
+    """Evaluates on the validation split every ``every`` epochs; logs ``valid/<metric>``."""
+
+    def __init__(self, config: EvalConfig, every: int = 1):
+        self.config = config
+        self.every = every
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch % self.every and state.epoch != state.config.epochs:
+            return
+        start = time.perf_counter()
+        result = evaluate(state.model, state.split, "valid", self.config, contexts=state.contexts)
+        state.log.update({f"valid/{k}": v for k, v in result.summary.items()})
+        state.log["eval_seconds"] = time.perf_counter() - start
+
+
+class EarlyStopping(Callback):
+    """Keeps the best weights by a validation metric, stops after ``patience`` evaluations
+    without improvement, restores the best weights at the end, and optionally saves them."""
+
+    def __init__(self, metric: str, patience: int, checkpoint: Path | None = None):
+        self.key = f"valid/{metric}"
+        self.patience = patience
+        self.checkpoint = checkpoint
+        self.best_value = NEG_INF
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_evals = 0
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.key not in state.log:
+            return
+        value = state.log[self.key]
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.bad_evals = value, state.epoch, 0
+            self.best_state = copy.deepcopy(state.model.state_dict())
+            if self.checkpoint is not None:
+                torch.save(self.best_state, self.checkpoint)
+        else:
+            self.bad_evals += 1
+            if self.patience and self.bad_evals >= self.patience:
+                state.stop = True
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs showing the loss and the validation metric."""
+
+    def __init__(self, metric: str, description: str = "train"):
+        self.key = f"valid/{metric}"
+        self.description = description
+        self.bar: Any = None
+
+    def on_train_start(self, state: TrainState) -> None:
+        self.bar = tqdm(
+            total=state.config.epochs,
+            desc=self.description,
+            unit="epoch",
+            leave=False,
+            disable=None,  # off when stderr is not a terminal (CI logs)
+        )
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        shown = {"loss": f"{state.log['loss']:.4f}"}
+        if self.key in state.log:
+            shown[self.key.removeprefix("valid/")] = f"{state.log[self.key]:.4f}"
+        self.bar.set_postfix(shown)
+        self.bar.update(1)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------------------- the loop
+def score_batch(
+    model: Model, batch: Batch, negatives: Negatives
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores of the positives [B] and negatives [B, K] in one model call; also the item
+    ids [B, 1 + K] whose embeddings the batch touched (for the L2 penalty)."""
+    pos = batch.pos.unsqueeze(1)  # [B, 1]
+    if negatives.ids is None:  # the whole catalogue
+        all_scores = model.score_all(batch.ctx)  # [B, n_items]
+        neg = all_scores
+        pos_scores = all_scores.gather(1, pos).squeeze(1)
+        touched = pos
+    else:
+        touched = torch.cat([pos, negatives.ids], dim=1)  # [B, 1 + K]
+        scores = model.score(batch.ctx, touched)
+        pos_scores, neg = scores[:, 0], scores[:, 1:]
+    if negatives.valid is not None:
+        neg = neg.masked_fill(~negatives.valid, NEG_INF)
+    return pos_scores, neg, touched
+
+
+def fit(
+    model: Model,
+    sampler: Sampler,
+    loss: Loss,
+    split: Split,
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    contexts: Callable[[torch.Tensor], Any] | None = None,
+) -> TrainState:
+    """Train ``model`` on ``split.train``; returns the final state with the history."""
+    device = resolve_device(config.device)
+    model.to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batches = BATCHERS[model.input_kind](split.train, config.batch_size, device)
+    k = sampler.config.k
+    state = TrainState(model, split, config, device, contexts)
+    for callback in callbacks:
+        callback.on_train_start(state)
+
+    for epoch in range(1, config.epochs + 1):
+        state.epoch, state.log = epoch, {"epoch": epoch}
+        model.train()
+        start = time.perf_counter()
+        total = torch.zeros((), device=device, dtype=torch.float64)
+        for step, batch in enumerate(batches.epoch(generator), start=1):
+            scorer = _scorer(model, batch.ctx) if sampler.needs_model else None
+            negatives = sampler.sample(batch.users, batch.pos, k, model=scorer, generator=generator)
+            pos_scores, neg_scores, touched = score_batch(model, batch, negatives)
+            value = loss(pos_scores, neg_scores, log_q=negatives.log_q, weights=negatives.weights)
+            if config.l2:
+                value = value + config.l2 * model.l2_penalty(batch.ctx, touched)
+            if not bool(torch.isfinite(value)):
+                raise TrainingDiverged(
+                    f"loss became {value.item()} at epoch {epoch}, batch {step}; "
+                    "lower train.lr or add regularisation (the best weights so far are kept)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            total += value.detach()
+        state.log["loss"] = float(total) / len(batches)
+        state.log["train_seconds"] = time.perf_counter() - start
+        for callback in callbacks:
+            callback.on_epoch_end(state)
+        state.history.append(state.log)
+        if state.stop:
+            break
+
+    for callback in callbacks:
+        callback.on_train_end(state)
+    return state
+
+
+def _scorer(model: Model, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Candidate scorer for hard-negative samplers: item ids [B, N] -> scores [B, N], no grad."""
+
+    def score(items: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model.score(ctx, items)
+
+    return score
