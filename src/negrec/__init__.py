@@ -3,20 +3,20 @@ of losses and samplers as code you can compute, test and watch during training."
 
 __version__ = "0.1.0"
 
-from negrec.data.interactions import Interactions  # noqa: E402
-from negrec.data.splits import (  # noqa: E402
+from negrec.data.interactions import Interactions
+from negrec.data.splits import (
     Split,
     carve_validation,
     leave_one_out_split,
     random_split,
 )
-from negrec.data.synthetic import synthetic_interactions  # noqa: E402
-from negrec.errors import ConfigError, DataError, NegrecError  # noqa: E402
-from negrec.evaluate import EvalConfig, EvalResult, evaluate  # noqa: E402
-from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce  # noqa: E402
-from negrec.models import MF, MODELS, Model, ModelConfig  # noqa: E402
-from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig  # noqa: E402
-from negrec.train import Callback, TrainConfig, TrainState, fit  # noqa: E402
+from negrec.data.synthetic import synthetic_interactions
+from negrec.errors import ConfigError, DataError, NegrecError
+from negrec.evaluate import EvalConfig, EvalResult, evaluate
+from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce
+from negrec.models import MF, MODELS, Model, ModelConfig
+from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig
+from negrec.train import Callback, TrainConfig, TrainState, fit
 
 __all__ = [
     "LOSSES",
@@ -33,8 +33,8 @@ __all__ = [
     "LossConfig",
     "Model",
     "ModelConfig",
-    "NegrecError",
     "Negatives",
+    "NegrecError",
     "Sampler",
     "SamplerConfig",
     "Split",

@@ -71,6 +71,8 @@ def padded_rows(data: Interactions, users: torch.Tensor) -> tuple[torch.Tensor, 
     col = torch.arange(width, device=users.device)
     valid = col.unsqueeze(0) < counts.unsqueeze(1)  # [B, P]
     where = (start.unsqueeze(1) + col).clamp(max=max(indices.numel() - 1, 0))
+    if indices.numel() == 0:  # an empty part (e.g. no validation items): nothing to gather
+        return torch.zeros_like(where), valid
     items = torch.where(valid, indices[where], 0)
     return items, valid
 

@@ -20,9 +20,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -33,6 +32,7 @@ from negrec.errors import NegrecError
 from negrec.evaluate import EvalConfig, evaluate
 from negrec.losses import Loss
 from negrec.models.base import Model
+from negrec.optim import LazyAdam
 from negrec.samplers.base import Negatives, Sampler
 
 NEG_INF = float("-inf")
@@ -52,6 +52,8 @@ class TrainConfig:
     metric: str = "ndcg@20"  # validation metric for early stopping and model selection
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    # "lazy_adam": row-sparse embedding gradients, only touched rows updated (negrec.optim)
+    optimizer: Literal["adam", "lazy_adam"] = "adam"
 
     def validate(self, prefix: str) -> None:
         require(self.epochs >= 1, f"{prefix}.epochs", "must be >= 1")
@@ -248,7 +250,7 @@ def fit(
     device = resolve_device(config.device)
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     batches = BATCHERS[model.input_kind](split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts)
@@ -287,6 +289,16 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def make_optimizer(model: Model, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, or LazyAdam with every embedding table switched to row-sparse gradients."""
+    if config.optimizer == "lazy_adam":
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.sparse = True
+        return LazyAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _scorer(model: Model, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:

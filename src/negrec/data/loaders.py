@@ -383,7 +383,13 @@ def _read_table(
         if role in ("user", "item"):
             if values.isna().any():
                 raise diagnose(f"missing {role}")
-            columns[role] = values.to_numpy(np.int64) if int_ids else _auto_ids(values)
+            if int_ids:
+                columns[role] = values.to_numpy(np.int64)
+            else:
+                values = values.str.strip()  # 'a, b' files: ids without the padding
+                if (values == "").any():
+                    raise diagnose(f"blank {role}")
+                columns[role] = _auto_ids(values)
         else:
             floats = values.to_numpy(np.float64)
             if not np.isfinite(floats).all():

@@ -1,11 +1,13 @@
-"""From a raw event table to :class:`Interactions`: threshold, de-duplicate, k-core, encode.
+"""From a raw event table to :class:`Interactions`: de-duplicate, threshold, k-core, encode.
 
 The steps run in a fixed order, each counted in a :class:`PrepareReport`:
 
-1. **threshold** -- keep events with ``rating >= min_rating`` (explicit feedback turned
+1. **de-duplication** -- one event per (user, item) pair, the latest by timestamp (the last
+   row where there are no timestamps), because :class:`Interactions` holds a set of pairs.
+   It runs before the threshold so that a re-rating replaces the earlier rating: an item
+   rated 5 and later 2 is not a positive at ``min_rating=4``;
+2. **threshold** -- keep events with ``rating >= min_rating`` (explicit feedback turned
    implicit);
-2. **de-duplication** -- one event per (user, item) pair, the latest by timestamp (the last
-   row where there are no timestamps), because :class:`Interactions` holds a set of pairs;
 3. **k-core** -- repeatedly drop users and items with fewer than ``k`` interactions until
    none is left (removing an item can push a user under ``k`` and back again), so that
    every remaining user and item has at least ``k``;
@@ -21,13 +23,13 @@ encoded with one vocabulary, so train and test share an id space.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from negrec.data.interactions import Interactions
-from negrec.data.loaders import source_path
+from negrec.data.loaders import PathLike, load_split, source_path
 from negrec.errors import ConfigError, DataError
 
 OnUnseen = Literal["error", "drop", "keep"]
@@ -59,13 +61,13 @@ class PrepareReport:
         return self.n_interactions / cells if cells else 0.0
 
     def __str__(self) -> str:
-        lines = [f"read {self.rows_read:,} rows"]
+        lines = [
+            f"read {self.rows_read:,} rows",
+            f"dropped {self.dropped_duplicates:,} duplicate (user, item) rows "
+            "(kept the latest of each pair)",
+        ]
         if self.min_rating is not None:
             lines.append(f"dropped {self.dropped_threshold:,} with rating < {self.min_rating:g}")
-        lines.append(
-            f"dropped {self.dropped_duplicates:,} duplicate (user, item) rows "
-            "(kept the latest of each pair)"
-        )
         if self.k_core is not None:
             lines.append(
                 f"dropped {self.dropped_kcore:,} by {self.k_core}-core filtering "
@@ -221,14 +223,14 @@ def check_test_in_train_table(
 def _filter(
     table: pd.DataFrame, min_rating: float | None, k_core: int | None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Threshold, de-duplicate and k-core ``table``; returns it with the drop counts."""
+    """De-duplicate, threshold and k-core ``table``; returns it with the drop counts."""
     for column in ("user", "item"):
         if column not in table.columns:
             raise ValueError(f"the table needs a {column!r} column")
     counts = {"rows_read": len(table), "dropped_threshold": 0, "kcore_rounds": 0}
+    table, counts["dropped_duplicates"] = deduplicate(table)
     if min_rating is not None:
         table, counts["dropped_threshold"] = apply_threshold(table, min_rating)
-    table, counts["dropped_duplicates"] = deduplicate(table)
     before = len(table)
     if k_core is not None:
         keep, counts["kcore_rounds"] = k_core_mask(
@@ -242,8 +244,8 @@ def _filter(
 def _nothing_left(counts: dict[str, int]) -> DataError:
     return DataError(
         f"no interactions left after filtering ({counts['rows_read']:,} rows read, "
-        f"{counts['dropped_threshold']:,} below the rating threshold, "
         f"{counts['dropped_duplicates']:,} duplicates, "
+        f"{counts['dropped_threshold']:,} below the rating threshold, "
         f"{counts['dropped_kcore']:,} by k-core); lower min_rating or k_core"
     )
 
@@ -369,3 +371,19 @@ def prepare_split(
         unseen_kept=unseen_kept,
     )
     return train, test, report
+
+
+def prepare_presplit(
+    train_path: PathLike,
+    test_path: PathLike,
+    *,
+    format: str | None = None,
+    min_rating: float | None = None,
+    k_core: int | None = None,
+    on_unseen: OnUnseen = "error",
+    **options: Any,
+) -> tuple[Interactions, Interactions, PrepareReport]:
+    """Load a pre-split file pair and prepare it: :func:`~negrec.data.loaders.load_split`
+    followed by :func:`prepare_split` (``options`` go to the format's loader)."""
+    table = load_split(train_path, test_path, format, **options)
+    return prepare_split(table, min_rating=min_rating, k_core=k_core, on_unseen=on_unseen)

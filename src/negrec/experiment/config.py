@@ -55,6 +55,9 @@ class DataConfig:
     format: str | None = None  # loader format; None guesses from the file name
     min_rating: float | None = None  # keep ratings >= this
     k_core: int | None = None  # iterative k-core on users and items
+    # presplit: a test user or item absent from train is an error, dropped, or kept
+    # (kept items stay in the catalogue untrained, as the LightGCN/SimCE code does)
+    on_unseen: Literal["error", "drop", "keep"] = "error"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, prefix: str) -> None:

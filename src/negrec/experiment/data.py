@@ -32,6 +32,7 @@ def build_split(data: DataConfig, split: SplitConfig) -> Split:
                 format=data.format,
                 min_rating=data.min_rating,
                 k_core=data.k_core,
+                on_unseen=data.on_unseen,
             )
             return carve_validation(train, test, split.valid, split.seed)
         assert data.path is not None

@@ -34,7 +34,7 @@ at powers of two where ``log2`` in floating point would need an epsilon.
 from __future__ import annotations
 
 import math
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -85,9 +85,7 @@ def _check_range(x: IntArray, lo: ArrayLike, hi: ArrayLike, name: str, what: str
     bad = (x_b < lo_b) | (x_b > hi_b)
     if np.any(bad):
         i = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise NegrecError(
-            f"{name} must lie in [{lo_b[i]}, {hi_b[i]}] ({what}), got {x_b[i]}"
-        )
+        raise NegrecError(f"{name} must lie in [{lo_b[i]}, {hi_b[i]}] ({what}), got {x_b[i]}")
 
 
 def _check_problem(n_neg: ArrayLike, k: ArrayLike, rank: ArrayLike) -> tuple[IntArray, ...]:
@@ -300,7 +298,7 @@ def lower_bound_bce_tight(gamma: ArrayLike, gamma0: ArrayLike, s_pos: ArrayLike)
     return softplus(-sp) + g * softplus(sp) + (g0 - g) * LN2
 
 
-def gamma_distribution(n_neg: int, n_above: int, k: int) -> stats.rv_discrete:
+def gamma_distribution(n_neg: int, n_above: int, k: int) -> Any:
     """Frozen ``scipy.stats.hypergeom(M=N_-, n=n_above, N=K)`` (§1.6).
 
     ``|Gamma_K| ~ HG(N_-, r+ - 1, K)`` and ``|Gamma_K^0| ~ HG(N_-, n0, K)``: the number of
@@ -337,21 +335,18 @@ def gamma_tail(m: ArrayLike, n_neg: ArrayLike, n_above: ArrayLike, k: ArrayLike)
 
 
 def _bce_threshold(rank: IntArray, s_pos: FloatArray, metric: Metric) -> IntArray:
-    """``max(0, ceil(log2(-ln metric / ln 2 ... )))`` for BCE with a finite ``s+``.
+    """BCE threshold for a finite ``s+``, shapes broadcast from ``rank`` and ``s_pos``.
 
-    NDCG: ``ceil(log2 log2(1 + r+) - log2(1 + e^{-s+}))``; MRR: ``ceil(log2 r+ - ...)``.
-    ``s+ = 0`` (``log2(1 + e^0) = 1``) is handled exactly as the BPR threshold minus one;
-    other values go through floating point with a slack of ``THRESHOLD_EPS``.
+    NDCG: ``max(0, ceil(log2 log2(1 + r+) - log2(1 + e^{-s+})))``; MRR: the same with
+    ``log2 r+``. ``s+ = 0`` (``log2(1 + e^0) = 1``) is done exactly, as the BPR threshold
+    minus one; other values go through floating point with a slack of ``THRESHOLD_EPS``.
     """
     r, s = np.broadcast_arrays(rank, s_pos)
     bpr = threshold("bpr", r, metric=metric)
     offset = softplus(-s) / LN2  # log2(1 + e^{-s+}), > 0
     rf = r.astype(np.float64)
     target = np.log2(np.log2(1.0 + rf)) if metric == "ndcg" else np.log2(rf)
-    with np.errstate(invalid="ignore"):
-        m_float = np.ceil(target - offset - THRESHOLD_EPS)
-    m_float = np.where(np.isfinite(m_float), m_float, 0.0)  # r+ = 1 for MRR: log2(1) = 0
-    m = np.maximum(0, m_float).astype(np.int64)
+    m = np.maximum(0.0, np.ceil(target - offset - THRESHOLD_EPS)).astype(np.int64)
     return np.where(s == 0.0, np.maximum(0, bpr - 1), m).astype(np.int64)
 
 
@@ -407,8 +402,10 @@ def threshold_float(
 ) -> FloatArray:
     """Floating-point form of :func:`threshold`, straight from the formulas of §1.7 / §1.9.
 
-    For reference and tests only: it is off by one where ``log2`` lands on an exact power
-    of two and rounds the wrong way; :func:`threshold` is exact there.
+    For reference and tests only. It relies on ``np.log2`` returning exact integers at
+    exact powers of two (true of IEEE libm); the equally natural ``ln(x) / ln(2)`` is not
+    exact there (``math.log(2**29, 2) = 29.000000000000004``), and a finite ``s+`` makes
+    the BCE value a float in any case. :func:`threshold` uses integer arithmetic instead.
     """
     name = _check_loss(loss)
     met = _check_metric(metric)
@@ -567,8 +564,9 @@ def _counts(lab: npt.NDArray[np.bool_]) -> tuple[int, int]:
         raise NegrecError("every row of labels must hold the same number of positives")
     n_neg = lab.shape[-1] - n_pos
     if n_pos < 1 or n_neg < 1:
-        raise NegrecError(f"need at least one positive and one negative, got N+={n_pos}, "
-                          f"N-={n_neg}")
+        raise NegrecError(
+            f"need at least one positive and one negative, got N+={n_pos}, N-={n_neg}"
+        )
     return n_pos, n_neg
 
 
@@ -655,7 +653,11 @@ def opauc(labels: ArrayLike, *, beta: float | None = None, n_beta: int | None = 
     n_pos, n_neg = _counts(lab)
     if (beta is None) == (n_beta is None):
         raise NegrecError("give exactly one of beta and n_beta")
-    nb = n_beta_of(beta, n_neg) if beta is not None else int(n_beta)  # type: ignore[arg-type]
+    if beta is not None:
+        nb = n_beta_of(beta, n_neg)
+    else:
+        assert n_beta is not None
+        nb = int(n_beta)
     _check_range(np.asarray(nb), 1, n_neg, "n_beta", "1 <= n_beta <= N-")
     p = positives_above_negatives(lab)[..., :nb]  # [..., n_beta]
     return p.sum(axis=-1) / float(n_pos * n_neg)

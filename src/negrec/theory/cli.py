@@ -111,8 +111,9 @@ def run_bounds(args: argparse.Namespace) -> int:
     n_items = int(args.items)
     k = int(args.negatives)
     if n_items < 2:
-        raise NegrecError(f"--items must be >= 2 (one positive and at least one negative), "
-                          f"got {n_items}")
+        raise NegrecError(
+            f"--items must be >= 2 (one positive and at least one negative), got {n_items}"
+        )
     if not 1 <= k <= n_items - 1:
         raise NegrecError(f"--negatives K must lie in [1, items - 1 = {n_items - 1}], got {k}")
     ranks = sorted(set(args.rank)) if args.rank else default_ranks(n_items)
@@ -143,12 +144,18 @@ def run_bounds(args: argparse.Namespace) -> int:
 
     n0_text = "n0 = r+ - 1 (worst case)" if n0 is None else f"n0 = {n0}"
     print("Probability that the sampled loss upper-bounds -ln metric(r+) of the full ranking")
-    print("(Theorem 1 of Di Teodoro et al., arXiv 2411.07770, DERIVED integer form; "
-          "THEORY.md §1.7, §1.9).")
-    print(f"N = {n_items} items (N- = {n_items - 1} negatives), K = {k} sampled without "
-          f"replacement; BCE: {n0_text}.")
-    print("m = smallest count of sampled negatives at or above the positive (|Gamma_K|; "
-          "|Gamma_K^0| for BCE) at which the bound holds; p = P(count >= m).")
+    print(
+        "(Theorem 1 of Di Teodoro et al., arXiv 2411.07770, DERIVED integer form; "
+        "THEORY.md §1.7, §1.9)."
+    )
+    print(
+        f"N = {n_items} items (N- = {n_items - 1} negatives), K = {k} sampled without "
+        f"replacement; BCE: {n0_text}."
+    )
+    print(
+        "m = smallest count of sampled negatives at or above the positive (|Gamma_K|; "
+        "|Gamma_K^0| for BCE) at which the bound holds; p = P(count >= m)."
+    )
     for metric in B.METRICS:
         table = B.bound_table(n_items, k, ranks, metric=metric, s_pos=s_pos, n0=n0)
         headers = ["r+", f"-ln {metric.upper()}", "m CCE", "p CCE", "m BPR", "p BPR"]
@@ -197,9 +204,7 @@ def _plot(result: S.OpaucCorrelation, path: Path) -> None:
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("Pearson correlation")
     axes[-1].legend(loc="lower left", fontsize="small")
-    fig.suptitle(
-        f"N+={result.n_pos}, N-={result.n_neg}, {result.permutations} random permutations"
-    )
+    fig.suptitle(f"N+={result.n_pos}, N-={result.n_neg}, {result.permutations} random permutations")
     fig.savefig(path, format="png", dpi=120)
 
 
@@ -220,7 +225,11 @@ def run_simulate_opauc(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = S.opauc_topk_correlation(
-        n_pos=n_pos, n_neg=n_neg, ks=ks, permutations=perms, seed=int(args.seed),
+        n_pos=n_pos,
+        n_neg=n_neg,
+        ks=ks,
+        permutations=perms,
+        seed=int(args.seed),
         progress=sys.stderr.isatty(),
     )
     elapsed = time.perf_counter() - start
@@ -228,10 +237,17 @@ def run_simulate_opauc(args: argparse.Namespace) -> int:
     frames = []
     for metric, corr in result.corr.items():
         for i, k in enumerate(result.ks):
-            frames.append(pd.DataFrame({
-                "metric": metric, "k": k, "n_beta": result.n_betas, "beta": result.betas,
-                "corr": corr[i],
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "metric": metric,
+                        "k": k,
+                        "n_beta": result.n_betas,
+                        "beta": result.betas,
+                        "corr": corr[i],
+                    }
+                )
+            )
     curves = pd.concat(frames, ignore_index=True)
     summary = pd.DataFrame(result.summary_rows())
     curves_path = out / "opauc_correlation.csv"
@@ -241,18 +257,38 @@ def run_simulate_opauc(args: argparse.Namespace) -> int:
     atomic_write(summary_path, lambda p: summary.to_csv(p, index=False))
     atomic_write(plot_path, lambda p: _plot(result, p))
 
-    print(f"Pearson correlation of Top-K metrics with OPAUC(beta), N+={n_pos}, N-={n_neg}, "
-          f"{perms} random permutations, seed {args.seed} ({elapsed:.1f} s).")
+    print(
+        f"Pearson correlation of Top-K metrics with OPAUC(beta), N+={n_pos}, N-={n_neg}, "
+        f"{perms} random permutations, seed {args.seed} ({elapsed:.1f} s)."
+    )
     print("(Shi et al., WWW 2023; protocol of THEORY.md §2.5.)")
     print()
     rows = [
-        [str(r["metric"]), str(r["k"]), str(r["best_n_beta"]), f"{r['best_beta']:.4g}",
-         f"{r['best_corr']:.4f}", f"{r['corr_at_k']:.4f}", f"{r['auc_corr']:.4f}"]
+        [
+            str(r["metric"]),
+            str(r["k"]),
+            str(r["best_n_beta"]),
+            f"{r['best_beta']:.4g}",
+            f"{r['best_corr']:.4f}",
+            f"{r['corr_at_k']:.4f}",
+            f"{r['auc_corr']:.4f}",
+        ]
         for r in summary.to_dict("records")
     ]
-    print(_markdown(
-        ["metric", "K", "best n_beta", "best beta", "best corr", "corr at beta=K/N-",
-         "corr with AUC"], rows))
+    print(
+        _markdown(
+            [
+                "metric",
+                "K",
+                "best n_beta",
+                "best beta",
+                "best corr",
+                "corr at beta=K/N-",
+                "corr with AUC",
+            ],
+            rows,
+        )
+    )
     print()
     for p in (curves_path, summary_path, plot_path):
         print(f"wrote {p}")
@@ -288,9 +324,11 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
     for k_chain in (None, 5):
         v = S.loss_chain_violations(trials, rng(), n_neg=20, k=k_chain)
         what = "all negatives" if k_chain is None else f"K={k_chain} of 20"
-        yield (sum(v.values()) == 0,
-               f"loss chain   -ln NDCG <= ln r+ <= CCE <= BPR <= BCE, s+ >= 0, {what}, "
-               f"{trials} trials: violations {v}")
+        yield (
+            sum(v.values()) == 0,
+            f"loss chain   -ln NDCG <= ln r+ <= CCE <= BPR <= BCE, s+ >= 0, {what}, "
+            f"{trials} trials: violations {v}",
+        )
     # paper (a), §1.5: shared minimiser on [-S, S]
     for bound, k in ((3.0, 4), (1.0, 10)):
         for m in S.check_bounded_minimum(bound, k, seed=rng()):
@@ -301,15 +339,20 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
     yield e.passed, "expectation  " + e.describe()
     # paper (b), §2.4: Theorem 3 sandwich on random permutations and by brute force
     for k in (5, 50):
-        v = S.sandwich_violations(n_pos=200, n_neg=800, k=k, permutations=min(draws, 20_000),
-                                  seed=rng())
-        yield (sum(v.values()) == 0,
-               f"sandwich     t^2 <= N+N-·OPAUC(K/N-) <= t(N+ + K - t) and Recall/Precision "
-               f"bounds, N+=200 N-=800 K={k}: violations {v}")
+        v = S.sandwich_violations(
+            n_pos=200, n_neg=800, k=k, permutations=min(draws, 20_000), seed=rng()
+        )
+        yield (
+            sum(v.values()) == 0,
+            f"sandwich     t^2 <= N+N-·OPAUC(K/N-) <= t(N+ + K - t) and Recall/Precision "
+            f"bounds, N+=200 N-=800 K={k}: violations {v}",
+        )
     brute = S.brute_force_sandwich(4, 6, 3)
     lo_hi = {t: (t * t, t * (4 + 3 - t)) for t in brute}
-    yield (brute == lo_hi,
-           f"sandwich     brute force N+=4 N-=6 K=3, (min, max) per t: {brute}, theory {lo_hi}")
+    yield (
+        brute == lo_hi,
+        f"sandwich     brute force N+=4 N-=6 K=3, (min, max) per t: {brute}, theory {lo_hi}",
+    )
     # paper (b), §2.3: correlations do not depend on the normalisation
     labels = S.label_permutations(200, 800, 2000, rng())
     recall = B.recall_at_k(labels, 20)
@@ -318,18 +361,22 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
     for norm in (B.normalize_opauc_minmax(raw, 20, 800), B.normalize_opauc_mcclish(raw, 20, 800)):
         diffs.append(abs(np.corrcoef(recall, norm)[0, 1] - np.corrcoef(recall, raw)[0, 1]))
         diffs.append(abs(stats.spearmanr(recall, norm)[0] - stats.spearmanr(recall, raw)[0]))
-    yield (max(diffs) < 1e-12,
-           f"normalise    Pearson/Spearman of Recall@20 vs raw, min/max, McClish OPAUC: "
-           f"max difference {max(diffs):.2g}")
+    yield (
+        max(diffs) < 1e-12,
+        f"normalise    Pearson/Spearman of Recall@20 vs raw, min/max, McClish OPAUC: "
+        f"max difference {max(diffs):.2g}",
+    )
     # paper (b), §2.5: correlation peaks near beta = K/N- and is lower at AUC
     res = S.opauc_topk_correlation(ks=(5, 20, 100), permutations=min(draws, 20_000), seed=rng())
     for i, k in enumerate(res.ks):
         arg = int(res.argmax_n_beta("recall")[i])
         at, au = float(res.at_k("recall")[i]), float(res.auc_corr("recall")[i])
         ok = k / 2 <= arg <= 2 * k and at > au + 0.2
-        yield (ok,
-               f"OPAUC corr   Recall@{k}: argmax n_beta {arg} in [K/2, 2K], corr at K "
-               f"{at:.3f} > AUC corr {au:.3f} + 0.2")
+        yield (
+            ok,
+            f"OPAUC corr   Recall@{k}: argmax n_beta {arg} in [K/2, 2K], corr at K "
+            f"{at:.3f} > AUC corr {au:.3f} + 0.2",
+        )
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -370,18 +417,40 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Thresholds m and probabilities p_L = P(count >= m) of Theorem 1 for CCE, "
         "BPR and BCE, for NDCG and MRR, as markdown tables.",
     )
-    p.add_argument("--items", "-N", type=int, required=True,
-                   help="number of items N (one positive and N-1 negatives)")
-    p.add_argument("--negatives", "-K", type=int, required=True,
-                   help="sampled negatives K, 1 <= K <= N-1")
-    p.add_argument("--rank", "-r", type=int, nargs="+", action="extend", metavar="R",
-                   help="rank(s) r+ of the positive in the full ranking, 1..N "
-                   "(default: 1, 2, 3, 5, 10, 16, 20, 50, ... up to N)")
-    p.add_argument("--pos-score", type=float, default=None, metavar="S",
-                   help="positive score s+ for BCE (adds a BCE(s+) column; default: only the "
-                   "worst case s+ -> inf)")
-    p.add_argument("--n0", type=int, default=None,
-                   help="negatives with score >= 0, for BCE (default: r+ - 1, the worst case)")
+    p.add_argument(
+        "--items",
+        "-N",
+        type=int,
+        required=True,
+        help="number of items N (one positive and N-1 negatives)",
+    )
+    p.add_argument(
+        "--negatives", "-K", type=int, required=True, help="sampled negatives K, 1 <= K <= N-1"
+    )
+    p.add_argument(
+        "--rank",
+        "-r",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="R",
+        help="rank(s) r+ of the positive in the full ranking, 1..N "
+        "(default: 1, 2, 3, 5, 10, 16, 20, 50, ... up to N)",
+    )
+    p.add_argument(
+        "--pos-score",
+        type=float,
+        default=None,
+        metavar="S",
+        help="positive score s+ for BCE (adds a BCE(s+) column; default: only the "
+        "worst case s+ -> inf)",
+    )
+    p.add_argument(
+        "--n0",
+        type=int,
+        default=None,
+        help="negatives with score >= 0, for BCE (default: r+ - 1, the worst case)",
+    )
     p.set_defaults(func=run_bounds)
 
     p = sub.add_parser(
@@ -391,15 +460,22 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "Top-K metrics with OPAUC(n/N-) for every n, write CSVs and a PNG, and print where "
         "each correlation peaks.",
     )
-    p.add_argument("--permutations", "-R", type=int, default=100_000,
-                   help="number of random permutations (default 100000)")
+    p.add_argument(
+        "--permutations",
+        "-R",
+        type=int,
+        default=100_000,
+        help="number of random permutations (default 100000)",
+    )
     p.add_argument("--positives", type=int, default=200, help="N+ (default 200)")
     p.add_argument("--negatives", type=int, default=800, help="N- (default 800)")
-    p.add_argument("--ks", default=DEFAULT_KS,
-                   help=f"comma-separated cut-offs K <= N- (default {DEFAULT_KS})")
+    p.add_argument(
+        "--ks", default=DEFAULT_KS, help=f"comma-separated cut-offs K <= N- (default {DEFAULT_KS})"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", default="runs/theory/opauc",
-                   help="output directory (default runs/theory/opauc)")
+    p.add_argument(
+        "--out", default="runs/theory/opauc", help="output directory (default runs/theory/opauc)"
+    )
     p.set_defaults(func=run_simulate_opauc)
 
     p = sub.add_parser(
@@ -409,7 +485,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "bounded-score minima, E[OPAUC], the Theorem 3 sandwich, normalisation invariance "
         "and the OPAUC correlation peak. Prints PASS/FAIL lines.",
     )
-    p.add_argument("--draws", type=int, default=200_000,
-                   help="Monte-Carlo draws per paper (a) check (default 200000)")
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=200_000,
+        help="Monte-Carlo draws per paper (a) check (default 200000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=run_check)

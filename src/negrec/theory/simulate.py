@@ -256,8 +256,18 @@ def check_worst_case(n_neg: int, k: int, rank: int, *, draws: int, seed: Seed) -
                 B.bound_probability(loss, n_neg, k, rank, metric=metric, s_pos=0.0, n0=rank - 1)
             )
             out.append(
-                BoundCheck(loss, metric, n_neg, k, rank, draws,
-                           emp.probability[(loss, metric)], exact, "equal", tight)
+                BoundCheck(
+                    loss,
+                    metric,
+                    n_neg,
+                    k,
+                    rank,
+                    draws,
+                    emp.probability[(loss, metric)],
+                    exact,
+                    "equal",
+                    tight,
+                )
             )
     return out
 
@@ -280,13 +290,21 @@ def check_random_scores(
         ok = emp.lemma_gap[loss] >= -1e-9
         for metric in B.METRICS:
             exact = float(
-                B.bound_probability(
-                    loss, n_neg, k, emp.rank, metric=metric, s_pos=s_pos, n0=emp.n0
-                )
+                B.bound_probability(loss, n_neg, k, emp.rank, metric=metric, s_pos=s_pos, n0=emp.n0)
             )
             out.append(
-                BoundCheck(loss, metric, n_neg, k, emp.rank, draws,
-                           emp.probability[(loss, metric)], exact, "lower", ok)
+                BoundCheck(
+                    loss,
+                    metric,
+                    n_neg,
+                    k,
+                    emp.rank,
+                    draws,
+                    emp.probability[(loss, metric)],
+                    exact,
+                    "lower",
+                    ok,
+                )
             )
     return out
 
@@ -399,7 +417,11 @@ def check_bounded_minimum(
         best: optimize.OptimizeResult | None = None
         for x0 in x0s:
             res = optimize.minimize(
-                _loss_and_grad, x0, args=(loss,), jac=True, method="L-BFGS-B",
+                _loss_and_grad,
+                x0,
+                args=(loss,),
+                jac=True,
+                method="L-BFGS-B",
                 bounds=[(-bound, bound)] * (k + 1),
                 options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 1000},
             )
@@ -407,8 +429,14 @@ def check_bounded_minimum(
                 best = res
         assert best is not None
         out.append(
-            MinimumCheck(loss, float(bound), k, float(best.fun),
-                         float(B.bounded_minimum(loss, bound, k)), np.asarray(best.x))
+            MinimumCheck(
+                loss,
+                float(bound),
+                k,
+                float(best.fun),
+                float(B.bounded_minimum(loss, bound, k)),
+                np.asarray(best.x),
+            )
         )
     return out
 
@@ -470,15 +498,17 @@ class OpaucCorrelation:
             at = self.at_k(metric)
             au = self.auc_corr(metric)
             for i, k in enumerate(self.ks):
-                rows.append({
-                    "metric": metric,
-                    "k": k,
-                    "best_n_beta": int(arg[i]),
-                    "best_beta": float(arg[i]) / self.n_neg,
-                    "best_corr": float(best[i]),
-                    "corr_at_k": float(at[i]),
-                    "auc_corr": float(au[i]),
-                })
+                rows.append(
+                    {
+                        "metric": metric,
+                        "k": k,
+                        "best_n_beta": int(arg[i]),
+                        "best_beta": float(arg[i]) / self.n_neg,
+                        "best_corr": float(best[i]),
+                        "corr_at_k": float(at[i]),
+                        "auc_corr": float(au[i]),
+                    }
+                )
         return rows
 
 
@@ -540,8 +570,9 @@ def opauc_topk_correlation(
     sy = np.zeros(n_neg)  # [N-]
     syy = np.zeros(n_neg)  # [N-]
     sxy = np.zeros((m, n_neg))  # [M, N-]
-    with tqdm(total=permutations, desc="permutations", unit="perm", disable=not progress,
-              leave=False) as bar:
+    with tqdm(
+        total=permutations, desc="permutations", unit="perm", disable=not progress, leave=False
+    ) as bar:
         for step in _chunks(permutations, chunk):
             labels = label_permutations(n_pos, n_neg, step, rng)  # [C, N]
             above = np.cumsum(labels, axis=1, dtype=np.int64)  # [C, N]
@@ -660,6 +691,4 @@ def brute_force_sandwich(n_pos: int, n_neg: int, k: int) -> dict[int, tuple[int,
     np.put_along_axis(labels, where, True, axis=1)
     t = B.topk_hits(labels, k)
     area = B.positives_above_negatives(labels)[:, :k].sum(axis=1)
-    return {
-        int(tv): (int(area[t == tv].min()), int(area[t == tv].max())) for tv in np.unique(t)
-    }
+    return {int(tv): (int(area[t == tv].min()), int(area[t == tv].max())) for tv in np.unique(t)}

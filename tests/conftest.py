@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny known-answer interactions and splits, and the shared-data path.
+
+Kept small and general on purpose: test files add their own specialised fixtures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from negrec.data.interactions import Interactions
+from negrec.data.splits import Split
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_interactions(
+    rows: list[list[int]],
+    n_items: int,
+    timestamps: list[list[float]] | None = None,
+) -> Interactions:
+    """Interactions from one list of item ids per user (and optional aligned timestamps)."""
+    users = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+    items = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if rows else []
+    times = None
+    if timestamps is not None:
+        times = np.concatenate([np.asarray(t, dtype=np.float64) for t in timestamps])
+    return Interactions.from_arrays(
+        users, np.asarray(items, dtype=np.int64), n_users=len(rows), n_items=n_items,
+        timestamps=times,
+    )
+
+
+@pytest.fixture
+def tiny_interactions() -> Interactions:
+    """4 users x 8 items, with timestamps; user 3 has a single item."""
+    rows = [[0, 1, 2, 5], [1, 3, 4, 6, 7], [0, 2, 7], [4]]
+    times = [[1.0, 4.0, 2.0, 3.0], [5.0, 1.0, 2.0, 4.0, 3.0], [2.0, 1.0, 3.0], [1.0]]
+    return make_interactions(rows, 8, times)
+
+
+@pytest.fixture
+def tiny_split() -> Split:
+    """4 users x 8 items: hand-written train / valid / test rows, pairwise disjoint."""
+    train = make_interactions([[0, 1], [2, 3, 4], [5], [0, 7]], 8)
+    valid = make_interactions([[2], [5], [6], []], 8)
+    test = make_interactions([[3, 4], [6], [0, 7], [1]], 8)
+    return Split(train=train, valid=valid, test=test)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
