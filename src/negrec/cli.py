@@ -40,13 +40,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from negrec.experiment.report import comparison_table, load_runs, plot_curves
+    from negrec.experiment.report import (
+        comparison_table,
+        has_bound_monitor,
+        load_runs,
+        plot_bound_monitor,
+        plot_curves,
+    )
 
     runs = load_runs(args.runs)
     print(comparison_table(runs))
     metric = args.metric or runs[0].summary.get("selection_metric", "ndcg@20")
     plot = plot_curves(runs, metric, args.plot or Path(args.runs[0]).parent / f"valid-{metric}.png")
     print(f"\nplot: {plot}")
+    if has_bound_monitor(runs):  # runs made with [monitor] enabled = true
+        bound = plot_bound_monitor(runs, Path(plot).parent / "bound-monitor.png")
+        print(f"bound monitor plot: {bound}")
     return 0
 
 
@@ -99,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the configs shipped with negrec")
     presets.set_defaults(func=_presets)
 
-    for module in ("negrec.data.cli", "negrec.theory.cli"):
+    for module in ("negrec.data.cli", "negrec.theory.cli", "negrec.hardness_cli"):
         try:
             add_commands = __import__(module, fromlist=["add_commands"]).add_commands
         except ImportError:

@@ -272,7 +272,7 @@ def fit(
             if not bool(torch.isfinite(value)):
                 raise TrainingDiverged(
                     f"loss became {value.item()} at epoch {epoch}, batch {step}; "
-                    "lower train.lr or add regularisation (the best weights so far are kept)"
+                    "lower train.lr or add regularisation"
                 )
             optimizer.zero_grad(set_to_none=True)
             value.backward()

@@ -1,9 +1,10 @@
 """The experiment config: one TOML file (plus ``--set key=value`` overrides), typed.
 
 Sections: ``[data]``, ``[split]``, ``[model]``, ``[sampler]``, ``[loss]``, ``[train]``,
-``[eval]``. The ``model`` and ``sampler`` sections are validated by the chosen plugin's own
-Config class, so each plugin rejects keys it does not know. Impossible combinations fail
-here, before any data is read or any run directory exists, naming the fields involved.
+``[eval]``, ``[monitor]``. The ``model`` and ``sampler`` sections are validated by the chosen
+plugin's own Config class, so each plugin rejects keys it does not know. Impossible
+combinations fail here, before any data is read or any run directory exists, naming the
+fields involved.
 """
 
 from __future__ import annotations
@@ -97,7 +98,32 @@ class SplitConfig:
             require(0 < self.valid < 1, f"{prefix}.valid", "must lie in (0, 1) or be 'last'")
 
 
-SECTIONS = ("name", "output", "data", "split", "model", "sampler", "loss", "train", "eval")
+@dataclass
+class MonitorConfig:
+    """The bound monitor (:class:`negrec.monitor.BoundMonitor`), off by default.
+
+    On every validation epoch it records, for ``users`` sampled validation users, how often
+    each sampled loss (CCE, BPR, BCE) upper-bounds ``-ln NDCG`` of the full ranking, next to
+    the theory's predicted probability (Di Teodoro et al., arXiv 2411.07770).
+    """
+
+    enabled: bool = False
+    users: int = 256  # validation users monitored (a fixed, seeded sample)
+    k: list[int] = field(default_factory=list)  # sample sizes K; empty: the sampler's k
+    seed: int = 0  # users, positives and draws of S_K (never the training generator)
+
+    def validate(self, prefix: str) -> None:
+        require(self.users >= 1, f"{prefix}.users", "must be >= 1")
+        require(all(k >= 1 for k in self.k), f"{prefix}.k", "K values must be >= 1")
+
+    def sample_sizes(self, sampler_k: int) -> list[int]:
+        """The K values to monitor: ``k`` if given, else the training sampler's K."""
+        return sorted(set(self.k)) if self.k else [sampler_k]
+
+
+SECTIONS = (
+    "name", "output", "data", "split", "model", "sampler", "loss", "train", "eval", "monitor"
+)
 
 
 @dataclass
@@ -113,13 +139,14 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
         for key in raw:
             if key not in SECTIONS:
                 raise ConfigError(key, f"unknown key (expected one of: {', '.join(SECTIONS)})")
-        for key in ("model", "sampler", "data", "split", "loss", "train", "eval"):
+        for key in ("model", "sampler", "data", "split", "loss", "train", "eval", "monitor"):
             if key in raw and not isinstance(raw[key], dict):
                 raise ConfigError(key, f"expected a table, got {raw[key]!r}")
         model = dict(raw.get("model", {}))
@@ -136,6 +163,7 @@ class ExperimentConfig:
             loss=from_dict(LossConfig, raw.get("loss", {}), prefix="loss"),
             train=from_dict(TrainConfig, raw.get("train", {}), prefix="train"),
             eval=from_dict(EvalConfig, raw.get("eval", {}), prefix="eval"),
+            monitor=from_dict(MonitorConfig, raw.get("monitor", {}), prefix="monitor"),
         )
         config.check_combinations()
         return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,98 @@ def plot_curves(runs: list[RunRecord], metric: str, path: str | Path) -> Path:
     ax.legend()
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+# ------------------------------------------------------------------------- bound monitor
+BOUND_LOSSES = ("cce", "bpr", "bce")
+_BOUND_COLORS = {"cce": "tab:blue", "bpr": "tab:orange", "bce": "tab:green"}
+_BOUND_KEY = re.compile(r"^bound/k=(\d+)/")
+
+
+def bound_monitor_ks(run: RunRecord) -> list[int]:
+    """Sample sizes K the bound monitor recorded in a run's history (empty: monitor off)."""
+    found = {int(m.group(1)) for c in run.history.columns if (m := _BOUND_KEY.match(str(c)))}
+    return sorted(found)
+
+
+def has_bound_monitor(runs: list[RunRecord]) -> bool:
+    """True when at least one run has bound-monitor columns (``bound/k=K/...``)."""
+    return any(bound_monitor_ks(run) for run in runs)
+
+
+def plot_bound_monitor(runs: list[RunRecord], path: str | Path, *, k: int | None = None) -> Path:
+    """PNG of how often each loss's sampled bound on ``-ln NDCG`` holds, per epoch.
+
+    The bound monitor (:mod:`negrec.monitor`; paper: Di Teodoro et al., arXiv 2411.07770)
+    stores, per validation epoch, the fraction of monitored users with
+    ``-ln NDCG(r+) <= L`` and the theory's predicted lower bound ``p_L``. One panel per
+    training K (``summary["k"]``); in each, every run contributes the bound of the loss it
+    trains (solid: measured, dashed: predicted), coloured by loss, at monitor K = ``k`` or,
+    by default, the run's training K (else its largest monitored K). A run training a loss
+    without a bound (e.g. SimCE) shows all three bounds. Written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monitored = [run for run in runs if bound_monitor_ks(run)]
+    if not monitored:
+        raise NegrecError("no run has bound-monitor columns (enable [monitor] to record them)")
+    panels = sorted({int(run.summary.get("k", 0)) for run in monitored})
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.2), sharey=True, squeeze=False
+    )
+    for ax, train_k in zip(axes[0], panels, strict=True):
+        group = [run for run in monitored if int(run.summary.get("k", 0)) == train_k]
+        shown_ks: set[int] = set()
+        for run in group:
+            ks = bound_monitor_ks(run)
+            mk = k if k is not None else (train_k if train_k in ks else ks[-1])
+            if mk not in ks:
+                continue
+            shown_ks.add(mk)
+            trained = str(run.summary.get("loss", ""))
+            losses = [trained] if trained in BOUND_LOSSES else list(BOUND_LOSSES)
+            for loss in losses:
+                holds = f"bound/k={mk}/{loss}/holds"
+                predicted = f"bound/k={mk}/{loss}/predicted"
+                rows = run.history.dropna(subset=[holds])
+                label = loss if trained in BOUND_LOSSES else f"{run.name}: {loss} bound"
+                if sum(str(r.summary.get("loss")) == trained for r in group) > 1:
+                    label = f"{run.name} ({loss})"
+                color = _BOUND_COLORS[loss]
+                ax.plot(rows["epoch"], rows[holds], marker="o", markersize=3, color=color,
+                        label=f"{label}: holds")
+                ax.plot(rows["epoch"], rows[predicted], linestyle="--", color=color,
+                        label=f"{label}: predicted")
+        where = ", ".join(str(v) for v in sorted(shown_ks))
+        ax.set_title(f"trained with K={train_k} (bound at K={where})")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("share of users with -ln NDCG(r+) <= L")
+    fig.suptitle("Bound monitor: measured (solid) vs theory lower bound p_L (dashed)")
+    fig.tight_layout()
+    return _save_png(fig, Path(path))
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (temp file + rename), then close it."""
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(fd)

@@ -97,7 +97,9 @@ def write_toml(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    pd.DataFrame(history).to_csv(path, index=False)
+    tmp = path.with_name(path.name + ".tmp")
+    pd.DataFrame(history).to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def write_per_user(path: Path, users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:

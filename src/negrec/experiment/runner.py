@@ -28,10 +28,21 @@ from negrec.train import (
     Callback,
     EarlyStopping,
     ProgressBar,
+    TrainState,
     ValidationEval,
     fit,
     resolve_device,
 )
+
+
+class HistoryWriter(Callback):
+    """Rewrites ``history.csv`` after every epoch, so a long run can be watched."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        rundir.write_history(self.path, [*state.history, state.log])
 
 
 @dataclass
@@ -55,6 +66,21 @@ def build_components(config: ExperimentConfig, split: Split) -> Components:
     )
 
 
+def _monitor_callbacks(config: ExperimentConfig) -> list[Callback]:
+    """The bound monitor when ``[monitor] enabled = true`` (else nothing)."""
+    if not config.monitor.enabled:
+        return []
+    from negrec.monitor import BoundMonitor
+
+    return [
+        BoundMonitor(
+            config.monitor.sample_sizes(config.sampler.k),
+            users=config.monitor.users,
+            seed=config.monitor.seed,
+        )
+    ]
+
+
 def run_experiment(
     config: ExperimentConfig,
     *,
@@ -74,8 +100,10 @@ def run_experiment(
         stopper = EarlyStopping(config.train.metric, config.train.patience, tmp / "best.pt")
         callbacks: list[Callback] = [
             ValidationEval(config.eval, config.train.eval_every),
+            *_monitor_callbacks(config),  # right after validation: same epochs
             *extra_callbacks,
             stopper,
+            HistoryWriter(tmp / "history.csv"),
         ]
         if progress:
             callbacks.append(ProgressBar(config.train.metric, config.name))

@@ -1,0 +1,260 @@
+"""How hard are a sampler's negatives? Its sampling distribution over the model's ranks.
+
+For a trained model and a sampler, draw negatives for a set of users, rank every drawn
+negative among the user's non-positive items by the model's scores (rank 1 = the
+highest-scored negative), and report the cumulative probability ``P(rank <= r)`` of drawing
+one of the top-r negatives against uniform sampling: Figure 7 of Shi et al., "On the
+Theories Behind Hard Negative Sampling for Recommendation" (WWW 2023).
+
+Weighted samplers (DNS's 1/M, Softmax-v's softmax weights) contribute each negative with its
+weight, every (user, positive) row with total weight 1: the distribution is that of the
+negative the loss effectively sees. Padding (``valid`` False) contributes nothing.
+
+The beta of OPAUC(beta) a sampler implies, two ways:
+
+- ``beta_theory``: the paper's relations. DNS(M, N): ``M / N`` (Theorem 1; the top M of a
+  uniform pool of N are the top M/N of the negatives in expectation, exactly ``M / n-`` when
+  the pool is all n- negatives). Softmax-v(rho, N): ``exp(-rho)`` (DERIVED for Theorem 2:
+  the OPAUC(beta) sampling distribution, uniform on the top beta fraction, is at KL
+  ``ln(1/beta)`` from uniform, which is the constraint radius rho; not checked against the
+  paper's text). uniform and full: 1 (AUC). Others: none.
+- ``beta_measured``: the beta whose OPAUC sampling distribution (uniform on the top beta
+  fraction of the negatives) has the same mean rank quantile as the measured one:
+  ``2 * E[(rank - 1/2) / n-]``. It is 1 for uniform sampling and ``M / n-`` for a pool of
+  all negatives; for DNS(M, N) with N < n- it is about ``(M + 1) / (N + 1)``.
+
+Ranks follow the metrics' rule: 1 + the number of non-positive items scored strictly higher.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from negrec.data.interactions import Interactions
+from negrec.models.base import Model
+from negrec.samplers.base import Sampler, SamplerConfig
+
+
+def default_ranks(max_rank: int) -> list[int]:
+    """1, 5, 10, 50, 100, 500, ... up to ``max_rank`` (and ``max_rank`` itself)."""
+    ranks, scale = {1}, 1
+    while scale <= max_rank:
+        ranks.update(r for r in (5 * scale, 10 * scale) if r <= max_rank)
+        scale *= 10
+    ranks.add(max_rank)
+    return sorted(r for r in ranks if r >= 1)
+
+
+def ranks_among_negatives(
+    scores: torch.Tensor, positives: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """Rank [U, C] of each candidate among its row's non-positive items.
+
+    ``scores`` [U, n_items], ``positives`` bool [U, n_items], ``candidates`` int [U, C]. The
+    rank is 1 + the number of non-positive items scored strictly higher (ties share the best
+    rank). A positive candidate is ranked the same way, against the non-positives.
+    """
+    order = (-scores).masked_fill(positives, math.inf).sort(dim=1).values  # [U, n], best first
+    query = (-scores.gather(1, candidates)).contiguous()  # [U, C]
+    return torch.searchsorted(order, query) + 1  # entries < query: strictly higher scores
+
+
+def row_weights(
+    shape: tuple[int, int], weights: torch.Tensor | None, valid: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Per-entry weights [R, C] normalised to sum 1 per row (0 for padding)."""
+    w = torch.ones(shape, dtype=torch.float64, device=device)
+    if weights is not None:
+        w = w * weights.to(torch.float64)
+    if valid is not None:
+        w = w * valid
+    total = w.sum(dim=1, keepdim=True)  # [R, 1]
+    return torch.where(total > 0, w / total.clamp_min(1e-300), torch.zeros_like(w))
+
+
+def cumulative_distribution(
+    ranks: torch.Tensor, weights: torch.Tensor, max_rank: int
+) -> np.ndarray:
+    """``P(rank <= r)`` for r = 1..max_rank, [max_rank], from ranks [R, C] and row-normalised
+    weights [R, C]; rows with no weight (all padding) are left out."""
+    rows = float((weights.sum(dim=1) > 0).sum())
+    hist = torch.bincount(
+        ranks.flatten().clamp(max=max_rank), weights=weights.flatten(), minlength=max_rank + 1
+    )  # [max_rank + 1], index 0 unused
+    return (hist[1:].cumsum(0) / max(rows, 1.0)).cpu().numpy()
+
+
+def uniform_cumulative(n_neg: torch.Tensor, max_rank: int) -> np.ndarray:
+    """``P(rank <= r)`` under uniform sampling, averaged over rows with n- negatives [R]."""
+    r = torch.arange(1, max_rank + 1, dtype=torch.float64, device=n_neg.device)  # [G]
+    n = n_neg.to(torch.float64).unsqueeze(1)  # [R, 1]
+    return (torch.minimum(r.unsqueeze(0), n) / n).mean(dim=0).cpu().numpy()
+
+
+def measured_beta(ranks: torch.Tensor, weights: torch.Tensor, n_neg: torch.Tensor) -> float:
+    """``2 E[(rank - 1/2) / n-]``: the beta of the OPAUC(beta) distribution (uniform on the
+    top beta fraction) with the same mean rank quantile. ranks, weights [R, C], n_neg [R]."""
+    quantile = (ranks.to(torch.float64) - 0.5) / n_neg.to(torch.float64).unsqueeze(1)
+    rows = (weights.sum(dim=1) > 0).sum().clamp_min(1)
+    return float(2.0 * (weights * quantile).sum() / rows)
+
+
+def theoretical_beta(config: SamplerConfig) -> float | None:
+    """The beta of OPAUC(beta) the paper ties the sampler to (see the module docstring)."""
+    if config.name in ("uniform", "full"):
+        return 1.0
+    if config.name == "dns":
+        return config.k / config.pool  # type: ignore[attr-defined, no-any-return]
+    if config.name == "softmax_v":
+        return math.exp(-config.rho)  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+@dataclass
+class Hardness:
+    """A sampler's measured sampling distribution over ranks, and its implied beta."""
+
+    sampler: str
+    cumulative: np.ndarray  # [max_rank], P(rank <= r) for r = 1..max_rank
+    uniform: np.ndarray  # [max_rank], the same under uniform sampling
+    beta_theory: float | None
+    beta_measured: float
+    n_users: int
+    n_rows: int  # (user, positive) rows drawn: users x draws
+
+    @property
+    def max_rank(self) -> int:
+        return int(self.cumulative.size)
+
+    def table(self, ranks: list[int] | None = None) -> pd.DataFrame:
+        """One row per r: the sampler's and uniform's P(rank <= r), and their ratio."""
+        ranks = [r for r in (ranks or default_ranks(self.max_rank)) if 1 <= r <= self.max_rank]
+        idx = np.asarray(ranks, dtype=np.int64) - 1
+        sampler, uniform = self.cumulative[idx], self.uniform[idx]
+        return pd.DataFrame(
+            {
+                "r": ranks,
+                "sampler": sampler,
+                "uniform": uniform,
+                "ratio": np.divide(sampler, uniform, out=np.full(idx.size, np.nan),
+                                   where=uniform > 0),
+            }
+        )
+
+
+def measure(
+    model: Model,
+    train: Interactions,
+    sampler: Sampler,
+    users: torch.Tensor,
+    *,
+    draws: int = 4,
+    generator: torch.Generator,
+) -> Hardness:
+    """Draw ``draws`` rows per user in ``users`` [U] (each row: the user and one of their
+    training positives, uniformly), sample negatives, and rank them by ``model``'s scores.
+
+    Every user needs at least one training positive and one non-positive item.
+    """
+    device = users.device
+    u, c_draws = users.numel(), int(draws)
+    rows = users.repeat(c_draws)  # [R], row d * U + i is user i's d-th draw
+    indptr, indices = train.torch_csr(device)
+    degree = indptr[rows + 1] - indptr[rows]  # [R]
+    if bool((degree == 0).any()):
+        raise ValueError("every user needs a training positive")
+    offset = (torch.rand(rows.numel(), generator=generator, device=device) * degree).long()
+    pos = indices[indptr[rows] + torch.minimum(offset, degree - 1)]  # [R]
+
+    model.eval()
+
+    def scorer(items: torch.Tensor) -> torch.Tensor:  # what the trainer passes as model=
+        with torch.no_grad():
+            return model.score(rows, items)
+
+    neg = sampler.sample(
+        rows, pos, sampler.config.k, model=scorer if sampler.needs_model else None,
+        generator=generator,
+    )
+    ids = neg.ids
+    if ids is None:  # the whole catalogue
+        ids = torch.arange(train.n_items, device=device).expand(rows.numel(), -1)
+    c = ids.shape[1]
+
+    with torch.no_grad():
+        scores = model.score_all(users)  # [U, n_items]
+    positives = train.dense_mask(users)  # [U, n_items]
+    n_neg_user = (~positives).sum(dim=1)  # [U]
+    if bool((n_neg_user == 0).any()):
+        raise ValueError("every user needs a non-positive item")
+    by_user = ids.reshape(c_draws, u, c).permute(1, 0, 2).reshape(u, c_draws * c)  # [U, D*C]
+    ranks = ranks_among_negatives(scores, positives, by_user)  # [U, D*C]
+    ranks = ranks.reshape(u, c_draws, c).permute(1, 0, 2).reshape(rows.numel(), c)  # [R, C]
+    n_neg = n_neg_user.repeat(c_draws)  # [R]
+
+    weights = row_weights((rows.numel(), c), neg.weights, neg.valid, device)  # [R, C]
+    max_rank = int(n_neg.max())
+    return Hardness(
+        sampler=sampler.config.name,
+        cumulative=cumulative_distribution(ranks, weights, max_rank),
+        uniform=uniform_cumulative(n_neg, max_rank),
+        beta_theory=theoretical_beta(sampler.config),
+        beta_measured=measured_beta(ranks, weights, n_neg),
+        n_users=u,
+        n_rows=rows.numel(),
+    )
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` through a temporary file in its directory and ``os.replace``, so a
+    reader never sees a partial file; the temporary file is removed on error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot(result: Hardness, path: Path, label: str | None = None) -> Path:
+    """PNG of P(rank <= r) against r (log scale) for the sampler and uniform sampling."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    r = np.arange(1, result.max_rank + 1)
+    ax.step(r, result.cumulative, where="post", label=label or result.sampler, lw=1.6)
+    ax.step(r, result.uniform, where="post", label="uniform", lw=1.2, ls="--", color="grey")
+    ax.set_xscale("log")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("r (score rank among the user's negatives)")
+    ax.set_ylabel("P(drawn negative ranks in the top r)")
+    theory = "-" if result.beta_theory is None else f"{result.beta_theory:.4g}"
+    ax.set_title(
+        f"{label or result.sampler}: implied beta {theory} (theory), "
+        f"{result.beta_measured:.4g} (measured; {result.n_users} users)",
+        fontsize=9,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))

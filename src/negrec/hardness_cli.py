@@ -1,0 +1,201 @@
+"""The ``negrec hardness`` command: a sampler's hardness under a trained run's model.
+
+``negrec hardness RUN_DIR [--sampler NAME] [--set sampler.KEY=VALUE ...] [--users 500]
+[--draws 4] [--seed 0] [--ranks 1,5,10,...] [--out DIR] [--device cpu]`` loads the run's
+``config.toml`` and ``best.pt``, rebuilds its split and model, draws negatives with the
+given sampler (default: the run's own) for sampled validation users, and prints the
+cumulative probability of drawing a top-r negative against uniform sampling, with the
+implied beta of OPAUC(beta) (see :mod:`negrec.hardness`; Figure 7 of Shi et al., WWW 2023).
+It writes ``hardness-<label>.png`` and ``hardness-<label>.csv`` (atomically) to ``--out``,
+by default the run directory. Bad input raises :class:`negrec.errors.NegrecError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from negrec.config_base import to_dict
+from negrec.errors import NegrecError
+
+DEFAULT_USERS = 500
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``hardness`` on the ``negrec`` sub-command parser."""
+    p = subparsers.add_parser(
+        "hardness",
+        help="sampling distribution of a sampler over a trained run's score ranks",
+        description="For a run directory and a sampler config: the probability that a drawn "
+        "negative is among the user's top-r negatives by the run's model, against uniform "
+        "sampling (Figure 7 of Shi et al., WWW 2023), and the implied beta of OPAUC(beta). "
+        "Prints a table; writes a PNG and a CSV.",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a run directory (config.toml and best.pt)")
+    p.add_argument("--sampler", help="sampler name (default: the run's sampler and options)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="sampler.KEY=VALUE",
+        help="sampler option, e.g. --set sampler.pool=200 --set sampler.k=5",
+    )
+    p.add_argument(
+        "--users", type=int, default=DEFAULT_USERS,
+        help=f"validation users to sample (default {DEFAULT_USERS})",
+    )
+    p.add_argument("--draws", type=int, default=4, help="positives drawn per user (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of users, positives and sampler")
+    p.add_argument("--ranks", help="comma-separated r of the table (default 1,5,10,50,100,...)")
+    p.add_argument("--out", help="directory for the PNG and CSV (default: RUN_DIR)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default cpu)")
+    p.set_defaults(func=run_hardness)
+
+
+def _parse_ranks(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise NegrecError(f"--ranks must be comma-separated integers, got '{part}'") from None
+        if value < 1:
+            raise NegrecError(f"--ranks must be >= 1, got {value}")
+        out.append(value)
+    if not out:
+        raise NegrecError("--ranks must list at least one rank")
+    return sorted(set(out))
+
+
+def sampler_options(
+    run_section: dict[str, Any], name: str | None, sets: list[str]
+) -> dict[str, Any]:
+    """The raw ``[sampler]`` table: the run's own (no ``name``) or a fresh one, plus sets."""
+    from negrec.experiment.config import apply_overrides, parse_override
+
+    raw: dict[str, Any] = dict(run_section) if name is None else {"name": name}
+    keys = []
+    for text in sets:
+        path, _ = parse_override(text)
+        if len(path) != 2 or path[0] != "sampler":
+            raise NegrecError(f"--set takes sampler options (sampler.KEY=VALUE), got '{text}'")
+        keys.append(path[1])
+    derived_k = raw.get("name") in ("softmax_v", "softmax_tau") and raw.get("k") == raw.get("pool")
+    if derived_k and "pool" in keys and "k" not in keys:
+        raw.pop("k", None)  # k follows pool for the weighted-pool samplers
+    return apply_overrides({"sampler": raw}, sets)["sampler"]  # type: ignore[no-any-return]
+
+
+def _label(options: dict[str, Any], sets: list[str]) -> str:
+    from negrec.experiment.config import parse_override
+
+    parts = [str(options["name"])]
+    for text in sets:
+        path, value = parse_override(text)
+        parts.append(f"{path[-1]}{value}")
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(parts))
+
+
+def run_hardness(args: argparse.Namespace) -> int:
+    """Handler of ``negrec hardness``; returns the exit status."""
+    from negrec import hardness as H
+    from negrec.experiment.config import load_config
+    from negrec.experiment.data import build_split
+    from negrec.experiment.runner import build_components
+    from negrec.samplers import SAMPLERS
+    from negrec.train import resolve_device
+
+    run = Path(args.run)
+    for needed in ("config.toml", "best.pt"):
+        if not (run / needed).is_file():
+            raise NegrecError(f"{run}: not a finished run directory (no {needed})")
+    if args.users < 1:
+        raise NegrecError(f"--users must be >= 1, got {args.users}")
+    if args.draws < 1:
+        raise NegrecError(f"--draws must be >= 1, got {args.draws}")
+    ranks = _parse_ranks(args.ranks)
+    try:
+        device = resolve_device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise NegrecError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+
+    config = load_config(run / "config.toml")
+    options = sampler_options(to_dict(config.sampler), args.sampler, args.set)
+    name = options.get("name")
+    if not isinstance(name, str):
+        raise NegrecError(f"sampler name must be a string, got {name!r}")
+    sampler_config = SAMPLERS.config(name, options, "sampler")
+
+    split = build_split(config.data, config.split)
+    parts = build_components(config, split)
+    model = parts.model
+    if model.input_kind != "user":
+        raise NegrecError(
+            f"hardness needs a model scored by user id; '{config.model.name}' takes "
+            f"{model.input_kind} input"
+        )
+    try:
+        state = torch.load(run / "best.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # corrupt file, or weights of another model
+        raise NegrecError(
+            f"{run / 'best.pt'}: cannot load the run's weights ({str(err).splitlines()[0]})"
+        ) from None
+    model.to(device)
+    sampler = SAMPLERS.get(name, "sampler.name")(sampler_config, split.train)
+
+    train = split.train
+    eligible = np.flatnonzero(
+        (split.valid.user_degrees > 0)
+        & (train.user_degrees > 0)
+        & (train.user_degrees < train.n_items)
+    )
+    if eligible.size == 0:
+        raise NegrecError(
+            f"{run}: no validation user with both a training positive and a negative item"
+        )
+    rng = np.random.default_rng(args.seed)
+    chosen = np.sort(rng.choice(eligible, size=min(args.users, eligible.size), replace=False))
+    users = torch.as_tensor(chosen, device=device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    result = H.measure(model, train, sampler, users, draws=args.draws, generator=generator)
+
+    label = _label(options, args.set)
+    table = result.table(ranks)
+    print(
+        f"Hardness of sampler {label} under the model of {run} "
+        f"({result.n_users} validation users x {args.draws} positives; "
+        "Figure 7 of Shi et al., WWW 2023)."
+    )
+    print("P(r) = probability that a drawn negative is among the user's top-r negatives.")
+    print()
+    print("| r | P(r) sampler | P(r) uniform | ratio |")
+    print("|---:|---:|---:|---:|")
+    for row in table.itertuples(index=False):
+        print(f"| {row.r} | {row.sampler:.4g} | {row.uniform:.4g} | {row.ratio:.3g} |")
+    print()
+    theory = "n/a" if result.beta_theory is None else f"{result.beta_theory:.4g}"
+    print(f"implied beta of OPAUC(beta): theory {theory}, measured {result.beta_measured:.4g}")
+    print("  (measured: 2 E[(rank - 1/2) / n-], the top fraction with the same mean rank)")
+
+    out = Path(args.out) if args.out else run
+    csv = H.atomic_write(
+        out / f"hardness-{label}.csv",
+        lambda tmp: table.assign(
+            beta_theory=result.beta_theory, beta_measured=result.beta_measured
+        ).to_csv(tmp, index=False),
+    )
+    png = H.plot(result, out / f"hardness-{label}.png", label=label)
+    print(f"\ntable: {csv}\nplot: {png}")
+    return 0
