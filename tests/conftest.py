@@ -28,7 +28,10 @@ def make_interactions(
     if timestamps is not None:
         times = np.concatenate([np.asarray(t, dtype=np.float64) for t in timestamps])
     return Interactions.from_arrays(
-        users, np.asarray(items, dtype=np.int64), n_users=len(rows), n_items=n_items,
+        users,
+        np.asarray(items, dtype=np.int64),
+        n_users=len(rows),
+        n_items=n_items,
         timestamps=times,
     )
 

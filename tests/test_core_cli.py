@@ -3,10 +3,10 @@ subprocess, small configs in a temporary folder):
 
 - ``negrec run CONFIG --set ...`` writes a complete run directory and prints a markdown
   table; ``negrec report RUN_DIR`` prints the table and writes the PNG;
-- bad input (unknown key, wrong type, malformed TOML, a diverging run) exits with status 2
-  and one line on stderr naming the key or line, no traceback, and leaves nothing in the
-  output folder (not even a hidden staging directory);
-- ``negrec --help`` and ``negrec run --help`` work.
+- bad input (unknown key, wrong type, malformed TOML) exits with status 2 and one line on
+  stderr naming the key or line, no traceback, and leaves nothing in the output folder; a
+  run failing mid-training leaves no hidden staging directory either;
+- ``negrec --help`` and ``negrec run --help`` work (in-process: same parser, no import cost).
 """
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from negrec.cli import main
+from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.runner import run_experiment
+from negrec.train import TrainingDiverged
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 CONFIG = """\
 name = "tiny"
@@ -54,33 +64,63 @@ RUN_FILES = (
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def negrec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "negrec", *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        check=False,
     )
+
+
+def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+BAD = {  # case -> (config text, extra arguments, what the one-line error must name)
+    "unknown-key": (CONFIG.replace("[model]\n", "[model]\nwidth = 3\n"), [], "'model.width'"),
+    "wrong-type": (CONFIG, ["--set", "train.epochs=ten"], "'train.epochs'"),
+    "malformed-toml": (CONFIG.replace("dim = 8", "dim = = 8"), [], "line 9"),
+}
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One successful ``negrec run`` (2 epochs on tiny synthetic data)."""
+def cli(tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess[str]]]:
+    """The subprocesses of this file, started together (each pays seconds of imports):
+    one good run (2 epochs on tiny synthetic data), then a report of it, and the bad
+    inputs."""
     root = tmp_path_factory.mktemp("cli")
-    config = root / "tiny.toml"
-    config.write_text(CONFIG)
-    output = root / "runs"
-    result = negrec(
-        "run", str(config), "--set", "train.epochs=2", "--output", str(output), "--quiet",
-        cwd=root,
-    )
-    return result, output
+    (root / "tiny.toml").write_text(CONFIG)
+    running = {
+        "run": start(
+            "run",
+            "tiny.toml",
+            "--set",
+            "train.epochs=2",
+            "--output",
+            "runs",
+            "--quiet",
+            cwd=root,
+        ),
+    }
+    for case, (text, extra, _) in BAD.items():
+        (root / f"{case}.toml").write_text(text)
+        running[case] = start(
+            "run", f"{case}.toml", *extra, "--output", f"out-{case}", "--quiet", cwd=root
+        )
+    results = {"run": finish(running.pop("run"))}
+    report = start("report", "runs/tiny", cwd=root)
+    results.update({name: finish(process) for name, process in running.items()})
+    results["report"] = finish(report)
+    return root, results
 
 
-def test_run_writes_a_run_directory_and_prints_a_table(finished_run):
-    result, output = finished_run
+@pytest.mark.slow
+def test_run_writes_a_run_directory_and_prints_a_table(cli):
+    root, results = cli
+    result, output = results["run"], root / "runs"
     assert result.returncode == 0, result.stderr
     run_dir = output / "tiny"
     for name in RUN_FILES:
@@ -108,55 +148,62 @@ def test_run_writes_a_run_directory_and_prints_a_table(finished_run):
     assert env["torch"] and env["python"]
 
 
-def test_report_prints_the_table_and_writes_the_png(finished_run, tmp_path):
-    result, output = finished_run
-    assert result.returncode == 0, result.stderr
-    run_dir = output / "tiny"
-    plot = tmp_path / "curves.png"
-    report = negrec("report", str(run_dir), "--plot", str(plot), cwd=tmp_path)
+@pytest.mark.slow
+def test_report_prints_the_table_and_writes_the_png(cli):
+    root, results = cli
+    assert results["run"].returncode == 0, results["run"].stderr
+    report = results["report"]
     assert report.returncode == 0, report.stderr
     assert "| tiny |" in report.stdout and "| run |" in report.stdout
+    plot = root / "runs" / "valid-ndcg@10.png"  # beside the run, named after the metric
+    assert f"plot: {Path('runs') / 'valid-ndcg@10.png'}" in report.stdout
     assert plot.read_bytes().startswith(PNG_MAGIC)
-    # the default place: beside the run directory, named after the selection metric
-    default = output / "valid-ndcg@10.png"
-    default.unlink(missing_ok=True)
-    report = negrec("report", str(run_dir), cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
-    assert default.read_bytes().startswith(PNG_MAGIC)
 
 
-@pytest.mark.parametrize(
-    ("extra", "config_text", "expected"),
-    [
-        ([], CONFIG.replace("[model]\n", "[model]\nwidth = 3\n"), "'model.width'"),
-        ([], CONFIG + "bogus = 1\n", "'eval.bogus'"),
-        (["--set", "train.epochs=ten"], CONFIG, "'train.epochs'"),
-        ([], CONFIG.replace("dim = 8", "dim = = 8"), "line 9"),
-        (["--set", "train.lr=1e30"], CONFIG, "epoch 1, batch"),  # fails mid-training
-    ],
-    ids=["unknown-key", "unknown-key-eval", "wrong-type", "malformed-toml", "diverged"],
-)
-def test_bad_input_exits_2_with_one_line_and_no_run_directory(
-    tmp_path, extra, config_text, expected
-):
-    config = tmp_path / "bad.toml"
-    config.write_text(config_text)
-    output = tmp_path / "runs"
-    result = negrec("run", str(config), *extra, "--output", str(output), "--quiet", cwd=tmp_path)
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_exits_2_with_one_line_and_no_run_directory(cli, case):
+    root, results = cli
+    result, expected = results[case], BAD[case][2]
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("negrec: error:")
     assert expected in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+    output = root / f"out-{case}"
     leftovers = sorted(p.name for p in output.iterdir()) if output.exists() else []
     assert leftovers == [], f"left in the output folder: {leftovers}"
 
 
-def test_help(tmp_path):
-    top = negrec("--help", cwd=tmp_path)
-    assert top.returncode == 0
-    assert "run" in top.stdout and "report" in top.stdout
-    run = negrec("run", "--help", cwd=tmp_path)
-    assert run.returncode == 0
-    assert "--set" in run.stdout and "CONFIG" in run.stdout.upper()
+def test_failure_during_training_leaves_no_staging_directory(tmp_path):
+    """The runner's side of the same promise, in-process (a subprocess costs seconds):
+    a run that diverges mid-training removes its hidden staging directory."""
+    raw = tomllib.loads(CONFIG)
+    raw["output"] = str(tmp_path / "runs")
+    raw["train"]["lr"] = 1e30
+    config = ExperimentConfig.from_dict(raw)
+    with pytest.raises(TrainingDiverged, match="epoch 1, batch"):
+        run_experiment(config, progress=False)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["report", "--help"]])
+def test_help(argv, capsys):
+    """In-process (the parser is the same; ``python -m negrec`` is exercised above)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: negrec")
+    if argv == ["--help"]:
+        assert "run" in out and "report" in out
+    elif argv[0] == "run":
+        assert "--set" in out and "config" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["no-such-command"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

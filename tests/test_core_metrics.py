@@ -127,7 +127,9 @@ def check_against_reference(split: Split, scores: np.ndarray, roles, part: str, 
             assert got == pytest.approx(value, abs=1e-12), (name, user, part)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(case=scored_splits(), batch_size=st.sampled_from([1, 2, 512]))
 def test_evaluator_matches_brute_force_reference(case, batch_size):
     split, scores, roles = case
@@ -179,7 +181,7 @@ def test_positions_of_tied_positives_are_consecutive():
 
 
 # ----------------------------------------------------------------------------- CPU vs torch
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**31 - 1),
     b=st.integers(1, 5),

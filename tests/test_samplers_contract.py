@@ -225,7 +225,7 @@ class TestUniform(SamplerContract):
 
 class TestUniformDistinct(SamplerContract):
     name = "uniform"
-    options = {"replacement": False, "k": 2}
+    options: ClassVar[dict[str, Any]] = {"replacement": False, "k": 2}
     k = 2
 
 
@@ -245,12 +245,12 @@ class TestPopularityDenseFallback(SamplerContract):
     """Rejection rounds switched off: every rejected entry takes the dense exact path."""
 
     name = "popularity"
-    options = {"alpha": 0.75}
+    options: ClassVar[dict[str, Any]] = {"alpha": 0.75}
 
     def make(self, **overrides: Any) -> Sampler:
         sampler = super().make(**overrides)
         sampler.max_rounds = 0  # type: ignore[misc]
-        sampler.dense_chunk = 3 * N_ITEMS  # type: ignore[misc]  # several chunks
+        sampler.dense_chunk = 64 * N_ITEMS  # type: ignore[misc]  # several chunks
         return sampler
 
 
@@ -264,23 +264,23 @@ class TestInBatch(SamplerContract):
 
 class TestDNS(SamplerContract):
     name = "dns"
-    options = {"pool": 10, "k": 4}
+    options: ClassVar[dict[str, Any]] = {"pool": 10, "k": 4}
 
 
 class TestDNSOriginal(SamplerContract):
     name = "dns"
-    options = {"pool": 2}
+    options: ClassVar[dict[str, Any]] = {"pool": 2}
     k = 1
 
 
 class TestSoftmaxV(SamplerContract):
     name = "softmax_v"
-    options = {"pool": 4, "rho": 2.0}
+    options: ClassVar[dict[str, Any]] = {"pool": 4, "rho": 2.0}
 
 
 class TestSoftmaxTau(SamplerContract):
     name = "softmax_tau"
-    options = {"pool": 4, "tau": 0.5, "by": "loss"}
+    options: ClassVar[dict[str, Any]] = {"pool": 4, "tau": 0.5, "by": "loss"}
 
 
 def test_every_registered_sampler_has_a_contract_class() -> None:

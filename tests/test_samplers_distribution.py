@@ -16,6 +16,7 @@ with a wrong hypothesis that the same draws must reject, so the test can fail.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -49,7 +50,9 @@ def build(name: str, train: Interactions, **options) -> Sampler:
     return SAMPLERS.get(name, "sampler.name")(config, train)
 
 
-def draw_counts(sampler: Sampler, user: int, n: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+def draw_counts(
+    sampler: Sampler, user: int, n: int, seed: int = 0
+) -> tuple[np.ndarray, torch.Tensor]:
     users = torch.full((n // 100,), user)
     g = torch.Generator().manual_seed(seed)
     neg = sampler.sample(users, users * 0, 100, generator=g)
@@ -75,7 +78,7 @@ def test_popularity_matches_count_to_the_alpha(alpha: float, dense: bool) -> Non
     counts = train.item_degrees.astype(float)
     np.testing.assert_array_equal(counts, 50 - np.arange(N_ITEMS) + (np.arange(N_ITEMS) < 10))
     for user in (0, 5):
-        observed, ids = draw_counts(sampler, user, 20_000, seed=user)
+        observed, _ = draw_counts(sampler, user, 20_000, seed=user)
         p = counts**alpha
         p[train.items_of(user)] = 0.0
         p /= p.sum()
@@ -94,7 +97,9 @@ def test_popularity_log_q_is_the_restricted_probability() -> None:
     assert neg.ids is not None and neg.log_q is not None
     for row, user in enumerate(users.tolist()):
         p = sampler.probabilities(user)
-        np.testing.assert_allclose(neg.log_q[row].numpy(), np.log(p[neg.ids[row].numpy()]), rtol=1e-5)
+        np.testing.assert_allclose(
+            neg.log_q[row].numpy(), np.log(p[neg.ids[row].numpy()]), rtol=1e-5
+        )
 
 
 def test_popularity_without_exclusion_is_the_plain_proposal() -> None:
@@ -115,8 +120,9 @@ def test_popularity_refuses_a_user_without_popular_negatives() -> None:
         build("popularity", train)
     assert err.value.key == "sampler.smoothing"
     sampler = build("popularity", train, smoothing=1.0)
-    neg = sampler.sample(torch.tensor([0, 0]), torch.tensor([0, 1]), 5,
-                         generator=torch.Generator().manual_seed(0))
+    neg = sampler.sample(
+        torch.tensor([0, 0]), torch.tensor([0, 1]), 5, generator=torch.Generator().manual_seed(0)
+    )
     assert neg.ids is not None and bool((neg.ids == 3).all())
 
 
@@ -178,8 +184,9 @@ def test_dns_keeps_exactly_the_top_m_of_its_pool(m: int, n: int) -> None:
     sampler = build("dns", train, k=m, pool=n)
     users = torch.arange(60).repeat(4)
     scorer = RecordingScorer(users, 60)
-    neg = sampler.sample(users, users * 0, m, model=scorer,
-                         generator=torch.Generator().manual_seed(0))
+    neg = sampler.sample(
+        users, users * 0, m, model=scorer, generator=torch.Generator().manual_seed(0)
+    )
     assert neg.ids is not None and neg.weights is not None
     (pool,) = scorer.calls
     assert pool.shape == (users.numel(), n)
@@ -202,8 +209,9 @@ def test_dns_with_the_whole_complement_as_pool_keeps_the_users_top_m() -> None:
     sampler = build("dns", train, k=3, pool=40, replacement=False)
     users = torch.arange(30)
     scorer = RecordingScorer(users, 30, seed=1)
-    neg = sampler.sample(users, users * 0, 3, model=scorer,
-                         generator=torch.Generator().manual_seed(0))
+    neg = sampler.sample(
+        users, users * 0, 3, model=scorer, generator=torch.Generator().manual_seed(0)
+    )
     assert neg.ids is not None
     masked = scorer.table.masked_fill(train.dense_mask(users), -math.inf)
     top3 = masked.topk(3, dim=1).indices
@@ -269,7 +277,7 @@ def test_softmax_v_weights_sum_to_one_and_move_from_uniform_to_hardest() -> None
             np.testing.assert_allclose(w.numpy(), 1.0 / n, rtol=1e-3)
         if rho == 1e6:
             assert float(on_hardest.min()) > 0.99
-    assert all(a < b for a, b in zip(top_weight, top_weight[1:], strict=False)), top_weight
+    assert all(a < b for a, b in itertools.pairwise(top_weight)), top_weight
 
 
 def test_softmax_tau_fixed_temperature() -> None:
@@ -278,8 +286,9 @@ def test_softmax_tau_fixed_temperature() -> None:
     for tau, check in ((1e4, "uniform"), (1e-4, "hardest"), (0.5, "exact")):
         sampler = build("softmax_tau", train, tau=tau, pool=12)
         scorer = RecordingScorer(users, 60, seed=3)
-        neg = sampler.sample(users, users * 0, 12, model=scorer,
-                             generator=torch.Generator().manual_seed(0))
+        neg = sampler.sample(
+            users, users * 0, 12, model=scorer, generator=torch.Generator().manual_seed(0)
+        )
         assert neg.weights is not None and neg.ids is not None
         s = scorer.table[users.unsqueeze(1), neg.ids]
         if check == "uniform":

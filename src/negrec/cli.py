@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "metric per epoch for the given run directories (or directories holding runs).",
     )
     report.add_argument("runs", nargs="+", help="run directories, or folders of them")
-    report.add_argument("--metric", help="validation metric to plot (default: the selection metric)")
+    report.add_argument(
+        "--metric", help="validation metric to plot (default: the selection metric)"
+    )
     report.add_argument("--plot", help="PNG path (default: beside the first run)")
     report.set_defaults(func=_report)
 

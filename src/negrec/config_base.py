@@ -63,7 +63,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
-            return from_dict(tp, value, prefix=key)  # type: ignore[type-var]
+            return from_dict(tp, value, prefix=key)  # type: ignore[arg-type]
     elif isinstance(value, tp):
         return value
     raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")

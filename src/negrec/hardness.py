@@ -69,7 +69,9 @@ def ranks_among_negatives(
 
 
 def row_weights(
-    shape: tuple[int, int], weights: torch.Tensor | None, valid: torch.Tensor | None,
+    shape: tuple[int, int],
+    weights: torch.Tensor | None,
+    valid: torch.Tensor | None,
     device: torch.device,
 ) -> torch.Tensor:
     """Per-entry weights [R, C] normalised to sum 1 per row (0 for padding)."""
@@ -114,9 +116,9 @@ def theoretical_beta(config: SamplerConfig) -> float | None:
     if config.name in ("uniform", "full"):
         return 1.0
     if config.name == "dns":
-        return config.k / config.pool  # type: ignore[attr-defined, no-any-return]
+        return config.k / config.pool  # type: ignore[attr-defined]
     if config.name == "softmax_v":
-        return math.exp(-config.rho)  # type: ignore[attr-defined, no-any-return]
+        return math.exp(-config.rho)  # type: ignore[attr-defined]
     return None
 
 
@@ -146,8 +148,9 @@ class Hardness:
                 "r": ranks,
                 "sampler": sampler,
                 "uniform": uniform,
-                "ratio": np.divide(sampler, uniform, out=np.full(idx.size, np.nan),
-                                   where=uniform > 0),
+                "ratio": np.divide(
+                    sampler, uniform, out=np.full(idx.size, np.nan), where=uniform > 0
+                ),
             }
         )
 
@@ -183,7 +186,10 @@ def measure(
             return model.score(rows, items)
 
     neg = sampler.sample(
-        rows, pos, sampler.config.k, model=scorer if sampler.needs_model else None,
+        rows,
+        pos,
+        sampler.config.k,
+        model=scorer if sampler.needs_model else None,
         generator=generator,
     )
     ids = neg.ids

@@ -46,7 +46,9 @@ def add_commands(subparsers: Any) -> None:
         help="sampler option, e.g. --set sampler.pool=200 --set sampler.k=5",
     )
     p.add_argument(
-        "--users", type=int, default=DEFAULT_USERS,
+        "--users",
+        type=int,
+        default=DEFAULT_USERS,
         help=f"validation users to sample (default {DEFAULT_USERS})",
     )
     p.add_argument("--draws", type=int, default=4, help="positives drawn per user (default 4)")
@@ -93,7 +95,7 @@ def sampler_options(
     derived_k = raw.get("name") in ("softmax_v", "softmax_tau") and raw.get("k") == raw.get("pool")
     if derived_k and "pool" in keys and "k" not in keys:
         raw.pop("k", None)  # k follows pool for the weighted-pool samplers
-    return apply_overrides({"sampler": raw}, sets)["sampler"]  # type: ignore[no-any-return]
+    return apply_overrides({"sampler": raw}, sets)["sampler"]
 
 
 def _label(options: dict[str, Any], sets: list[str]) -> str:

@@ -29,10 +29,12 @@ class LazyAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        )
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+    def step(self, closure=None):  # type: ignore[no-untyped-def,unused-ignore]
         loss = None if closure is None else closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -46,7 +48,9 @@ class LazyAdam(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                     if p.grad.is_sparse:
                         state["buffer"] = torch.zeros_like(p)
-                        state["touched"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+                        state["touched"] = torch.zeros(
+                            p.shape[0], dtype=torch.bool, device=p.device
+                        )
                 state["step"] += 1
                 step = state["step"]
                 correction1 = 1.0 - beta1**step

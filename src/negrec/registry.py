@@ -36,7 +36,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str, key: str) -> T:
         if name not in self._entries:
-            raise ConfigError(key, f"unknown {self.kind} '{name}' (known: {', '.join(self.names())})")
+            known = ", ".join(self.names())
+            raise ConfigError(key, f"unknown {self.kind} '{name}' (known: {known})")
         return self._entries[name]
 
     def config(self, name: str, options: dict[str, Any], prefix: str) -> Any:

@@ -110,6 +110,15 @@ class PairBatches:
 BATCHERS: dict[str, Callable[..., Any]] = {"user": PairBatches}
 
 
+def make_batches(model: Model, train: Interactions, batch_size: int, device: torch.device) -> Any:
+    """The model's own batch factory when it has one (``model.make_batches``: sequential
+    models cut histories into ``max_len`` windows), else ``BATCHERS[model.input_kind]``."""
+    own = getattr(model, "make_batches", None)
+    if own is not None:
+        return own(train, batch_size, device)
+    return BATCHERS[model.input_kind](train, batch_size, device)
+
+
 # ---------------------------------------------------------------------------- callbacks
 @dataclass
 class TrainState:
@@ -251,7 +260,7 @@ def fit(
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
-    batches = BATCHERS[model.input_kind](split.train, config.batch_size, device)
+    batches = make_batches(model, split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts)
     for callback in callbacks:

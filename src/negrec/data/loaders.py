@@ -597,6 +597,8 @@ def detect_format(path: PathLike) -> str:
     LightGCN adjacency file otherwise (the two never share a line shape). Anything else
     raises :class:`ConfigError` asking for an explicit format.
     """
+    if not Path(path).exists():
+        raise DataError("file not found", path=path)
     name = Path(path).name.lower()
     by_name = {
         "u.data": "movielens-100k",

@@ -55,7 +55,9 @@ def holdout_mask(
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"hold-out fraction must lie in (0, 1), got {fraction}")
     degrees = data.user_degrees
-    n_out = np.minimum(np.rint(fraction * degrees).astype(np.int64), np.maximum(degrees - min_train, 0))
+    n_out = np.minimum(
+        np.rint(fraction * degrees).astype(np.int64), np.maximum(degrees - min_train, 0)
+    )
     position = _rank_within_user(data, rng.random(data.nnz))
     return position < np.repeat(n_out, degrees)
 

@@ -89,9 +89,7 @@ class SplitConfig:
     seed: int = 0
 
     def validate(self, prefix: str) -> None:
-        require(
-            0 < self.test_fraction < 1, f"{prefix}.test_fraction", "must lie in (0, 1)"
-        )
+        require(0 < self.test_fraction < 1, f"{prefix}.test_fraction", "must lie in (0, 1)")
         if isinstance(self.valid, str):
             require(self.valid == "last", f"{prefix}.valid", "expected a fraction or 'last'")
         else:
@@ -122,7 +120,16 @@ class MonitorConfig:
 
 
 SECTIONS = (
-    "name", "output", "data", "split", "model", "sampler", "loss", "train", "eval", "monitor"
+    "name",
+    "output",
+    "data",
+    "split",
+    "model",
+    "sampler",
+    "loss",
+    "train",
+    "eval",
+    "monitor",
 )
 
 
@@ -189,12 +196,39 @@ class ExperimentConfig:
                 "split.method",
                 "data.source = 'presplit' comes with its test split: use split.method = 'given'",
             )
+        self._check_sequential()
         names = metric_names(self.eval.ks, self.eval.betas, self.eval.auc)
         require(
             self.train.metric in names,
             "train.metric",
             f"'{self.train.metric}' is not computed with these eval settings "
             f"(eval.ks = {self.eval.ks}); choose one of: {', '.join(names)}",
+        )
+
+    def _check_sequential(self) -> None:
+        """Sequential models read each user's history in time order and are evaluated on
+        the next item: leave-one-out by time, or a given test split with the validation
+        item carved as each user's last training item; and the data needs timestamps."""
+        if MODELS.get(self.model.name, "model.name").input_kind != "sequence":
+            return
+        model = f"model.name = '{self.model.name}' is a sequential model"
+        require(
+            self.split.method in ("leave_one_out", "given"),
+            "split.method",
+            f"{model}: it needs split.method = 'leave_one_out' (last item test, second-last "
+            f"validation) or 'given' (a pre-split test set), not '{self.split.method}'",
+        )
+        if self.split.method == "given":
+            require(
+                self.split.valid == "last",
+                "split.valid",
+                f"{model}: with split.method = 'given' it needs split.valid = 'last' "
+                f"(the item before the test split), not {self.split.valid!r}",
+            )
+        require(
+            self.data.format != "lightgcn",
+            "data.format",
+            f"{model}: it needs timestamps, and data.format = 'lightgcn' has none",
         )
 
     def to_toml_dict(self) -> dict[str, Any]:
@@ -257,7 +291,9 @@ def read_toml(path: Path) -> dict[str, Any]:
 def preset_names() -> list[str]:
     """Names of the configs shipped with negrec (``negrec run NAME``)."""
     folder = resources.files("negrec") / "presets"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_config(source: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class RunRecord:
         return str(self.summary.get("name", self.path.name))
 
 
-def load_runs(paths: list[str | Path]) -> list[RunRecord]:
+def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     """Runs at ``paths``; a directory holding run directories stands for all of them."""
     found: list[Path] = []
     for raw in paths:
@@ -89,7 +90,7 @@ def plot_curves(runs: list[RunRecord], metric: str, path: str | Path) -> Path:
             rows = run.history.dropna(subset=[column])
             ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=run.name)
             best = run.summary.get("best_epoch")
-            if best in set(rows["epoch"]):
+            if best is not None and best in set(rows["epoch"]):
                 ax.scatter([best], rows.loc[rows["epoch"] == best, column], s=60, zorder=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
@@ -170,10 +171,21 @@ def plot_bound_monitor(runs: list[RunRecord], path: str | Path, *, k: int | None
                 if sum(str(r.summary.get("loss")) == trained for r in group) > 1:
                     label = f"{run.name} ({loss})"
                 color = _BOUND_COLORS[loss]
-                ax.plot(rows["epoch"], rows[holds], marker="o", markersize=3, color=color,
-                        label=f"{label}: holds")
-                ax.plot(rows["epoch"], rows[predicted], linestyle="--", color=color,
-                        label=f"{label}: predicted")
+                ax.plot(
+                    rows["epoch"],
+                    rows[holds],
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=f"{label}: holds",
+                )
+                ax.plot(
+                    rows["epoch"],
+                    rows[predicted],
+                    linestyle="--",
+                    color=color,
+                    label=f"{label}: predicted",
+                )
         where = ", ".join(str(v) for v in sorted(shown_ks))
         ax.set_title(f"trained with K={train_k} (bound at K={where})")
         ax.set_xlabel("epoch")

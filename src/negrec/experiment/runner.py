@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from negrec.data.splits import Split
+from negrec.errors import ConfigError
 from negrec.evaluate import evaluate
 from negrec.experiment import rundir
 from negrec.experiment.config import ExperimentConfig
@@ -24,6 +25,7 @@ from negrec.experiment.data import build_split
 from negrec.losses import Loss
 from negrec.models import MODELS, Model
 from negrec.samplers import SAMPLERS, Sampler
+from negrec.sequences import contexts_for
 from negrec.train import (
     Callback,
     EarlyStopping,
@@ -66,6 +68,43 @@ def build_components(config: ExperimentConfig, split: Split) -> Components:
     )
 
 
+def load_split(config: ExperimentConfig) -> Split:
+    """``build_split``, with a split that needs a time order on data without timestamps
+    reported against the config fields (a ConfigError, before any run directory exists)."""
+    try:
+        return build_split(config.data, config.split)
+    except ValueError as err:
+        if "timestamps" not in str(err):
+            raise
+        raise ConfigError(
+            "split.method",
+            f"split.method = '{config.split.method}' (split.valid = {config.split.valid!r}) "
+            f"orders each user's items by time, but the data ({_describe_data(config)}) "
+            "has no timestamps",
+        ) from None
+
+
+def check_split(config: ExperimentConfig, split: Split) -> None:
+    """Build-time checks of the model against the loaded data: a sequential model needs
+    timestamps on the training split."""
+    model_cls = MODELS.get(config.model.name, "model.name")
+    if model_cls.input_kind == "sequence" and split.train.timestamps is None:
+        raise ConfigError(
+            "model.name",
+            f"model.name = '{config.model.name}' reads histories in time order, but the data "
+            f"({_describe_data(config)}) has no timestamps",
+        )
+
+
+def _describe_data(config: ExperimentConfig) -> str:
+    data = config.data
+    if data.source == "file":
+        return f"data.path = '{data.path}', data.format = {data.format!r}"
+    if data.source == "presplit":
+        return f"data.train = '{data.train}', data.format = {data.format!r}"
+    return f"data.source = '{data.source}'"
+
+
 def _monitor_callbacks(config: ExperimentConfig) -> list[Callback]:
     """The bound monitor when ``[monitor] enabled = true`` (else nothing)."""
     if not config.monitor.enabled:
@@ -89,8 +128,10 @@ def run_experiment(
     extra_callbacks: tuple[Callback, ...] = (),
 ) -> Path:
     """Train, select on validation, test once, write the run directory; returns its path."""
-    split = split if split is not None else build_split(config.data, config.split)
+    split = split if split is not None else load_split(config)
+    check_split(config, split)
     parts = build_components(config, split)
+    valid_contexts = contexts_for(parts.model, split, "valid")  # None for user-id models
     output = Path(config.output)
     with rundir.staging_dir(output, config.name) as tmp:
         rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
@@ -108,11 +149,20 @@ def run_experiment(
         if progress:
             callbacks.append(ProgressBar(config.train.metric, config.name))
         start = time.perf_counter()
-        state = fit(parts.model, parts.sampler, parts.loss, split, config.train, callbacks=callbacks)
+        state = fit(
+            parts.model,
+            parts.sampler,
+            parts.loss,
+            split,
+            config.train,
+            callbacks=callbacks,
+            contexts=valid_contexts,
+        )
         train_seconds = time.perf_counter() - start
         rundir.write_history(tmp / "history.csv", state.history)
 
-        test = evaluate(parts.model, split, "test", config.eval)
+        test_contexts = contexts_for(parts.model, split, "test")
+        test = evaluate(parts.model, split, "test", config.eval, contexts=test_contexts)
         rundir.write_per_user(tmp / "test_per_user.csv", test.users, test.per_user)
         best = next((h for h in state.history if h["epoch"] == stopper.best_epoch), {})
         summary: dict[str, Any] = {
@@ -127,7 +177,9 @@ def run_experiment(
             "epochs_run": state.epoch,
             "train_seconds": train_seconds,
             "mean_epoch_seconds": sum(h["train_seconds"] for h in state.history) / state.epoch,
-            "valid": {k.removeprefix("valid/"): v for k, v in best.items() if k.startswith("valid/")},
+            "valid": {
+                k.removeprefix("valid/"): v for k, v in best.items() if k.startswith("valid/")
+            },
             "test": test.summary,
             "n_test_users": int(test.users.size),
         }

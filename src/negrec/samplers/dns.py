@@ -40,7 +40,7 @@ def require_scorer(model: Any, name: str) -> Scorer:
             f"sampler '{name}' scores its candidates: pass model=, a callable mapping "
             "item ids [B, N] to scores [B, N] (the trainer does this when needs_model is True)"
         )
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def uniform_pool(

@@ -138,8 +138,9 @@ class PopularitySampler(Sampler):
     def _draw(self, n: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
         """``n`` item ids [n] from the unrestricted proposal (inverse CDF)."""
         t = self.tables(device)
-        return _inverse_cdf(t.cdf, torch.rand(n, generator=generator, device=device,
-                                              dtype=torch.float64))
+        return _inverse_cdf(
+            t.cdf, torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        )
 
     def sample(
         self,

@@ -168,5 +168,7 @@ class SoftmaxTauSampler(_WeightedPool):
     config: SoftmaxTauConfig
 
     def weights(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
-        hardness = neg_scores if self.config.by == "score" else bpr_pair_loss(pos_scores, neg_scores)
+        hardness = (
+            neg_scores if self.config.by == "score" else bpr_pair_loss(pos_scores, neg_scores)
+        )
         return torch.softmax(hardness / self.config.tau, dim=1)  # [B, N]

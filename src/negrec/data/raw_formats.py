@@ -1,0 +1,505 @@
+"""Readers for the raw formats of public datasets, beyond the ones in :mod:`negrec.data.loaders`.
+
+Each reader returns the same raw event table as the core loaders (``user``, ``item``,
+optional ``rating`` and ``timestamp`` as float64, ``line``; ``attrs["path"]``) and reports
+malformed input as a :class:`~negrec.errors.DataError` naming the file and the 1-based line.
+Importing this module registers the formats with :func:`negrec.data.loaders.load` (the
+core loaders module imports it, so they are always available):
+
+=====================  ====================================================================
+``amazon-csv-2014``    Amazon 2014 "ratings only" CSV: ``user,item,rating,timestamp``
+``amazon-csv-2018``    Amazon 2018 "ratings only" CSV: ``item,user,rating,timestamp``
+``amazon-json``        Amazon 2014 / 2018 review JSON lines (``reviewerID``, ``asin``,
+                       ``overall``, ``unixReviewTime``), e.g. the 5-core ``*_5.json.gz``
+``yelp-json``          Yelp academic dataset ``review.json`` (``user_id``, ``business_id``,
+                       ``stars``, ``date``)
+``gowalla-checkins``   SNAP Gowalla ``loc-gowalla_totalCheckins.txt``: ``user TAB time TAB
+                       latitude TAB longitude TAB location``
+``foursquare-tsmc``    Foursquare TSMC2014 NYC / TKY TSV (8 fields, time last)
+``ncf-rating``         NCF ``*.rating`` files: ``user TAB item TAB rating [TAB timestamp]``
+``sasrec``             SASRec ``data/*.txt``: ``user item`` per line, in time order
+=====================  ====================================================================
+
+Every reader accepts a gzip-compressed file as well (recognised by its magic bytes), and
+names the compressed file in its errors. Time stamps become float seconds since the Unix
+epoch (UTC); for ``sasrec`` the position in the user's sequence, like the core
+``sequence`` format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import math
+import os
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from negrec.data import loaders
+from negrec.data.loaders import PathLike, _auto_ids, _show, load_delimited
+from negrec.errors import DataError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+#: Most bytes a gzip file may expand to (a guard against decompression bombs): 64 GiB.
+MAX_UNCOMPRESSED = 64 << 30
+
+
+# ------------------------------------------------------------------------- file access
+def _raw_bytes(path: PathLike) -> bytes:
+    """The file's bytes, decompressed when it is gzip; errors name the file."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=path) from None
+    except IsADirectoryError:
+        raise DataError("is a directory; expected a data file", path=path) from None
+    except OSError as err:
+        raise DataError(f"cannot read the file: {err.strerror}", path=path) from None
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            decompressor = zlib.decompressobj(wbits=31)
+            out = decompressor.decompress(data, MAX_UNCOMPRESSED)
+            if decompressor.unconsumed_tail:
+                raise DataError("decompresses to more than 64 GiB; refusing to read it", path=path)
+            if not decompressor.eof:
+                raise DataError(
+                    "gzip data ends early (truncated download?); expected a complete .gz file",
+                    path=path,
+                )
+            rest = decompressor.unused_data
+            if rest:  # concatenated gzip members, as `cat a.gz b.gz` makes
+                out += gzip.decompress(rest)
+        except (zlib.error, gzip.BadGzipFile, EOFError) as err:
+            raise DataError(f"is not a valid gzip file ({err})", path=path) from None
+        data = out
+    return data
+
+
+def _utf8(data: bytes, path: PathLike) -> str:
+    """``data`` (without a byte-order mark) decoded as UTF-8; a DataError names the line."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"byte 0x{data[err.start]:02x} is not valid UTF-8; expected a UTF-8 text file",
+            path=path,
+            line=line,
+        ) from None
+
+
+@contextlib.contextmanager
+def _plain_file(path: PathLike, *, latin1: bool = False) -> Iterator[tuple[Path, bytes]]:
+    """A plain UTF-8 copy of ``path`` when it is gzip (or, with ``latin1``, not UTF-8).
+
+    Yields (path to read, its bytes). Errors raised inside the block that name the
+    temporary copy are re-raised naming ``path`` (line numbers are the same), and the
+    copy is deleted afterwards.
+    """
+    raw = Path(path).read_bytes() if Path(path).is_file() else b""
+    data = _raw_bytes(path)
+    if latin1:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("latin-1").encode("utf-8")
+    if data is raw or data == raw:
+        yield Path(path), data
+        return
+    handle, name = tempfile.mkstemp(prefix="negrec-", suffix=".txt")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        try:
+            yield Path(name), data
+        except DataError as err:
+            if err.path != name:
+                raise
+            prefix = f"{name}:{err.line}: " if err.line is not None else f"{name}: "
+            message = str(err)[len(prefix) :] if str(err).startswith(prefix) else str(err)
+            raise DataError(message, path=path, line=err.line) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _finish(table: pd.DataFrame, path: PathLike) -> pd.DataFrame:
+    table.attrs["path"] = str(path)
+    return table
+
+
+def _seconds(values: pd.Series, fmt: str) -> np.ndarray:
+    """Parse date-time strings with ``fmt`` (or "ISO8601") to float seconds (NaN if bad)."""
+    parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return np.asarray(seconds, dtype=np.float64)
+
+
+def _column(data: bytes, position: int, delimiter: str) -> pd.Series:
+    """Column ``position`` (0-based) of every non-blank line, as strings.
+
+    Only called after :func:`load_delimited` has checked that every data line has the
+    same number of fields, so rows line up with its table.
+    """
+    frame = pd.read_csv(
+        __import__("io").BytesIO(data),
+        sep=delimiter,
+        header=None,
+        usecols=[position],
+        dtype=str,
+        quoting=3,  # csv.QUOTE_NONE
+        keep_default_na=False,
+        skip_blank_lines=True,
+        encoding="utf-8",
+        engine="c",
+    )
+    return frame[position]
+
+
+def _with_times(
+    table: pd.DataFrame, times: pd.Series, fmt: str, path: PathLike, expected: str
+) -> pd.DataFrame:
+    """Add a ``timestamp`` column parsed from ``times``; a bad one names its line."""
+    if len(times) != len(table):
+        raise DataError(f"cannot line up the time column; expected {expected}", path=path)
+    seconds = _seconds(times.str.strip(), fmt)
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataError(
+            f"time {_show(str(times.iloc[k]))} is not a date-time; expected {expected}",
+            path=path,
+            line=int(table["line"].iloc[k]),
+        )
+    columns = {c: table[c].to_numpy() for c in table.columns if c != "line"}
+    columns["timestamp"] = seconds
+    columns["line"] = table["line"].to_numpy()
+    return pd.DataFrame(columns)
+
+
+def _positions(users: np.ndarray) -> np.ndarray:
+    """Position of each event within its user's events, in file order (float64)."""
+    order = np.argsort(users, kind="stable")
+    sorted_users = users[order]
+    first = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    group_start = np.repeat(first, np.diff(np.r_[first, sorted_users.size]))
+    position = np.empty(users.size, dtype=np.float64)
+    position[order] = np.arange(users.size) - group_start
+    return position
+
+
+# ------------------------------------------------------------------------ delimited files
+def load_amazon_csv_2014(path: PathLike) -> pd.DataFrame:
+    """Amazon 2014 "ratings only" CSV (``ratings_<Category>.csv``): ``user,item,rating,time``.
+
+    No header; ``time`` is Unix seconds. Ids are kept as strings unless all are integers.
+    """
+    with _plain_file(path) as (plain, _):
+        table = load_delimited(
+            plain, user=0, item=1, rating=2, timestamp=3, delimiter=",", header=False
+        )
+    return _finish(table, path)
+
+
+def load_amazon_csv_2018(path: PathLike) -> pd.DataFrame:
+    """Amazon 2018 "ratings only" CSV (``<Category>.csv``): ``item,user,rating,time``.
+
+    Note the order: the 2018 files put the item (ASIN) first. No header; ``time`` is Unix
+    seconds.
+    """
+    with _plain_file(path) as (plain, _):
+        table = load_delimited(
+            plain, user=1, item=0, rating=2, timestamp=3, delimiter=",", header=False
+        )
+    return _finish(table, path)
+
+
+def load_ncf_rating(path: PathLike) -> pd.DataFrame:
+    """NCF ``*.train.rating`` / ``*.test.rating``: ``user TAB item TAB rating [TAB time]``.
+
+    Integer ids (0-based in the NCF repository). The time column is read when present.
+    """
+    with _plain_file(path) as (plain, data):
+        first = next((line for line in data.split(b"\n") if line.strip()), b"")
+        timestamp = 3 if first.count(b"\t") >= 3 else None
+        table = load_delimited(
+            plain,
+            user=0,
+            item=1,
+            rating=2,
+            timestamp=timestamp,
+            delimiter="\t",
+            header=False,
+            int_ids=True,
+        )
+    return _finish(table, path)
+
+
+def load_sasrec(path: PathLike) -> pd.DataFrame:
+    """SASRec ``data/<name>.txt``: one ``user item`` pair per line, each user's in time order.
+
+    Integer ids (1-based in the SASRec repository). ``timestamp`` is the event's position
+    in its user's sequence (0, 1, ...), so time order survives preparation.
+    """
+    with _plain_file(path) as (plain, _):
+        table = load_delimited(plain, user=0, item=1, delimiter=None, header=False, int_ids=True)
+    users = table["user"].to_numpy()
+    table = pd.DataFrame(
+        {
+            "user": users,
+            "item": table["item"].to_numpy(),
+            "timestamp": _positions(users),
+            "line": table["line"].to_numpy(),
+        }
+    )
+    return _finish(table, path)
+
+
+def load_gowalla_checkins(path: PathLike) -> pd.DataFrame:
+    """SNAP Gowalla check-ins: ``user TAB time TAB latitude TAB longitude TAB location``.
+
+    ``time`` is ISO 8601 UTC (``2010-10-19T23:55:27Z``); the location is the item. Integer
+    ids. Repeated check-ins are separate events (preparation keeps the latest).
+    """
+    expected = "'user<TAB>2010-10-19T23:55:27Z<TAB>latitude<TAB>longitude<TAB>location'"
+    with _plain_file(path) as (plain, data):
+        table = load_delimited(
+            plain, user=0, item=4, delimiter="\t", header=False, int_ids=True
+        )
+        if len(table.columns) and _field_count(data, "\t") < 5:
+            raise DataError(f"expected 5 tab-separated fields: {expected}", path=plain, line=1)
+        times = _column(data, 1, "\t")
+        table = _with_times(table, times, "%Y-%m-%dT%H:%M:%SZ", plain, expected)
+    return _finish(table, path)
+
+
+def load_foursquare_tsmc(path: PathLike) -> pd.DataFrame:
+    """Foursquare TSMC2014 (``dataset_TSMC2014_NYC.txt`` / ``_TKY.txt``), tab separated.
+
+    Fields: user, venue, venue category id, category name, latitude, longitude, time-zone
+    offset, UTC time (``Tue Apr 03 18:00:09 +0000 2012``). The venue is the item. The
+    files are read as UTF-8, falling back to Latin-1 (some category names are Latin-1).
+    """
+    expected = "8 tab-separated fields: user, venue, category id, category, lat, lon, offset, time"
+    with _plain_file(path, latin1=True) as (plain, data):
+        table = load_delimited(plain, user=0, item=1, delimiter="\t", header=False)
+        if _field_count(data, "\t") != 8:
+            raise DataError(f"expected {expected}", path=plain, line=_first_line(data))
+        times = _column(data, 7, "\t")
+        table = _with_times(table, times, "%a %b %d %H:%M:%S %z %Y", plain, expected)
+    return _finish(table, path)
+
+
+def _first_line(data: bytes) -> int:
+    """1-based number of the first non-blank line."""
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.strip():
+            return number
+    return 1
+
+
+def _field_count(data: bytes, delimiter: str) -> int:
+    """Fields on the first non-blank line (load_delimited has checked all lines agree)."""
+    first = next((line for line in data.split(b"\n") if line.strip()), b"")
+    return first.rstrip(b"\r").count(delimiter.encode()) + 1
+
+
+# ------------------------------------------------------------------------- JSON lines
+def _json_id(value: Any) -> str | None:
+    """An id from JSON: a non-empty string or an integer, as a string; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _json_number(value: Any) -> float | None:
+    """A finite number from JSON (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _json_lines(
+    path: PathLike,
+    fields: dict[str, str],
+    expected: str,
+    convert: dict[str, Callable[[Any], Any]],
+) -> tuple[dict[str, list[Any]], list[int]]:
+    """Read one JSON object per line and pull ``fields`` (role -> key) out of each.
+
+    ``convert`` maps a role to a function returning the value or None when it is invalid.
+    Returns (values per role, 1-based line numbers). Blank lines are skipped.
+    """
+    text = _utf8(_raw_bytes(path), path)
+    values: dict[str, list[Any]] = {role: [] for role in fields}
+    numbers: list[int] = []
+    decoder = json.JSONDecoder()
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = decoder.decode(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"not valid JSON ({err.msg} at column {err.colno}); expected {expected}",
+                path=path,
+                line=number,
+            ) from None
+        except RecursionError:
+            raise DataError(f"JSON nested too deeply; expected {expected}", path=path, line=number)
+        if not isinstance(record, dict):
+            raise DataError(
+                f"a JSON {type(record).__name__}, not an object; expected {expected}",
+                path=path,
+                line=number,
+            )
+        for role, key in fields.items():
+            if key not in record:
+                raise DataError(f"no {key!r} field; expected {expected}", path=path, line=number)
+            value = convert[role](record[key])
+            if value is None:
+                raise DataError(
+                    f"{key} {_show(json.dumps(record[key]))} is not a valid {role}; "
+                    f"expected {expected}",
+                    path=path,
+                    line=number,
+                )
+            values[role].append(value)
+        numbers.append(number)
+    if not numbers:
+        raise DataError(f"file is empty; expected {expected}", path=path)
+    return values, numbers
+
+
+def _id_column(values: list[str]) -> np.ndarray:
+    return _auto_ids(pd.Series(values, dtype=object))
+
+
+def load_amazon_json(path: PathLike) -> pd.DataFrame:
+    """Amazon 2014 / 2018 review JSON lines (e.g. ``reviews_Beauty_5.json.gz``).
+
+    One JSON object per line with ``reviewerID`` (user), ``asin`` (item), ``overall``
+    (rating) and ``unixReviewTime`` (Unix seconds); other fields are ignored.
+    """
+    expected = (
+        'one JSON object per line with "reviewerID", "asin", "overall" and "unixReviewTime"'
+    )
+    fields = {
+        "user": "reviewerID",
+        "item": "asin",
+        "rating": "overall",
+        "timestamp": "unixReviewTime",
+    }
+    convert = {
+        "user": _json_id,
+        "item": _json_id,
+        "rating": _json_number,
+        "timestamp": _json_number,
+    }
+    values, numbers = _json_lines(path, fields, expected, convert)
+    table = pd.DataFrame(
+        {
+            "user": _id_column(values["user"]),
+            "item": _id_column(values["item"]),
+            "rating": np.asarray(values["rating"], dtype=np.float64),
+            "timestamp": np.asarray(values["timestamp"], dtype=np.float64),
+            "line": np.asarray(numbers, dtype=np.int64),
+        }
+    )
+    return _finish(table, path)
+
+
+def _json_string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def load_yelp_json(path: PathLike) -> pd.DataFrame:
+    """Yelp academic dataset reviews (``yelp_academic_dataset_review.json``).
+
+    One JSON object per line with ``user_id``, ``business_id`` (item), ``stars`` (rating)
+    and ``date`` (``2016-03-09 00:00:00`` or ``2016-03-09``); other fields are ignored.
+    """
+    expected = 'one JSON object per line with "user_id", "business_id", "stars" and "date"'
+    fields = {"user": "user_id", "item": "business_id", "rating": "stars", "timestamp": "date"}
+    convert = {
+        "user": _json_id,
+        "item": _json_id,
+        "rating": _json_number,
+        "timestamp": _json_string,
+    }
+    values, numbers = _json_lines(path, fields, expected, convert)
+    dates = pd.Series(values["timestamp"], dtype=object)
+    seconds = _seconds(dates, "ISO8601")
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataError(
+            f"date {_show(dates.iloc[k])} is not a date; expected {expected}",
+            path=path,
+            line=numbers[k],
+        )
+    table = pd.DataFrame(
+        {
+            "user": _id_column(values["user"]),
+            "item": _id_column(values["item"]),
+            "rating": np.asarray(values["rating"], dtype=np.float64),
+            "timestamp": seconds,
+            "line": np.asarray(numbers, dtype=np.int64),
+        }
+    )
+    return _finish(table, path)
+
+
+# ----------------------------------------------------------------------- registration
+#: The formats this module adds: name -> (loader, description).
+RAW_FORMATS: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
+    "amazon-csv-2014": (load_amazon_csv_2014, "Amazon 2014 ratings CSV: user,item,rating,time"),
+    "amazon-csv-2018": (load_amazon_csv_2018, "Amazon 2018 ratings CSV: item,user,rating,time"),
+    "amazon-json": (
+        load_amazon_json,
+        "Amazon 2014/2018 review JSON lines (reviewerID, asin, overall, unixReviewTime)",
+    ),
+    "yelp-json": (load_yelp_json, "Yelp academic review.json (user_id, business_id, stars, date)"),
+    "gowalla-checkins": (
+        load_gowalla_checkins,
+        "SNAP Gowalla check-ins: user TAB time TAB lat TAB lon TAB location",
+    ),
+    "foursquare-tsmc": (
+        load_foursquare_tsmc,
+        "Foursquare TSMC2014 TSV: user TAB venue TAB ... TAB UTC time",
+    ),
+    "ncf-rating": (load_ncf_rating, "NCF .rating file: user TAB item TAB rating [TAB time]"),
+    "sasrec": (load_sasrec, "SASRec data/*.txt: 'user item' per line, in time order"),
+}
+
+for _name, (_loader, _description) in RAW_FORMATS.items():
+    loaders.register_format(_name, _loader, _description)
+
+__all__ = [
+    "RAW_FORMATS",
+    "load_amazon_csv_2014",
+    "load_amazon_csv_2018",
+    "load_amazon_json",
+    "load_foursquare_tsmc",
+    "load_gowalla_checkins",
+    "load_ncf_rating",
+    "load_sasrec",
+    "load_yelp_json",
+]

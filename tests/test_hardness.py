@@ -1,0 +1,277 @@
+"""``negrec.hardness`` (sampling distribution over score ranks, implied beta) and the
+``negrec hardness`` command.
+
+Known answers for the pure pieces; exact cases of the measurement (the ``full`` sampler is
+uniform over the negatives; DNS(M, N) with the pool equal to all n- negatives keeps ranks
+1..M, so its measured beta is M/n-, Theorem 1's exact case); statistical checks with fixed
+seeds for the rest; and the command end to end on a tiny trained run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from negrec import hardness as H
+from negrec.cli import main
+from negrec.data.interactions import Interactions
+from negrec.data.synthetic import synthetic_interactions
+from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.runner import run_experiment
+from negrec.hardness_cli import sampler_options
+from negrec.models.base import ModelConfig
+from negrec.models.mf import MF
+from negrec.samplers import SAMPLERS, Sampler
+
+
+# ------------------------------------------------------------------ pure functions
+def test_default_ranks() -> None:
+    assert H.default_ranks(195) == [1, 5, 10, 50, 100, 195]
+    assert H.default_ranks(1000) == [1, 5, 10, 50, 100, 500, 1000]
+    assert H.default_ranks(1) == [1]
+
+
+def test_ranks_among_negatives_counts_strictly_higher_non_positives() -> None:
+    scores = torch.tensor([[3.0, 1.0, 2.0, 2.0, 5.0]])
+    positives = torch.tensor([[False, False, False, False, True]])  # item 4 scores highest
+    ranks = H.ranks_among_negatives(scores, positives, torch.tensor([[0, 1, 2, 3, 4]]))
+    assert ranks.tolist() == [[1, 4, 2, 2, 1]]  # ties share the best rank; 4 is not counted
+
+
+def test_distribution_and_beta_known_answer() -> None:
+    ranks = torch.tensor([[1, 3], [2, 2], [1, 1]])
+    weights = torch.tensor([[0.5, 0.5], [2.0, 0.0], [1.0, 1.0]])
+    valid = torch.tensor([[True, True], [True, True], [False, False]])  # row 2: all padding
+    w = H.row_weights((3, 2), weights, valid, torch.device("cpu"))
+    assert w.tolist() == [[0.5, 0.5], [1.0, 0.0], [0.0, 0.0]]
+    np.testing.assert_allclose(H.cumulative_distribution(ranks, w, 4), [0.25, 0.75, 1.0, 1.0])
+    n_neg = torch.tensor([4, 4, 4])
+    # quantiles (r - 1/2) / 4: row 0 -> (0.125 + 0.625) / 2, row 1 -> 0.375; beta = 2 * mean
+    assert H.measured_beta(ranks, w, n_neg) == pytest.approx(0.75)
+    np.testing.assert_allclose(
+        H.uniform_cumulative(torch.tensor([2, 4]), 4), [0.375, 0.75, 0.875, 1.0]
+    )
+
+
+def config(name: str, **options: Any):
+    return SAMPLERS.config(name, {"name": name, **options}, "sampler")
+
+
+def test_theoretical_beta() -> None:
+    assert H.theoretical_beta(config("dns", k=5, pool=200)) == pytest.approx(0.025)
+    assert H.theoretical_beta(config("softmax_v", rho=2.0, pool=10)) == pytest.approx(math.exp(-2))
+    assert H.theoretical_beta(config("uniform")) == 1.0
+    assert H.theoretical_beta(config("full")) == 1.0
+    assert H.theoretical_beta(config("popularity")) is None
+
+
+def test_table_and_atomic_write(tmp_path: Path) -> None:
+    result = H.Hardness("x", np.array([0.5, 0.8, 1.0]), np.array([0.25, 0.5, 1.0]), None, 0.3, 2, 4)
+    table = result.table([1, 3, 9])
+    assert table["r"].tolist() == [1, 3] and table["ratio"].tolist() == [2.0, 1.0]
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        H.atomic_write(tmp_path / "a.csv", broken)
+    assert list(tmp_path.iterdir()) == []
+    png = H.plot(result, tmp_path / "p.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and list(tmp_path.iterdir()) == [png]
+
+
+# ------------------------------------------------------------------ measure()
+TRAIN = synthetic_interactions(150, 240, 20.0, seed=1)
+MODEL = MF(ModelConfig(name="mf", dim=16, init_std=1.0), TRAIN, torch.Generator().manual_seed(0))
+USERS = torch.arange(150)
+
+
+def measure(sampler: Sampler, train: Interactions = TRAIN, model: MF = MODEL, draws: int = 4):
+    g = torch.Generator().manual_seed(0)
+    return H.measure(model, train, sampler, USERS[: train.n_users], draws=draws, generator=g)
+
+
+def build(name: str, train: Interactions = TRAIN, **options: Any) -> Sampler:
+    return SAMPLERS.get(name, "sampler.name")(config(name, **options), train)
+
+
+def test_full_catalogue_is_exactly_uniform() -> None:
+    result = measure(build("full"), draws=1)
+    # exact but for float32 score ties, which share the better rank
+    np.testing.assert_allclose(result.cumulative, result.uniform, atol=1e-4)
+    assert result.beta_measured == pytest.approx(1.0, abs=1e-4)
+
+
+def test_uniform_sampler_measures_beta_one() -> None:
+    result = measure(build("uniform", k=8))
+    assert result.beta_measured == pytest.approx(1.0, abs=0.05)
+    assert float(np.abs(result.cumulative - result.uniform).max()) < 0.05
+
+
+def test_dns_with_all_negatives_as_pool_is_opauc_m_over_n() -> None:
+    # every user holds 40 of 240 items: pool = 200 without replacement is all n- negatives
+    rng = np.random.default_rng(0)
+    rows = [rng.choice(240, 40, replace=False) for _ in range(50)]
+    train = Interactions.from_arrays(
+        np.repeat(np.arange(50), 40), np.concatenate(rows), n_users=50, n_items=240
+    )
+    model = MF(
+        ModelConfig(name="mf", dim=16, init_std=1.0), train, torch.Generator().manual_seed(0)
+    )
+    result = measure(build("dns", train, k=5, pool=200, replacement=False), train, model)
+    assert result.beta_measured == pytest.approx(5 / 200, rel=1e-9)
+    assert result.beta_theory == pytest.approx(5 / 200)
+    np.testing.assert_allclose(result.cumulative[:5], [0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_dns_pool_measures_about_m_plus_one_over_n_plus_one() -> None:
+    result = measure(build("dns", k=2, pool=20))
+    assert result.beta_measured == pytest.approx(3 / 21, rel=0.15)
+    assert result.beta_theory == pytest.approx(0.1)
+    top10 = result.table([10])["ratio"].iloc[0]
+    assert top10 > 5  # far harder than uniform at the head
+
+
+def test_softmax_v_hardness_grows_with_rho() -> None:
+    betas = [measure(build("softmax_v", rho=rho, pool=32)).beta_measured for rho in (1e-6, 1, 8)]
+    assert betas[0] == pytest.approx(1.0, abs=0.06)
+    assert betas[0] > betas[1] > betas[2]
+
+
+def test_inbatch_and_popularity_are_measured() -> None:
+    for sampler in (build("inbatch"), build("popularity", alpha=1.0)):
+        result = measure(sampler)
+        assert 0 < result.beta_measured < 2 and result.beta_theory is None
+        assert result.cumulative[-1] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ the command
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    raw = {
+        "name": "tiny",
+        "output": str(out),
+        "data": {"synthetic": {"n_users": 80, "n_items": 120, "mean_degree": 15.0}},
+        "model": {"name": "mf", "dim": 8},
+        "sampler": {"name": "softmax_v", "pool": 16, "rho": 1.0},
+        "train": {"epochs": 1, "batch_size": 256, "lr": 0.01},
+    }
+    return run_experiment(ExperimentConfig.from_dict(raw), progress=False)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")][2:]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+
+
+def test_command_dns(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "hardness",
+        str(run_dir),
+        "--sampler",
+        "dns",
+        "--set",
+        "sampler.pool=20",
+        "--set",
+        "sampler.k=2",
+        "--users",
+        "40",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [r[0] for r in rows][:3] == ["1", "5", "10"]
+    assert all(float(r[1]) >= float(r[2]) for r in rows)  # DNS dominates uniform
+    assert "implied beta of OPAUC(beta): theory 0.1, measured" in out
+    png, csv = tmp_path / "hardness-dns-pool20-k2.png", tmp_path / "hardness-dns-pool20-k2.csv"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == [
+        "r",
+        "sampler",
+        "uniform",
+        "ratio",
+        "beta_theory",
+        "beta_measured",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, csv.name])
+    assert main(argv) == 0  # deterministic under the seed
+    assert capsys.readouterr().out == out
+
+
+def test_command_defaults_to_the_runs_sampler(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "hardness",
+                str(run_dir),
+                "--users",
+                "20",
+                "--out",
+                str(tmp_path),
+                "--set",
+                "sampler.pool=8",
+                "--ranks",
+                "1,2,3",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "sampler softmax_v-pool8" in out and [r[0] for r in table_rows(out)] == ["1", "2", "3"]
+    assert f"theory {math.exp(-1):.4g}" in out
+
+
+def test_sampler_options_follow_pool_for_weighted_pools() -> None:
+    run = {"name": "softmax_v", "k": 50, "pool": 50, "rho": 1.0}
+    assert sampler_options(run, None, ["sampler.pool=10"]) == {
+        "name": "softmax_v",
+        "pool": 10,
+        "rho": 1.0,
+    }
+    assert sampler_options(run, "dns", ["sampler.k=3"]) == {"name": "dns", "k": 3}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sampler", "nope"], "unknown sampler 'nope'"),
+        (["--set", "loss.name=cce"], "--set takes sampler options"),
+        (["--sampler", "dns", "--set", "sampler.k=30", "--set", "sampler.pool=20"], "sampler.k"),
+        (["--users", "0"], "--users must be >= 1"),
+        (["--ranks", "1,x"], "--ranks must be comma-separated integers"),
+        (["--device", "nodevice"], "--device nodevice"),
+    ],
+)
+def test_command_bad_input_is_one_line(
+    run_dir: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["hardness", str(run_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("negrec: error:") and message in err and err.count("\n") == 1
+
+
+def test_command_needs_a_run_with_weights(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["hardness", str(tmp_path / "missing")]) == 2
+    assert "not a finished run directory" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.toml").write_text((run_dir / "config.toml").read_text())
+    (broken / "best.pt").write_bytes(b"not a checkpoint")
+    assert main(["hardness", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the run's weights" in err and err.count("\n") == 1
