@@ -291,3 +291,21 @@ def test_evaluation_restores_training_mode(tiny_split):
     model.eval()
     evaluate(model, tiny_split, "valid", EvalConfig(ks=[1]))
     assert not model.training
+
+
+def test_torch_and_numba_target_counts_agree_on_cpu():
+    """The accelerator path (_target_counts_torch) runs on CPU too and must give the same
+    four counts as the numba kernel, ties and padding included."""
+    import importlib
+
+    ev = importlib.import_module("negrec.evaluate")
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (6, 12), generator=gen).float()
+    pos_items = torch.randint(0, 12, (6, 5), generator=gen)
+    valid = torch.rand(6, 5, generator=gen) < 0.7
+    valid[:, 0] = True
+    pos_scores = scores.gather(1, pos_items).masked_fill(~valid, float("-inf"))
+    numba_counts = ev._target_counts_numba(scores, pos_scores, valid)
+    torch_counts = ev._target_counts_torch(scores, pos_scores, valid)
+    for a, b in zip(numba_counts, torch_counts, strict=True):
+        assert torch.equal(a[valid], b[valid])

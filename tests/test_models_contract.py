@@ -146,7 +146,7 @@ class ModelContract:
             assert everything.shape == (b, n_items)
             assert bool(torch.isfinite(everything).all())
             penalty = model.l2_penalty(ctx, items)
-            assert penalty.shape == () and float(penalty) >= 0.0
+            assert penalty.shape == () and float(penalty.detach()) >= 0.0
 
     def _train_ctx(self, model: Model) -> list[tuple[Any, int]]:
         batch = first_batch(model)
@@ -271,6 +271,16 @@ class TestLightGCN(ModelContract):
 class TestNCF(ModelContract):
     name = "ncf"
     options: ClassVar[dict[str, Any]] = {"layers": [8, 6, 4]}
+
+
+    def test_score_all_in_item_blocks_is_exact(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        model = self.make().eval()
+        users = torch.arange(SPLIT.n_users)
+        with torch.no_grad():
+            whole = model.score_all(users)
+            monkeypatch.setattr(type(model), "score_all_block", 7 * SPLIT.n_users * 8)
+            blocked = model.score_all(users)  # blocks of 7 items: 5 blocks, the last short
+        assert torch.equal(blocked, whole)
 
 
 class TestNCFGMF(ModelContract):

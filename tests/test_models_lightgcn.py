@@ -108,9 +108,7 @@ def test_one_layer_is_the_normalised_neighbour_sum() -> None:
     user_deg = [len(r) for r in ROWS]
     item_deg = [sum(i in r for r in ROWS) for i in range(N_ITEMS)]
     for u, row in enumerate(ROWS):
-        layer1 = sum(
-            (items[i] / math.sqrt(user_deg[u] * item_deg[i]) for i in row), torch.zeros(4)
-        )
+        layer1 = sum((items[i] / math.sqrt(user_deg[u] * item_deg[i]) for i in row), torch.zeros(4))
         torch.testing.assert_close(final_users[u], (users[u] + layer1) / 2)
     for i in range(N_ITEMS):
         layer1 = sum(

@@ -96,18 +96,30 @@ def _target_counts(
     """Per target [B, P]: all items strictly above / equal, and targets above / equal
     (equal counts include the target itself). numba kernel on CPU, torch elsewhere."""
     if scores.device.type == "cpu":
-        counts = valid.sum(dim=1)
-        ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=ptr[1:])
-        flat = pos_scores[valid].contiguous()  # [T], row by row
-        out = [np.empty(flat.numel(), dtype=np.int64) for _ in range(4)]
-        count_above_equal(scores.contiguous().numpy(), ptr.numpy(), flat.numpy(), *out)
-        padded = []
-        for values in out:
-            full = torch.zeros(valid.shape, dtype=torch.int64)
-            full[valid] = torch.from_numpy(values)
-            padded.append(full)
-        return padded[0], padded[1], padded[2], padded[3]
+        return _target_counts_numba(scores, pos_scores, valid)
+    return _target_counts_torch(scores, pos_scores, valid)
+
+
+def _target_counts_numba(
+    scores: torch.Tensor, pos_scores: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    counts = valid.sum(dim=1)
+    ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    flat = pos_scores[valid].contiguous()  # [T], row by row
+    out = [np.empty(flat.numel(), dtype=np.int64) for _ in range(4)]
+    count_above_equal(scores.contiguous().numpy(), ptr.numpy(), flat.numpy(), *out)
+    padded = []
+    for values in out:
+        full = torch.zeros(valid.shape, dtype=torch.int64)
+        full[valid] = torch.from_numpy(values)
+        padded.append(full)
+    return padded[0], padded[1], padded[2], padded[3]
+
+
+def _target_counts_torch(
+    scores: torch.Tensor, pos_scores: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     above, equal = _count_torch(scores, pos_scores)
     pair_above = (pos_scores.unsqueeze(1) > pos_scores.unsqueeze(2)) & valid.unsqueeze(1)
     pair_equal = (pos_scores.unsqueeze(1) == pos_scores.unsqueeze(2)) & valid.unsqueeze(1)
@@ -144,7 +156,8 @@ def evaluate(
     targets = split.valid if part == "valid" else split.test
     masked = [split.train] if part == "valid" else [split.train, split.valid]
     if device is None:
-        device = next(iter(model.parameters())).device
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
 

@@ -49,6 +49,7 @@ from torch import nn
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
+from negrec.errors import ConfigError
 from negrec.models.base import Model, ModelConfig
 
 if TYPE_CHECKING:
@@ -176,6 +177,12 @@ class SequenceBatches:
         last_target = n_targets[user] - j * max_len  # sequence position of its last target
         length = np.minimum(last_target, max_len)  # targets (= inputs) in the window
         start = train.indptr[user] + last_target - length  # offset of its first input
+        if user.size == 0:
+            raise ConfigError(
+                "model.name",
+                "a sequential model trains on next items, but no user has two or more "
+                "training items",
+            )
         self.seq = torch.from_numpy(seq).to(device)
         self.user = torch.from_numpy(user).to(device)
         self.start = torch.from_numpy(start).to(device)

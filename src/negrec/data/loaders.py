@@ -589,6 +589,15 @@ _LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
 }
 
 
+def register_format(name: str, loader: Callable[..., pd.DataFrame], description: str) -> None:
+    """Make ``loader`` available to :func:`load` as ``format=name`` (and list it in FORMATS).
+
+    Used by :mod:`negrec.data.raw_formats` for the raw formats of public datasets.
+    """
+    FORMATS[name] = description
+    _LOADERS[name] = loader
+
+
 def detect_format(path: PathLike) -> str:
     """Guess a file's format from its name, where the name makes it unambiguous.
 
@@ -710,5 +719,9 @@ __all__: Sequence[str] = (
     "load_recbole",
     "load_sequences",
     "load_split",
+    "register_format",
     "source_path",
 )
+
+# the raw formats of public datasets (Amazon, Yelp, Gowalla, Foursquare, NCF, SASRec)
+from negrec.data import raw_formats as _raw_formats  # noqa: E402, F401

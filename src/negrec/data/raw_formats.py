@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import math
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,34 +53,37 @@ MAX_UNCOMPRESSED = 64 << 30
 
 
 # ------------------------------------------------------------------------- file access
-def _raw_bytes(path: PathLike) -> bytes:
-    """The file's bytes, decompressed when it is gzip; errors name the file."""
+def _read_file(path: PathLike) -> bytes:
+    """The file's bytes as stored; errors name the file."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", path=path) from None
     except IsADirectoryError:
         raise DataError("is a directory; expected a data file", path=path) from None
     except OSError as err:
         raise DataError(f"cannot read the file: {err.strerror}", path=path) from None
-    if data.startswith(_GZIP_MAGIC):
-        try:
-            decompressor = zlib.decompressobj(wbits=31)
-            out = decompressor.decompress(data, MAX_UNCOMPRESSED)
-            if decompressor.unconsumed_tail:
-                raise DataError("decompresses to more than 64 GiB; refusing to read it", path=path)
-            if not decompressor.eof:
-                raise DataError(
-                    "gzip data ends early (truncated download?); expected a complete .gz file",
-                    path=path,
-                )
-            rest = decompressor.unused_data
-            if rest:  # concatenated gzip members, as `cat a.gz b.gz` makes
-                out += gzip.decompress(rest)
-        except (zlib.error, gzip.BadGzipFile, EOFError) as err:
-            raise DataError(f"is not a valid gzip file ({err})", path=path) from None
-        data = out
-    return data
+
+
+def _gunzip(data: bytes, path: PathLike) -> bytes:
+    """``data`` decompressed when it starts with the gzip magic bytes, else unchanged."""
+    if not data.startswith(_GZIP_MAGIC):
+        return data
+    try:
+        decompressor = zlib.decompressobj(wbits=31)
+        out = decompressor.decompress(data, MAX_UNCOMPRESSED)
+        if decompressor.unconsumed_tail:
+            raise DataError("decompresses to more than 64 GiB; refusing to read it", path=path)
+        if not decompressor.eof:
+            raise DataError(
+                "gzip data ends early (truncated download?); expected a complete .gz file",
+                path=path,
+            )
+        if decompressor.unused_data:  # concatenated gzip members, as `cat a.gz b.gz` makes
+            out += gzip.decompress(decompressor.unused_data)
+    except (zlib.error, gzip.BadGzipFile, EOFError) as err:
+        raise DataError(f"is not a valid gzip file ({err})", path=path) from None
+    return out
 
 
 def _utf8(data: bytes, path: PathLike) -> str:
@@ -105,14 +109,14 @@ def _plain_file(path: PathLike, *, latin1: bool = False) -> Iterator[tuple[Path,
     temporary copy are re-raised naming ``path`` (line numbers are the same), and the
     copy is deleted afterwards.
     """
-    raw = Path(path).read_bytes() if Path(path).is_file() else b""
-    data = _raw_bytes(path)
+    stored = _read_file(path)
+    data = _gunzip(stored, path)
     if latin1:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             data = data.decode("latin-1").encode("utf-8")
-    if data is raw or data == raw:
+    if data is stored:
         yield Path(path), data
         return
     handle, name = tempfile.mkstemp(prefix="negrec-", suffix=".txt")
@@ -151,7 +155,7 @@ def _column(data: bytes, position: int, delimiter: str) -> pd.Series:
     same number of fields, so rows line up with its table.
     """
     frame = pd.read_csv(
-        __import__("io").BytesIO(data),
+        io.BytesIO(data),
         sep=delimiter,
         header=None,
         usecols=[position],
@@ -272,11 +276,7 @@ def load_gowalla_checkins(path: PathLike) -> pd.DataFrame:
     """
     expected = "'user<TAB>2010-10-19T23:55:27Z<TAB>latitude<TAB>longitude<TAB>location'"
     with _plain_file(path) as (plain, data):
-        table = load_delimited(
-            plain, user=0, item=4, delimiter="\t", header=False, int_ids=True
-        )
-        if len(table.columns) and _field_count(data, "\t") < 5:
-            raise DataError(f"expected 5 tab-separated fields: {expected}", path=plain, line=1)
+        table = load_delimited(plain, user=0, item=4, delimiter="\t", header=False, int_ids=True)
         times = _column(data, 1, "\t")
         table = _with_times(table, times, "%Y-%m-%dT%H:%M:%SZ", plain, expected)
     return _finish(table, path)
@@ -340,14 +340,14 @@ def _json_lines(
     path: PathLike,
     fields: dict[str, str],
     expected: str,
-    convert: dict[str, Callable[[Any], Any]],
+    convert: Mapping[str, Callable[[Any], Any]],
 ) -> tuple[dict[str, list[Any]], list[int]]:
     """Read one JSON object per line and pull ``fields`` (role -> key) out of each.
 
     ``convert`` maps a role to a function returning the value or None when it is invalid.
     Returns (values per role, 1-based line numbers). Blank lines are skipped.
     """
-    text = _utf8(_raw_bytes(path), path)
+    text = _utf8(_gunzip(_read_file(path), path), path)
     values: dict[str, list[Any]] = {role: [] for role in fields}
     numbers: list[int] = []
     decoder = json.JSONDecoder()
@@ -363,7 +363,9 @@ def _json_lines(
                 line=number,
             ) from None
         except RecursionError:
-            raise DataError(f"JSON nested too deeply; expected {expected}", path=path, line=number)
+            raise DataError(
+                f"JSON nested too deeply; expected {expected}", path=path, line=number
+            ) from None
         if not isinstance(record, dict):
             raise DataError(
                 f"a JSON {type(record).__name__}, not an object; expected {expected}",
@@ -398,9 +400,7 @@ def load_amazon_json(path: PathLike) -> pd.DataFrame:
     One JSON object per line with ``reviewerID`` (user), ``asin`` (item), ``overall``
     (rating) and ``unixReviewTime`` (Unix seconds); other fields are ignored.
     """
-    expected = (
-        'one JSON object per line with "reviewerID", "asin", "overall" and "unixReviewTime"'
-    )
+    expected = 'one JSON object per line with "reviewerID", "asin", "overall" and "unixReviewTime"'
     fields = {
         "user": "reviewerID",
         "item": "asin",

@@ -147,8 +147,7 @@ class LightGCN(Model):
         return super().train(mode)
 
     def __getstate__(self) -> dict[str, Any]:  # pickle / deepcopy: never the cached graph
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "_cache": None}
+        return {**self.__dict__, "_cache": None}
 
     # ------------------------------------------------------------------ the model contract
     def score(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

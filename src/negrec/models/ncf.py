@@ -80,9 +80,7 @@ class NCF(Model):
                 self.item_mlp = nn.Embedding(self.n_items, half)
                 self.first_user = nn.Linear(half, config.layers[1])  # W_u (+ the bias)
                 self.first_item = nn.Linear(half, config.layers[1], bias=False)  # W_i
-                self.hidden = nn.ModuleList(
-                    nn.Linear(a, b) for a, b in pairwise(config.layers[1:])
-                )
+                self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(config.layers[1:]))
                 out += config.layers[-1]
             self.predict = nn.Linear(out, 1)  # h and b
         with torch.no_grad():
