@@ -140,3 +140,35 @@ def test_nan_loss_names_epoch_and_batch(split):
 
 def test_training_diverged_is_a_user_error():
     assert TrainingDiverged("x").exit_code == 2
+
+
+def test_shared_candidates_fast_path_matches_gathered_scores():
+    """In-batch negatives are scored once per batch ([B, d] @ [d, K]); the scores must
+    equal those of the generic [B, K, d] gather path, for MF and the default method."""
+    import dataclasses
+
+    from negrec.data.synthetic import synthetic_interactions
+    from negrec.models import MF, ModelConfig
+    from negrec.samplers import SAMPLERS
+    from negrec.train import Batch, score_batch
+
+    data = synthetic_interactions(n_users=40, n_items=60, mean_degree=8, seed=1)
+    model = MF(ModelConfig(dim=8), data, torch.Generator().manual_seed(0))
+    sampler_cls = SAMPLERS.get("inbatch", "sampler.name")
+    sampler = sampler_cls(sampler_cls.Config(name="inbatch"), data)
+    users, items = data.to_coo()
+    rows = torch.arange(0, 32)
+    batch = Batch(
+        ctx=torch.from_numpy(users)[rows], users=torch.from_numpy(users)[rows],
+        pos=torch.from_numpy(items.copy())[rows],
+    )
+    negatives = sampler.sample(batch.users, batch.pos, 1, generator=torch.Generator())
+    assert negatives.shared
+    fast = score_batch(model, batch, negatives)
+    slow = score_batch(model, batch, dataclasses.replace(negatives, shared=False))
+    assert torch.allclose(fast[0], slow[0], atol=1e-6)
+    assert torch.equal(torch.isinf(fast[1]), torch.isinf(slow[1]))
+    finite = torch.isfinite(slow[1])
+    assert torch.allclose(fast[1][finite], slow[1][finite], atol=1e-6)
+    default = super(MF, model).score_candidates(batch.ctx, negatives.ids[0])
+    assert torch.allclose(default, model.score_candidates(batch.ctx, negatives.ids[0]), atol=1e-6)

@@ -236,6 +236,13 @@ def score_batch(
         neg = all_scores
         pos_scores = all_scores.gather(1, pos).squeeze(1)
         touched = pos
+    elif negatives.shared:  # one candidate list for all rows (in-batch negatives)
+        candidates = negatives.ids[0]  # [K]
+        width = candidates.numel()
+        scores = model.score_candidates(batch.ctx, torch.cat([candidates, batch.pos]))
+        neg = scores[:, :width]  # [B, K]
+        pos_scores = scores[:, width:].diagonal()  # row b's own positive, [B]
+        touched = pos  # L2 on the batch's own rows only (candidates are other rows' positives)
     else:
         touched = torch.cat([pos, negatives.ids], dim=1)  # [B, 1 + K]
         scores = model.score(batch.ctx, touched)

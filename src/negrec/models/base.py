@@ -52,6 +52,14 @@ class Model(nn.Module):
     def score_all(self, ctx: Any) -> torch.Tensor:
         raise NotImplementedError  # abstract
 
+    def score_candidates(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
+        """Scores [B, C] of one candidate list ``items`` [C] shared by every row of ``ctx``.
+
+        The default expands the list to [B, C] and calls ``score``; dot-product models
+        override it with one matrix product."""
+        batch = len(ctx)
+        return self.score(ctx, items.unsqueeze(0).expand(batch, -1))
+
     def l2_penalty(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # abstract
 

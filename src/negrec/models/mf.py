@@ -25,6 +25,10 @@ class MF(Model):
         # ctx: users [B]; items [B, K] -> [B, K]
         return torch.bmm(self.item(items), self.user(ctx).unsqueeze(2)).squeeze(2)
 
+    def score_candidates(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        # [B, d] @ [d, C] -> [B, C]
+        return self.user(ctx) @ self.item(items).T
+
     def score_all(self, ctx: torch.Tensor) -> torch.Tensor:
         # [B, d] @ [d, n_items] -> [B, n_items]
         return self.user(ctx) @ self.item.weight.T

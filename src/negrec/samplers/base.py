@@ -28,6 +28,10 @@ class Negatives:
     log_q: torch.Tensor | None = None  # float [B, K]
     weights: torch.Tensor | None = None  # float [B, K]
     valid: torch.Tensor | None = None  # bool [B, K] (or [B, n_items] when ids is None)
+    #: every row of ``ids`` is the same candidate list (in-batch): the trainer scores the
+    #: K candidates once per batch with ``model.score_candidates`` ([B, d] @ [d, K]) instead
+    #: of gathering [B, K, d] embedding rows
+    shared: bool = False
 
 
 @dataclass

@@ -77,4 +77,4 @@ class InBatchSampler(Sampler):
         else:
             valid = ids != pos_items.unsqueeze(1)  # [B, B], only the row's own positive
         log_q = self._log_q_table(users.device)[ids]  # [B, B]
-        return Negatives(ids=ids, log_q=log_q, valid=valid)
+        return Negatives(ids=ids, log_q=log_q, valid=valid, shared=True)
