@@ -23,7 +23,8 @@ class MF(Model):
 
     def score(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         # ctx: users [B]; items [B, K] -> [B, K]
-        return torch.bmm(self.item(items), self.user(ctx).unsqueeze(2)).squeeze(2)
+        # multiply-and-sum, not bmm: a [B, K, d] x [B, d, 1] bmm is ~2x slower on CPU
+        return (self.item(items) * self.user(ctx).unsqueeze(1)).sum(dim=2)
 
     def score_candidates(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         # [B, d] @ [d, C] -> [B, C]
