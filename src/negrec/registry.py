@@ -35,6 +35,8 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def get(self, name: str, key: str) -> T:
+        if not isinstance(name, str):  # e.g. name = [] in a config: not hashable
+            raise ConfigError(key, f"expected a {self.kind} name (a string), got {name!r}")
         if name not in self._entries:
             known = ", ".join(self.names())
             raise ConfigError(key, f"unknown {self.kind} '{name}' (known: {known})")

@@ -6,7 +6,7 @@ trainer loop, the samplers and the losses stay unchanged:
 
 - **Training** (:class:`SequenceBatches`): every position ``t >= 1`` of a user's
   time-ordered training sequence ``s_0 .. s_{n-1}`` is one row, with history
-  ``s_0 .. s_{t-1}`` (its last ``max_len`` items) and positive ``s_t``. Rows are grouped into
+  ``s_0 .. s_{t-1}`` (cut by its window, see below) and positive ``s_t``. Rows are grouped into
   *windows*: runs of up to ``max_len`` consecutive positions of one user that share one
   encoder pass (a causal encoder gives the hidden state after every prefix of its input
   at once). A batch is ``batch_size`` rows, not users, so B means "positives per step" for
@@ -325,6 +325,13 @@ class SequentialModel(Model):
         table, bias = self.output_items()
         scores = torch.bmm(table(items), h.unsqueeze(2)).squeeze(2)  # [B, K]
         return scores if bias is None else scores + bias(items).squeeze(2)
+
+    def score_candidates(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
+        # one candidate list items [C] for every row: [B, d] @ [d, C] -> [B, C]
+        h = self.hidden(self._check(ctx))
+        table, bias = self.output_items()
+        scores = h @ table(items).T
+        return scores if bias is None else scores + bias(items).squeeze(1)
 
     def score_all(self, ctx: Any) -> torch.Tensor:
         # [B, d] @ [d, n_items] -> [B, n_items]

@@ -1,8 +1,11 @@
-"""``negrec data ...`` commands: look at a data set before training on it.
+"""``negrec data ...`` commands: look at a data set before training on it; get public ones.
 
 ``negrec data stats PATH [--test PATH2]`` loads a file (or a pre-split pair), prepares it
 as training would (threshold, de-duplication, k-core, id encoding) and prints what was
 dropped, the size and density of the matrix and the quantiles of user and item degrees.
+``negrec data list`` shows the public datasets negrec knows (source, licence, size,
+recipe); ``negrec data fetch NAME`` downloads, verifies, prepares and caches one;
+``negrec data import NAME PATH`` does the same from files the user already has.
 The main CLI calls :func:`add_commands` to mount these commands.
 """
 
@@ -13,9 +16,12 @@ import sys
 
 import numpy as np
 
+from negrec.data.cache import cache_root, load_prepared, prepared_names
+from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
 from negrec.data.loaders import FORMATS, detect_format, load, load_split
 from negrec.data.prepare import PrepareReport, prepare, prepare_split
+from negrec.data.registry import REGISTRY, DatasetSpec, get_spec
 from negrec.errors import NegrecError
 
 #: Degree quantiles shown by ``data stats``, with their column labels.
@@ -44,8 +50,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     """Add the ``data`` command and its subcommands to the main CLI's subparsers."""
     data = subparsers.add_parser(
         "data",
-        help="inspect interaction data files",
-        description="Inspect interaction data files in any format negrec can load.",
+        help="inspect data files; list, fetch and import public datasets",
+        description="Inspect interaction data files in any format negrec can load, and "
+        "list, download (fetch) or prepare from local files (import) the public datasets "
+        "negrec knows.",
     )
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     stats = commands.add_parser(
@@ -92,6 +100,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="with --test: what to do with test users/items absent from train (default: error)",
     )
     stats.set_defaults(func=stats_command)
+    _add_registry_commands(commands)
 
 
 def _number(value: float) -> str:
@@ -160,4 +169,214 @@ def stats_command(args: argparse.Namespace) -> int:
     print(report)
     print()
     print(format_stats(data, report, test))
+    return 0
+
+
+# ------------------------------------------------------------- the dataset registry
+def _cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="cache folder (default: $NEGREC_CACHE, else negrec/ in the user cache folder)",
+    )
+
+
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--min-rating",
+        metavar="T",
+        type=float,
+        default=None,
+        help="override the recipe: keep only interactions with rating >= T",
+    )
+    parser.add_argument(
+        "--k-core",
+        metavar="K",
+        type=_positive_int,
+        default=None,
+        help="override the recipe: keep the K-core (users and items with >= K interactions)",
+    )
+    parser.add_argument(
+        "--unseen",
+        choices=("error", "drop", "keep"),
+        default=None,
+        help="override the recipe of a pre-split dataset: what to do with test users/items "
+        "absent from train",
+    )
+
+
+def _add_registry_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add ``data list``, ``data fetch`` and ``data import``."""
+    listing = commands.add_parser(
+        "list",
+        help="show the public datasets negrec can fetch or import",
+        description="Show each registered dataset with its source URL and checksum, licence "
+        "terms, size and preparation recipe (rating threshold, k-core, split), and whether "
+        "it is prepared in the cache.",
+    )
+    listing.add_argument(
+        "names", nargs="*", metavar="NAME", help="show only these datasets (default: all)"
+    )
+    listing.add_argument(
+        "--short", action="store_true", help="one line per dataset: name, cached, title"
+    )
+    _cache_option(listing)
+    listing.set_defaults(func=list_command)
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download, verify, prepare and cache a public dataset",
+        description="Download the dataset's files over HTTP(S) (an interrupted download "
+        "resumes), verify their checksums, unpack, prepare with the dataset's recipe and "
+        "store the result in the cache, where negrec.data.cache.load_prepared(NAME) finds "
+        "it. "
+        "Offline? Use `negrec data import NAME PATH` with files you already have.",
+    )
+    fetch.add_argument("name", metavar="NAME", help="a dataset from `negrec data list`")
+    fetch.add_argument(
+        "--force",
+        action="store_true",
+        help="prepare again even if the dataset is cached (verified downloads are reused)",
+    )
+    fetch.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=60.0,
+        help="give up on a connection or read that stalls this long (default: 60)",
+    )
+    fetch.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar or progress messages (notes about checksums still show)",
+    )
+    _recipe_options(fetch)
+    _cache_option(fetch)
+    fetch.set_defaults(func=fetch_command)
+
+    imp = commands.add_parser(
+        "import",
+        help="prepare and cache a public dataset from files you already have",
+        description="Prepare a registered dataset from a local copy (the offline path): "
+        "PATH is the data file, the folder holding the file(s) (searched recursively; for "
+        "a pre-split dataset the folder with both train and test files), or the archive "
+        "as downloaded. Prints what preparation did and the dataset statistics.",
+    )
+    imp.add_argument("name", metavar="NAME", help="a dataset from `negrec data list`")
+    imp.add_argument("path", metavar="PATH", help="data file, folder or downloaded archive")
+    imp.add_argument(
+        "--format",
+        choices=sorted(name for name in FORMATS if name != "delimited"),
+        metavar="FORMAT",
+        default=None,
+        help="read the file(s) in this format, one of: "
+        + ", ".join(sorted(name for name in FORMATS if name != "delimited"))
+        + " (default: the dataset's own format, or the one the file name implies, "
+        "e.g. *.inter)",
+    )
+    _recipe_options(imp)
+    _cache_option(imp)
+    imp.set_defaults(func=import_command)
+
+
+def describe_dataset(spec: DatasetSpec, cached: bool) -> str:
+    """The ``data list`` block of one dataset."""
+    lines = [f"{spec.name}  {spec.title}{'  [prepared]' if cached else ''}"]
+    if spec.sources:
+        for source in spec.sources:
+            lines.append(f"  source   {source.url}")
+            lines.append(f"           {source.pinned}")
+    else:
+        lines.append(f"  source   no direct download: get it from {spec.homepage}")
+    lines.append(f"  licence  {spec.licence}")
+    size = spec.size
+    if spec.download_size is not None:
+        size += f"; download {spec.download_size / 1e6:,.1f} MB"
+    lines.append(f"  size     {size}")
+    files = " + ".join(spec.files)
+    lines.append(f"  recipe   {spec.recipe.describe()}  [{spec.format}: {files}]")
+    if spec.notes:
+        lines.append(f"  note     {spec.notes}")
+    return "\n".join(lines)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _quiet_log(message: str) -> None:
+    if message.startswith("note:"):  # e.g. a checksum recorded on first download
+        _log(message)
+
+
+def _report_error(command: str, err: NegrecError) -> int:
+    print(f"negrec data {command}: error: {err}", file=sys.stderr)
+    return err.exit_code
+
+
+def list_command(args: argparse.Namespace) -> int:
+    """Handler of ``negrec data list``."""
+    try:
+        specs = [get_spec(name) for name in args.names] or list(REGISTRY.values())
+        cached = set(prepared_names(args.cache_dir))
+    except NegrecError as err:
+        return _report_error("list", err)
+    if args.short:
+        width = max(len(spec.name) for spec in specs)
+        for spec in specs:
+            mark = "*" if spec.name in cached else " "
+            print(f"{spec.name:<{width}} {mark} {spec.title}")
+        return 0
+    print("\n\n".join(describe_dataset(spec, spec.name in cached) for spec in specs))
+    print(f"\ncache: {cache_root(args.cache_dir)}")
+    return 0
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    """Handler of ``negrec data fetch``."""
+    try:
+        entry = fetch_dataset(
+            args.name,
+            cache_dir=args.cache_dir,
+            force=args.force,
+            min_rating=args.min_rating,
+            k_core=args.k_core,
+            on_unseen=args.unseen,
+            timeout=args.timeout,
+            progress=not args.quiet,
+            log=_quiet_log if args.quiet else _log,
+        )
+        train, test, report = load_prepared(args.name, args.cache_dir)
+    except NegrecError as err:
+        return _report_error("fetch", err)
+    print(f"{args.name}: prepared in {entry}")
+    print(report)
+    print()
+    print(format_stats(train, report, test))
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    """Handler of ``negrec data import``."""
+    try:
+        entry, report = import_dataset(
+            args.name,
+            args.path,
+            cache_dir=args.cache_dir,
+            format=args.format,
+            min_rating=args.min_rating,
+            k_core=args.k_core,
+            on_unseen=args.unseen,
+            log=lambda message: None,
+        )
+        train, test, report = load_prepared(args.name, args.cache_dir)
+    except NegrecError as err:
+        return _report_error("import", err)
+    print(f"{args.name}: prepared from {args.path} in {entry}")
+    print(report)
+    print()
+    print(format_stats(train, report, test))
     return 0

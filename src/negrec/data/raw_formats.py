@@ -148,24 +148,28 @@ def _seconds(values: pd.Series, fmt: str) -> np.ndarray:
     return np.asarray(seconds, dtype=np.float64)
 
 
-def _column(data: bytes, position: int, delimiter: str) -> pd.Series:
+def _column(data: bytes, position: int, delimiter: str, path: PathLike) -> pd.Series:
     """Column ``position`` (0-based) of every non-blank line, as strings.
 
     Only called after :func:`load_delimited` has checked that every data line has the
-    same number of fields, so rows line up with its table.
+    same number of fields, so rows line up with its table (:func:`_with_times` checks).
     """
-    frame = pd.read_csv(
-        io.BytesIO(data),
-        sep=delimiter,
-        header=None,
-        usecols=[position],
-        dtype=str,
-        quoting=3,  # csv.QUOTE_NONE
-        keep_default_na=False,
-        skip_blank_lines=True,
-        encoding="utf-8",
-        engine="c",
-    )
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            sep=delimiter,
+            header=None,
+            usecols=[position],
+            dtype=str,
+            quoting=3,  # csv.QUOTE_NONE
+            keep_default_na=False,
+            skip_blank_lines=True,
+            encoding="utf-8",
+            engine="c",
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        reason = " ".join(str(err).split())
+        raise DataError(f"cannot read column {position + 1} ({reason})", path=path) from None
     return frame[position]
 
 
@@ -277,7 +281,7 @@ def load_gowalla_checkins(path: PathLike) -> pd.DataFrame:
     expected = "'user<TAB>2010-10-19T23:55:27Z<TAB>latitude<TAB>longitude<TAB>location'"
     with _plain_file(path) as (plain, data):
         table = load_delimited(plain, user=0, item=4, delimiter="\t", header=False, int_ids=True)
-        times = _column(data, 1, "\t")
+        times = _column(data, 1, "\t", plain)
         table = _with_times(table, times, "%Y-%m-%dT%H:%M:%SZ", plain, expected)
     return _finish(table, path)
 
@@ -294,7 +298,7 @@ def load_foursquare_tsmc(path: PathLike) -> pd.DataFrame:
         table = load_delimited(plain, user=0, item=1, delimiter="\t", header=False)
         if _field_count(data, "\t") != 8:
             raise DataError(f"expected {expected}", path=plain, line=_first_line(data))
-        times = _column(data, 7, "\t")
+        times = _column(data, 7, "\t", plain)
         table = _with_times(table, times, "%a %b %d %H:%M:%S %z %Y", plain, expected)
     return _finish(table, path)
 

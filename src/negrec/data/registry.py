@@ -22,10 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from negrec.errors import ConfigError
+from negrec.errors import NegrecError
 
 SplitKind = Literal["given", "random", "leave_one_out"]
 OnUnseen = Literal["error", "drop", "keep"]
+
+
+class UnknownDataset(NegrecError):
+    """A dataset name that is not in the registry."""
 
 
 @dataclass(frozen=True)
@@ -534,12 +538,13 @@ REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The registry entry called ``name``; a ConfigError lists the names when unknown."""
+    """The registry entry called ``name``; an UnknownDataset error lists the names."""
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ConfigError(
-            "dataset", f"unknown dataset {name!r}; choose one of {', '.join(REGISTRY)}"
+        raise UnknownDataset(
+            f"unknown dataset {name!r}; choose one of {', '.join(REGISTRY)} "
+            "(`negrec data list` describes them)"
         ) from None
 
 
@@ -553,6 +558,7 @@ __all__ = [
     "DatasetSpec",
     "Recipe",
     "Source",
+    "UnknownDataset",
     "dataset_names",
     "get_spec",
 ]

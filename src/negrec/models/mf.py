@@ -15,8 +15,9 @@ class MF(Model):
 
     def __init__(self, config: ModelConfig, train: Interactions, generator: torch.Generator):
         super().__init__(config, train, generator)
-        self.user = nn.Embedding(self.n_users, config.dim)
-        self.item = nn.Embedding(self.n_items, config.dim)
+        with torch.random.fork_rng(devices=[]):  # nn.Embedding's own init draws globally
+            self.user = nn.Embedding(self.n_users, config.dim)
+            self.item = nn.Embedding(self.n_items, config.dim)
         with torch.no_grad():
             self.user.weight.normal_(0.0, config.init_std, generator=generator)
             self.item.weight.normal_(0.0, config.init_std, generator=generator)

@@ -73,7 +73,6 @@ class DNSConfig(SamplerConfig):
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
-        require(self.name == "dns", f"{prefix}.name", "expected 'dns'")
         require(self.pool >= 1, f"{prefix}.pool", f"must be >= 1, got {self.pool}")
         require(
             self.k <= self.pool,

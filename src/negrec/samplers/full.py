@@ -7,15 +7,12 @@ from typing import Any
 
 import torch
 
-from negrec.config_base import require
 from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig
 
 
 @dataclass
 class FullConfig(SamplerConfig):
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        require(self.name == "full", f"{prefix}.name", "expected 'full'")
+    """``full``: every item; ``k`` is ignored."""
 
 
 @SAMPLERS.register("full")

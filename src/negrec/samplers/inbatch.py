@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig
 
@@ -35,9 +34,6 @@ from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig
 class InBatchConfig(SamplerConfig):
     """``inbatch``: the batch's positives as negatives (``k`` is ignored)."""
 
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        require(self.name == "inbatch", f"{prefix}.name", "expected 'inbatch'")
 
 
 @SAMPLERS.register("inbatch")

@@ -50,7 +50,6 @@ class PopularityConfig(SamplerConfig):
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
-        require(self.name == "popularity", f"{prefix}.name", "expected 'popularity'")
         require(
             math.isfinite(self.alpha) and self.alpha >= 0,
             f"{prefix}.alpha",

@@ -73,7 +73,6 @@ class SoftmaxVConfig(_PoolConfig):
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
-        require(self.name == "softmax_v", f"{prefix}.name", "expected 'softmax_v'")
         require(
             math.isfinite(self.rho) and self.rho > 0,
             f"{prefix}.rho",
@@ -91,7 +90,6 @@ class SoftmaxTauConfig(_PoolConfig):
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
-        require(self.name == "softmax_tau", f"{prefix}.name", "expected 'softmax_tau'")
         require(
             math.isfinite(self.tau) and self.tau > 0,
             f"{prefix}.tau",

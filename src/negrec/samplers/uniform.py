@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.errors import ConfigError
 from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig
@@ -48,9 +47,6 @@ class ComplementIndex:
 class UniformConfig(SamplerConfig):
     replacement: bool = True  # may a row repeat a negative?
 
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        require(self.name == "uniform", f"{prefix}.name", "expected 'uniform'")
 
 
 @SAMPLERS.register("uniform")

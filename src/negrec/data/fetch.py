@@ -1,0 +1,581 @@
+"""Download, verify, unpack and prepare registered datasets; or prepare them from local files.
+
+:func:`fetch_dataset` is ``negrec data fetch NAME``: each of the dataset's sources is
+downloaded over HTTP(S) into ``<cache>/downloads/NAME/`` (a partial download is kept as
+``FILE.part`` and resumed with an HTTP ``Range`` request, on the next try or the next
+run), verified (pinned sha256, the publisher's md5, or the sha256 recorded on the first
+download -- see :mod:`negrec.data.registry`), unpacked (zip, tar, gzip), loaded with the
+dataset's format, prepared with its recipe and stored in the cache
+(:mod:`negrec.data.cache`). :func:`import_dataset` is ``negrec data import NAME PATH``:
+the same from a file, archive or folder the user already has (the offline path).
+
+Failures raise :class:`FetchError` with one line that says what happened and what to do;
+a failed download or preparation never leaves a cache entry behind (entries are written
+to a temporary folder and moved into place last). Only a ``.part`` file of an interrupted
+transfer is kept, so the next run can resume it; a download whose checksum does not
+match is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from negrec.data.cache import (
+    PathLike,
+    atomic_write_text,
+    cache_root,
+    entry_dir,
+    is_prepared,
+    save_prepared,
+    staging_dir,
+)
+from negrec.data.interactions import Interactions
+from negrec.data.loaders import detect_format, load, load_split
+from negrec.data.prepare import PrepareReport, prepare, prepare_split
+from negrec.data.registry import DatasetSpec, Recipe, Source, get_spec
+from negrec.errors import DataError, NegrecError
+
+#: Seconds to wait for a server before giving up on a connection or a read.
+DEFAULT_TIMEOUT = 60.0
+#: Tries per file: a transfer cut short is resumed this many times within one run.
+DEFAULT_ATTEMPTS = 3
+_CHUNK = 1 << 16
+_USER_AGENT = "negrec (https://pypi.org/project/negrec)"
+_STRONG_NAMES = re.compile(r"(^u\.data$|^ratings\.(dat|csv)$|\.inter$)", re.IGNORECASE)
+
+Log = Callable[[str], None]
+
+
+class FetchError(NegrecError):
+    """A download failed (network, server, checksum) or a dataset cannot be fetched."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------ checksums
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256, md5) hex digests of a file, read once."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _known_path(root: Path) -> Path:
+    return root / "checksums.json"
+
+
+def recorded_checksums(cache_dir: PathLike | None = None) -> dict[str, dict[str, str]]:
+    """The sha256 recorded on first download for unpinned URLs: url -> {sha256, recorded}."""
+    path = _known_path(cache_root(cache_dir))
+    if not path.is_file():
+        return {}
+    try:
+        known = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FetchError(
+            f"{path}: unreadable ({err}); delete it to record checksums anew"
+        ) from None
+    return known if isinstance(known, dict) else {}
+
+
+def _record_checksum(root: Path, url: str, sha256: str) -> None:
+    known = recorded_checksums(root)
+    known[url] = {"sha256": sha256, "recorded": time.strftime("%Y-%m-%d", time.gmtime())}
+    atomic_write_text(_known_path(root), json.dumps(known, indent=2, sort_keys=True) + "\n")
+
+
+def _verify(source: Source, path: Path, root: Path, log: Log) -> str:
+    """Check a complete download against its checksum; returns its sha256.
+
+    A mismatch deletes the file and raises. An unpinned URL has its sha256 recorded
+    (first download) or compared with the recorded one.
+    """
+    sha256, md5 = _digests(path)
+    expected, kind = None, ""
+    if source.sha256:
+        expected, kind, actual = source.sha256.lower(), "sha256", sha256
+    elif source.md5:
+        expected, kind, actual = source.md5.lower(), "md5", md5
+    else:
+        recorded = recorded_checksums(root).get(source.url)
+        if recorded is not None:
+            expected, actual = recorded["sha256"], sha256
+            kind = f"sha256 (recorded on first download, {recorded.get('recorded', '?')})"
+    if expected is not None and actual != expected:
+        path.unlink(missing_ok=True)
+        raise FetchError(
+            f"checksum mismatch for {source.url}: expected {kind} {expected}, got {actual}; "
+            "the download was deleted (a corrupted transfer or a changed file upstream)"
+        )
+    if expected is None:
+        _record_checksum(root, source.url, sha256)
+        log(
+            f"note: no pinned checksum for {source.url}; recorded sha256 {sha256} in "
+            f"{_known_path(root)}; later downloads must match it"
+        )
+    return sha256
+
+
+# ------------------------------------------------------------------------- downloads
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def _total_size(response: http.client.HTTPResponse, offset: int) -> int | None:
+    """The full size of the file from Content-Range or Content-Length, if the server says."""
+    content_range = response.headers.get("Content-Range")
+    if content_range:
+        match = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", content_range)
+        if match and match.group(3) != "*":
+            return int(match.group(3))
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit():
+        return int(length) + offset
+    return None
+
+
+def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
+    return response
+
+
+def download(
+    source: Source,
+    dest: Path,
+    *,
+    root: Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    attempts: int = DEFAULT_ATTEMPTS,
+    progress: bool = False,
+    log: Log = _stderr,
+) -> str:
+    """Download ``source`` to ``dest`` (resuming ``dest.part``), verify it; returns its sha256.
+
+    A transfer that ends early is resumed with a ``Range`` request, up to ``attempts``
+    tries in all; after that the ``.part`` file stays for the next run. HTTP errors,
+    unreachable hosts and checksum mismatches raise :class:`FetchError`.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    if dest.is_file():  # downloaded before: verify again and reuse
+        try:
+            return _verify(source, dest, root, log)
+        except FetchError:
+            log(f"re-downloading {source.url}: the earlier download no longer verifies")
+    complete = False
+    total: int | None = None
+    problem = ""
+    for _ in range(max(1, attempts)):
+        offset = part.stat().st_size if part.is_file() else 0
+        try:
+            response = _open(source.url, offset, timeout)
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and offset:  # nothing after `offset`: the part is complete
+                complete = True
+                break
+            raise FetchError(
+                f"{source.url}: the server answered HTTP {err.code} {err.reason}; nothing was "
+                "cached (try again later, or download the file yourself and use "
+                "`negrec data import`)"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise FetchError(
+                f"cannot reach {_host(source.url)} ({reason}); no network? Download "
+                f"{source.url} yourself and run `negrec data import NAME PATH`"
+            ) from None
+        with contextlib.closing(response):
+            status = response.status
+            resumed = offset > 0 and status == 206
+            if offset and not resumed:
+                offset = 0  # the server ignored the Range request: start over
+            total = _total_size(response, offset)
+            if total is None and source.size is not None:
+                total = source.size
+            bar = _progress_bar(source.filename, total, offset, progress)
+            try:
+                with open(part, "ab" if resumed else "wb") as out:
+                    while True:
+                        chunk = response.read(_CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        bar(len(chunk))
+            except (http.client.IncompleteRead, TimeoutError, ConnectionError, OSError) as err:
+                problem = f"{type(err).__name__}"
+            finally:
+                bar(None)
+        size = part.stat().st_size
+        if total is None or size >= total:
+            complete = True
+            break
+        problem = problem or "connection closed early"
+        log(f"transfer of {source.url} cut short at {size:,} of {total:,} bytes; resuming")
+    if not complete:
+        size = part.stat().st_size if part.is_file() else 0
+        of_total = f" of {total:,}" if total is not None else ""
+        raise FetchError(
+            f"download of {source.url} interrupted after {size:,}{of_total} bytes "
+            f"({problem}, {attempts} tries); nothing was cached; run the same command again "
+            f"to resume from {part}"
+        )
+    sha256 = _verify(source, part, root, log)
+    os.replace(part, dest)
+    return sha256
+
+
+def _progress_bar(
+    name: str, total: int | None, initial: int, enabled: bool
+) -> Callable[[int | None], None]:
+    """A callable taking bytes read (or None to close); a tqdm bar when enabled."""
+    if not enabled:
+        return lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name, file=sys.stderr)
+
+    def update(n: int | None) -> None:
+        if n is None:
+            bar.close()
+        else:
+            bar.update(n)
+
+    return update
+
+
+# ---------------------------------------------------------------------------- unpacking
+def _kind(path: Path) -> str:
+    """'zip', 'tar', 'gzip' or 'plain', from the file's first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(262)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                archive.next()
+            return "tar"
+        except (tarfile.TarError, OSError, EOFError):
+            return "gzip"
+    if head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ"):
+        return "tar"
+    return "plain"
+
+
+def _wanted(member: str, names: Sequence[str]) -> str | None:
+    """Which wanted file ``member`` (a path inside an archive) is, if any."""
+    member = member.replace("\\", "/").lstrip("/")
+    for name in names:
+        if member == name or PurePosixPath(member).name == PurePosixPath(name).name:
+            return name
+    return None
+
+
+def unpack(path: Path, into: Path, names: Sequence[str]) -> None:
+    """Extract the members of archive ``path`` that are the files ``names`` into ``into``.
+
+    Members are written under their wanted name (never a path from the archive, so no
+    member can escape ``into``). A ``.gz`` that is not a tar is decompressed to its name
+    without ``.gz``; a plain file is copied. Damaged archives raise :class:`DataError`.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    kind = _kind(path)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    name = _wanted(info.filename, names)
+                    if name is None or info.is_dir():
+                        continue
+                    target = into / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, _CHUNK)
+        elif kind == "tar":
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    name = _wanted(member.name, names)
+                    if name is None or not member.isfile():
+                        continue
+                    source = archive.extractfile(member)
+                    if source is None:
+                        continue
+                    target = into / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with source, open(target, "wb") as out:
+                        shutil.copyfileobj(source, out, _CHUNK)
+        elif kind == "gzip":
+            plain = path.name[:-3] if path.name.endswith(".gz") else path.name + ".out"
+            with gzip.open(path, "rb") as src, open(into / plain, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+        else:
+            try:  # a hard link costs no space; copy across file systems
+                os.link(path, into / path.name)
+            except OSError:
+                shutil.copyfile(path, into / path.name)
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"damaged {kind} archive ({err})", path=path) from None
+    except OSError as err:  # a real I/O problem: disk full, permissions
+        raise DataError(f"cannot unpack: {err}", path=path) from None
+
+
+# ------------------------------------------------------------------- locating the files
+def _find(folder: Path, name: str) -> Path | None:
+    """The file ``name`` (a relative path) in ``folder``, or a unique file of its base name."""
+    direct = folder / name
+    if direct.is_file():
+        return direct
+    base = PurePosixPath(name).name
+    for candidate in (base, base + ".gz"):
+        matches = sorted(p for p in folder.rglob(candidate) if p.is_file())
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            shown = ", ".join(str(m.relative_to(folder)) for m in matches[:4])
+            raise DataError(
+                f"several files named {candidate} ({shown}); give the file", path=folder
+            )
+    return None
+
+
+def _presplit_names(like: str) -> str:
+    """Pre-split datasets, those whose name starts with ``like`` first (if any)."""
+    from negrec.data.registry import REGISTRY
+
+    names = [name for name, spec in REGISTRY.items() if spec.presplit]
+    close = [name for name in names if name.startswith(like + "-")]
+    return ", ".join(close or names)
+
+
+def locate_files(spec: DatasetSpec, path: Path) -> list[Path]:
+    """The dataset's data file(s) in ``path`` (a folder, or the one data file).
+
+    A folder is searched for each of ``spec.files`` (by relative path, then by unique
+    base name, optionally ``.gz``), then for ``spec.also_accept`` patterns. A single
+    file is taken as the events file of a dataset that is not pre-split.
+    """
+    if path.is_file():
+        if spec.presplit:
+            names = " and ".join(PurePosixPath(f).name for f in spec.files)
+            raise DataError(
+                f"{spec.name} is a train/test pair ({names}); give the folder that holds both",
+                path=path,
+            )
+        return [path]
+    if not path.is_dir():
+        raise DataError("no such file or folder", path=path)
+    found = [_find(path, name) for name in spec.files]
+    if not spec.presplit and found[0] is None:
+        for pattern in spec.also_accept:
+            matches = sorted(
+                p for p in path.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, pattern)
+            )
+            if len(matches) == 1:
+                found = [matches[0]]
+                break
+    missing = [name for name, hit in zip(spec.files, found, strict=True) if hit is None]
+    if missing:
+        present = sorted(p.name for p in path.iterdir())[:8]
+        hint = ""
+        if not spec.presplit and {"train.txt", "test.txt"} <= set(present):
+            hint = "; this looks like a pre-split folder: pre-split datasets are "
+            hint += _presplit_names(spec.name)
+        wanted = ", ".join(missing + [f"or {p}" for p in spec.also_accept])
+        raise DataError(
+            f"no {wanted} for dataset {spec.name} here (found: {', '.join(present) or 'nothing'})"
+            + hint,
+            path=path,
+        )
+    return [hit for hit in found if hit is not None]
+
+
+def _format_for(spec: DatasetSpec, path: Path) -> str:
+    """The spec's format, unless the file's name says otherwise (``*.inter``, ``u.data``...)."""
+    expected = {PurePosixPath(f).name for f in spec.files}
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if name not in expected and _STRONG_NAMES.search(name):
+        return detect_format(path)
+    return spec.format
+
+
+# ---------------------------------------------------------------------------- preparing
+def _recipe(spec: DatasetSpec, overrides: dict[str, Any]) -> Recipe:
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(spec.recipe, **changes)
+
+
+def prepare_files(
+    spec: DatasetSpec, files: Sequence[Path], recipe: Recipe, fmt: str | None = None
+) -> tuple[Interactions, Interactions | None, PrepareReport, str]:
+    """Load ``files`` (one events file or a train/test pair) and prepare with ``recipe``.
+
+    Returns (train or all events, test or None, report, format used).
+    """
+    fmt = fmt or _format_for(spec, files[0])
+    if len(files) == 2:
+        table = load_split(files[0], files[1], fmt)
+        train, test, report = prepare_split(
+            table, min_rating=recipe.min_rating, k_core=recipe.k_core, on_unseen=recipe.on_unseen
+        )
+        return train, test, report, fmt
+    data, report = prepare(load(files[0], fmt), min_rating=recipe.min_rating, k_core=recipe.k_core)
+    return data, None, report, fmt
+
+
+def _meta(spec: DatasetSpec, recipe: Recipe, fmt: str, source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset": spec.name,
+        "title": spec.title,
+        "format": fmt,
+        "recipe": dataclasses.asdict(recipe),
+        "source": source,
+    }
+
+
+def fetch_dataset(
+    spec: DatasetSpec | str,
+    *,
+    cache_dir: PathLike | None = None,
+    force: bool = False,
+    min_rating: float | None = None,
+    k_core: int | None = None,
+    on_unseen: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    attempts: int = DEFAULT_ATTEMPTS,
+    progress: bool = False,
+    log: Log = _stderr,
+) -> Path:
+    """Download, verify, unpack, prepare and cache a registered dataset; returns its entry.
+
+    An entry that is already prepared is kept unless ``force``. ``min_rating``,
+    ``k_core`` and ``on_unseen`` override the recipe. Raises :class:`FetchError` for
+    download problems and :class:`DataError` for bad data; neither leaves an entry.
+    """
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    root = cache_root(cache_dir)
+    final = entry_dir(spec.name, root)
+    if is_prepared(spec.name, root) and not force:
+        log(f"{spec.name} is already prepared in {final} (use --force to prepare it again)")
+        return final
+    if not spec.downloadable:
+        raise FetchError(
+            f"{spec.name} has no direct download (its terms must be accepted on the web "
+            f"page); download it from {spec.homepage} and run "
+            f"`negrec data import {spec.name} PATH`"
+        )
+    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
+    downloads = root / "downloads" / spec.name
+    hashes: dict[str, str] = {}
+    paths = []
+    for source in spec.sources:
+        dest = downloads / source.filename
+        if not dest.is_file():
+            log(f"downloading {source.url}")
+        hashes[source.url] = download(
+            source, dest, root=root, timeout=timeout, attempts=attempts, progress=progress, log=log
+        )
+        paths.append(dest)
+    with staging_dir(root, f"unpack-{spec.name}") as work:
+        for path in dict.fromkeys(paths):
+            unpack(path, work, spec.files)
+        files = [_find(work, name) for name in spec.files]
+        missing = [n for n, f in zip(spec.files, files, strict=True) if f is None]
+        if missing:
+            raise FetchError(
+                f"the download of {spec.name} has no {', '.join(missing)}; the registry entry "
+                "may be out of date"
+            )
+        train, test, report, fmt = prepare_files(spec, [f for f in files if f], recipe)
+    source_meta = {"kind": "fetch", "sha256": hashes}
+    entry = save_prepared(
+        spec.name, train, test, report, _meta(spec, recipe, fmt, source_meta), cache_dir=root
+    )
+    return entry
+
+
+def import_dataset(
+    spec: DatasetSpec | str,
+    path: PathLike,
+    *,
+    cache_dir: PathLike | None = None,
+    format: str | None = None,
+    min_rating: float | None = None,
+    k_core: int | None = None,
+    on_unseen: str | None = None,
+    force: bool = True,
+    log: Log = _stderr,
+) -> tuple[Path, PrepareReport]:
+    """Prepare a registered dataset from local files and cache it; returns (entry, report).
+
+    ``path`` is the data file, the folder holding the file(s) (searched recursively), or
+    the archive as downloaded (zip / tar / gz). ``format`` overrides the format;
+    ``min_rating``, ``k_core`` and ``on_unseen`` override the recipe. An existing entry is
+    replaced unless ``force`` is false.
+    """
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    root = cache_root(cache_dir)
+    final = entry_dir(spec.name, root)
+    if is_prepared(spec.name, root) and not force:
+        raise FetchError(f"{spec.name} is already prepared in {final}; pass --force to replace it")
+    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
+    source = Path(path).expanduser()
+    with staging_dir(root, f"import-{spec.name}") as work:
+        if source.is_file() and _kind(source) in ("zip", "tar"):
+            unpack(source, work, spec.files)
+            folder = work
+        else:
+            folder = source
+        files = locate_files(spec, folder)
+        train, test, report, fmt = prepare_files(spec, files, recipe, format)
+    meta = _meta(
+        spec,
+        recipe,
+        fmt,
+        {"kind": "import", "path": str(source.resolve()), "files": [str(f) for f in files]},
+    )
+    entry = save_prepared(spec.name, train, test, report, meta, cache_dir=root)
+    log(f"prepared {spec.name} from {source} into {entry}")
+    return entry, report
+
+
+__all__ = [
+    "FetchError",
+    "download",
+    "fetch_dataset",
+    "import_dataset",
+    "locate_files",
+    "prepare_files",
+    "recorded_checksums",
+    "unpack",
+]
