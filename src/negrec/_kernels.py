@@ -16,7 +16,7 @@ from numba import njit, prange
 # numba's default OpenMP layer leaves busy-waiting worker threads behind that make every
 # later small torch op up to ~80x slower on a 2-core machine (seen here: evaluation every
 # epoch slowed training ~10x). The workqueue layer has no spinning workers.
-numba.config.THREADING_LAYER = "workqueue"
+numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 @njit(parallel=True, cache=True, nogil=True)
