@@ -1,0 +1,57 @@
+"""LazyAdam: equals dense Adam when every row is touched at every step, and leaves the
+parameters and moments of untouched rows exactly as they were."""
+
+from __future__ import annotations
+
+import torch
+
+from negrec.optim import LazyAdam
+
+
+def _tables(sparse: bool) -> torch.nn.Embedding:
+    gen = torch.Generator().manual_seed(0)
+    table = torch.nn.Embedding(6, 3, sparse=sparse)
+    with torch.no_grad():
+        table.weight.copy_(torch.randn(6, 3, generator=gen))
+    return table
+
+
+def test_lazy_adam_equals_adam_when_all_rows_are_touched():
+    dense, sparse = _tables(False), _tables(True)
+    adam = torch.optim.Adam(dense.parameters(), lr=0.05, weight_decay=0.01)
+    lazy = LazyAdam(sparse.parameters(), lr=0.05, weight_decay=0.01)
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 2, 2])  # every row, with repeats
+    for step in range(5):
+        target = torch.arange(8, dtype=torch.float32).unsqueeze(1) * (step + 1)
+        for table, optimizer in ((dense, adam), (sparse, lazy)):
+            optimizer.zero_grad()
+            ((table(rows) - target) ** 2).sum().backward()
+            optimizer.step()
+    assert torch.allclose(dense.weight, sparse.weight, atol=1e-6)
+
+
+def test_lazy_adam_leaves_untouched_rows_alone():
+    table = _tables(True)
+    lazy = LazyAdam(table.parameters(), lr=0.1)
+    before = table.weight.detach().clone()
+    table(torch.tensor([1, 4, 4])).sum().backward()
+    lazy.step()
+    changed = (table.weight != before).any(dim=1)
+    assert changed.tolist() == [False, True, False, False, True, False]
+    state = lazy.state[table.weight]
+    assert torch.count_nonzero(state["exp_avg"][[0, 2, 3, 5]]) == 0
+    assert torch.count_nonzero(state["buffer"]) == 0  # the accumulation buffer is cleared
+    assert not state["touched"].any()
+
+
+def test_lazy_adam_updates_dense_parameters_like_adam():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.nn.Parameter(torch.randn(4, generator=gen))
+    b = torch.nn.Parameter(a.detach().clone())
+    adam, lazy = torch.optim.Adam([a], lr=0.1), LazyAdam([b], lr=0.1)
+    for _ in range(3):
+        for p, opt in ((a, adam), (b, lazy)):
+            opt.zero_grad()
+            (p**3).sum().backward()
+            opt.step()
+    assert torch.allclose(a, b, atol=1e-6)
