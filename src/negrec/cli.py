@@ -56,6 +56,12 @@ def _report(args: argparse.Namespace) -> int:
     if has_bound_monitor(runs):  # runs made with [monitor] enabled = true
         bound = plot_bound_monitor(runs, Path(plot).parent / "bound-monitor.png")
         print(f"bound monitor plot: {bound}")
+    from negrec.experiment.aggregate import seeds_repeat, write_report
+
+    if seeds_repeat(runs):  # some config ran with several seeds: mean +- std, t-test
+        report = write_report(runs, Path(plot).parent, metric)
+        print(f"\naggregated over seeds:\n\n{report.markdown}")
+        print("report: " + ", ".join(str(p) for p in report.files))
     return 0
 
 
@@ -110,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the configs shipped with negrec")
     presets.set_defaults(func=_presets)
 
-    for module in ("negrec.data.cli", "negrec.theory.cli", "negrec.hardness_cli"):
+    for module in (
+        "negrec.data.cli",
+        "negrec.theory.cli",
+        "negrec.hardness_cli",
+        "negrec.experiment.sweep_cli",
+    ):
         try:
             add_commands = __import__(module, fromlist=["add_commands"]).add_commands
         except ImportError:

@@ -150,6 +150,8 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+        if "grid" in raw:  # expanded by negrec.experiment.grid, never one run
+            raise ConfigError("grid", "this config is a grid of runs: run it with `negrec sweep`")
         for key in raw:
             if key not in SECTIONS:
                 raise ConfigError(key, f"unknown key (expected one of: {', '.join(SECTIONS)})")
