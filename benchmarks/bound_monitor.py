@@ -157,9 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default="../shared/data", help="folder holding ml-1m/")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/out/bound_monitor"))
-    parser.add_argument(
-        "--figure", default=str(ROOT / "benchmarks/figures/bound_monitor_ml1m.png")
-    )
+    parser.add_argument("--figure", default=str(ROOT / "benchmarks/figures/bound_monitor_ml1m.png"))
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 100], help="training K")
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
     parser.add_argument("--monitor-ks", type=int, nargs="+", default=[1, 100])

@@ -116,9 +116,7 @@ def test_monitor_matches_brute_force() -> None:
                 value = float(sampled_loss(loss, s_pos, s_neg))
                 assert kr.loss[loss][i] == pytest.approx(value, rel=1e-12, abs=1e-12)
                 assert bool(kr.holds[loss][i]) == (target <= value)
-                extra: dict[str, Any] = (
-                    {"s_pos": s_pos, "n0": rec.n0[i]} if loss == "bce" else {}
-                )
+                extra: dict[str, Any] = {"s_pos": s_pos, "n0": rec.n0[i]} if loss == "bce" else {}
                 p = float(bound_probability(loss, negatives.size, ids.size, r, **extra))
                 assert kr.predicted[loss][i] == pytest.approx(p, rel=1e-12)
 

@@ -189,8 +189,13 @@ class BoundMonitor(Callback):
         model.eval()
         try:
             parts = [
-                self._measure_batch(model, split, contexts, self.users[i : i + self.batch_size],
-                                    self.positives[i : i + self.batch_size])
+                self._measure_batch(
+                    model,
+                    split,
+                    contexts,
+                    self.users[i : i + self.batch_size],
+                    self.positives[i : i + self.batch_size],
+                )
                 for i in range(0, self.users.numel(), self.batch_size)
             ]
         finally:

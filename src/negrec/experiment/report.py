@@ -115,6 +115,13 @@ def plot_curves(runs: list[RunRecord], metric: str, path: str | Path) -> Path:
 # ------------------------------------------------------------------------- bound monitor
 BOUND_LOSSES = ("cce", "bpr", "bce")
 _BOUND_COLORS = {"cce": "tab:blue", "bpr": "tab:orange", "bce": "tab:green"}
+# distinct markers, BPR's larger and hollow: at K = 1 BPR equals CCE (THEORY §1.4), so the
+# curves of same-seed BPR and CCE runs coincide and would otherwise hide each other
+_BOUND_MARKERS = {
+    "cce": ("o", 3.0, "full"),
+    "bpr": ("s", 7.0, "none"),
+    "bce": ("^", 4.0, "full"),
+}
 _BOUND_KEY = re.compile(r"^bound/k=(\d+)/")
 
 
@@ -171,11 +178,13 @@ def plot_bound_monitor(runs: list[RunRecord], path: str | Path, *, k: int | None
                 if sum(str(r.summary.get("loss")) == trained for r in group) > 1:
                     label = f"{run.name} ({loss})"
                 color = _BOUND_COLORS[loss]
+                marker, size, fill = _BOUND_MARKERS[loss]
                 ax.plot(
                     rows["epoch"],
                     rows[holds],
-                    marker="o",
-                    markersize=3,
+                    marker=marker,
+                    markersize=size,
+                    fillstyle=fill,
                     color=color,
                     label=f"{label}: holds",
                 )
