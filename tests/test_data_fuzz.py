@@ -432,3 +432,24 @@ def test_config_plugin_name_not_a_string_is_a_config_error(name: Any) -> None:
 
     with pytest.raises(ConfigError, match=r"model\.name"):
         ExperimentConfig.from_dict({"model": {"name": name}})
+
+
+@pytest.mark.parametrize(
+    ("date", "seconds"),
+    [
+        ("-27", -63_019_209_600.0),  # 1 January of year -27
+        ("-1", -62_198_755_200.0),
+        ("0001-01-01", -62_135_596_800.0),
+        ("9999-12-31 23:59:59", 253_402_300_799.0),
+    ],
+)
+def test_yelp_date_outside_nanosecond_range_does_not_crash(
+    tmp_path: Path, date: str, seconds: float
+) -> None:
+    """Bug found by benchmarks/fuzz_loaders.py: a Yelp ``date`` of "-27" (year -27, a
+    valid ISO 8601 parse) overflowed nanoseconds when converted to seconds and raised
+    pandas' OutOfBoundsDatetime instead of loading."""
+    record = {"user_id": "u", "business_id": "b", "stars": 4, "date": date}
+    path = tmp_path / "review.json"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    assert load(path, "yelp-json")["timestamp"].tolist() == [seconds]

@@ -61,20 +61,22 @@ class LazyAdam(torch.optim.Optimizer):
                     index = grad._indices()[0]  # [nnz] rows, with repeats
                     buffer, touched = state["buffer"], state["touched"]
                     buffer.index_add_(0, index, grad._values())
-                    touched[index] = True
+                    touched.index_fill_(0, index, True)
                     rows = touched.nonzero().squeeze(1)  # [R] unique touched rows
-                    touched[rows] = False
-                    g = buffer[rows]  # [R, d] summed gradient per row
-                    buffer[rows] = 0.0
-                    param_rows = p[rows]
+                    touched.index_fill_(0, rows, False)
+                    # index_select / index_copy_: much faster than x[rows] on CPU
+                    g = buffer.index_select(0, rows)  # [R, d] summed gradient per row
+                    buffer.index_fill_(0, rows, 0.0)
+                    param_rows = p.index_select(0, rows)
                     if group["weight_decay"]:
                         g = g.add(param_rows, alpha=group["weight_decay"])
-                    m = state["exp_avg"][rows].lerp_(g, 1.0 - beta1)
-                    v = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-                    state["exp_avg"][rows] = m
-                    state["exp_avg_sq"][rows] = v
+                    m = state["exp_avg"].index_select(0, rows).lerp_(g, 1.0 - beta1)
+                    v = state["exp_avg_sq"].index_select(0, rows)
+                    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+                    state["exp_avg"].index_copy_(0, rows, m)
+                    state["exp_avg_sq"].index_copy_(0, rows, v)
                     denom = (v / correction2).sqrt_().add_(group["eps"])
-                    p[rows] = param_rows.addcdiv_(m, denom, value=-step_size)
+                    p.index_copy_(0, rows, param_rows.addcdiv_(m, denom, value=-step_size))
                 else:
                     g = p.grad
                     if group["weight_decay"]:

@@ -144,8 +144,14 @@ def _finish(table: pd.DataFrame, path: PathLike) -> pd.DataFrame:
 def _seconds(values: pd.Series, fmt: str) -> np.ndarray:
     """Parse date-time strings with ``fmt`` (or "ISO8601") to float seconds (NaN if bad)."""
     parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
-    seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-    return np.asarray(seconds, dtype=np.float64)
+    # in the parsed unit, not via Timestamp arithmetic: a date like year -27 is a valid
+    # parse in seconds but overflows nanoseconds (a crash found by fuzzing)
+    stamps = np.asarray(parsed.dt.tz_localize(None), dtype=parsed.dtype.base)
+    unit = np.datetime_data(stamps.dtype)[0]
+    one_unit = np.array(1, dtype=f"m8[{unit}]") / np.timedelta64(1, "s")  # in seconds
+    seconds = stamps.view(np.int64) * one_unit
+    seconds[np.isnat(stamps)] = np.nan
+    return seconds.astype(np.float64)
 
 
 def _column(data: bytes, position: int, delimiter: str, path: PathLike) -> pd.Series:
