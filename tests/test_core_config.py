@@ -203,3 +203,31 @@ def test_to_toml_dict_round_trips(raw):
     assert again == config
     assert again.to_toml_dict() == stored
     assert type(again.sampler) is type(config.sampler)
+
+
+def test_cached_dataset_source_builds_the_split(tmp_path, monkeypatch):
+    """data.source = "cached" reads a dataset prepared by `negrec data import/fetch` from
+    NEGREC_CACHE; a pre-split entry needs split.method = "given" (named in the error)."""
+    from negrec.data.cache import save_prepared
+    from negrec.data.prepare import PrepareReport
+    from negrec.data.splits import random_split
+    from negrec.data.synthetic import synthetic_interactions
+    from negrec.experiment.data import build_split
+
+    monkeypatch.setenv("NEGREC_CACHE", str(tmp_path))
+    parts = random_split(synthetic_interactions(30, 40, 8, seed=2), 0.2, 0.1, seed=0)
+    report = PrepareReport(
+        rows_read=parts.train.nnz + parts.test.nnz, dropped_threshold=0, dropped_duplicates=0,
+        dropped_kcore=0, dropped_unseen=0, n_users=30, n_items=40,
+        n_interactions=parts.train.nnz + parts.test.nnz,
+    )
+    save_prepared("tiny", parts.train, parts.test, report)
+    config = ExperimentConfig.from_dict(
+        {"data": {"source": "cached", "name": "tiny"}, "split": {"method": "given"}}
+    )
+    split = build_split(config.data, config.split)
+    assert split.test.nnz == parts.test.nnz
+    assert split.train.nnz + split.valid.nnz == parts.train.nnz
+    wrong = ExperimentConfig.from_dict({"data": {"source": "cached", "name": "tiny"}})
+    with pytest.raises(ConfigError, match=r"split\.method.*pre-split"):
+        build_split(wrong.data, wrong.split)

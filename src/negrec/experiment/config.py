@@ -48,7 +48,8 @@ class SyntheticConfig:
 class DataConfig:
     """Where the interactions come from and how they are prepared."""
 
-    source: Literal["synthetic", "file", "presplit"] = "synthetic"
+    source: Literal["synthetic", "file", "presplit", "cached"] = "synthetic"
+    name: str | None = None  # source = "cached": a dataset prepared by `negrec data fetch/import`
     root: str = "."  # base directory for relative paths
     path: str | None = None  # source = "file": one file of events
     train: str | None = None  # source = "presplit": the given train file
@@ -64,6 +65,8 @@ class DataConfig:
     def validate(self, prefix: str) -> None:
         if self.source == "file":
             require(self.path is not None, f"{prefix}.path", "source 'file' needs a path")
+        if self.source == "cached":
+            require(self.name is not None, f"{prefix}.name", "source 'cached' needs a dataset name")
         if self.source == "presplit":
             for key in ("train", "test"):
                 require(
@@ -188,9 +191,10 @@ class ExperimentConfig:
             )
         if self.split.method == "given":
             require(
-                self.data.source == "presplit",
+                self.data.source in ("presplit", "cached"),
                 "split.method",
-                "'given' needs data.source = 'presplit' (train and test files)",
+                "'given' needs data.source = 'presplit' (train and test files) or a cached "
+                "pre-split dataset",
             )
         if self.data.source == "presplit":
             require(

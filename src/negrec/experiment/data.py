@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from negrec.data.splits import Split, carve_validation, leave_one_out_split, random_split
 from negrec.data.synthetic import synthetic_interactions
+from negrec.errors import ConfigError
 from negrec.experiment.config import DataConfig, SplitConfig
 
 
@@ -20,6 +21,20 @@ def build_split(data: DataConfig, split: SplitConfig) -> Split:
             popularity_exponent=s.popularity_exponent,
             seed=s.seed,
         )
+    elif data.source == "cached":
+        from negrec.data.cache import load_prepared
+
+        assert data.name is not None
+        events, test, _ = load_prepared(data.name)
+        presplit = test is not None
+        if presplit != (split.method == "given"):
+            raise ConfigError(
+                "split.method",
+                f"dataset '{data.name}' is {'' if presplit else 'not '}pre-split: use "
+                + ("'given'" if presplit else "'random' or 'leave_one_out'"),
+            )
+        if test is not None:  # the given test, validation carved from train
+            return carve_validation(events, test, split.valid, split.seed)
     else:
         from negrec.data.loaders import load
         from negrec.data.prepare import prepare, prepare_presplit
