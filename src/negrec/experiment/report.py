@@ -88,10 +88,11 @@ def plot_curves(runs: list[RunRecord], metric: str, path: str | Path) -> Path:
     for run in runs:
         if column in run.history:
             rows = run.history.dropna(subset=[column])
-            ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=run.name)
+            (line,) = ax.plot(rows["epoch"], rows[column], marker="o", markersize=3, label=run.name)
             best = run.summary.get("best_epoch")
             if best is not None and best in set(rows["epoch"]):
-                ax.scatter([best], rows.loc[rows["epoch"] == best, column], s=60, zorder=3)
+                selected = rows.loc[rows["epoch"] == best, column]
+                ax.scatter([best], selected, s=60, zorder=3, color=line.get_color())
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"Validation {metric} per epoch (dots: selected epoch)")
