@@ -18,6 +18,8 @@ def _run(args: argparse.Namespace) -> int:
     from negrec.experiment.report import comparison_table, load_runs, plot_curves
     from negrec.experiment.runner import default_comparison, run_experiment
 
+    if args.resume is not None:
+        return _resume(args)
     if args.config is None and not args.set:
         configs = default_comparison(args.output or "runs", seed=args.seed)
         print(
@@ -36,6 +38,24 @@ def _run(args: argparse.Namespace) -> int:
     metric = configs[0].train.metric
     plot = plot_curves(runs, metric, paths[0].parent / f"valid-{metric}.png")
     print(f"\nruns: {', '.join(str(p) for p in paths)}\nplot: {plot}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue an interrupted run from its last checkpoint, then finish it as usual."""
+    from negrec.errors import ConfigError
+    from negrec.experiment.config import ExperimentConfig, read_toml
+    from negrec.experiment.report import comparison_table, load_runs
+    from negrec.experiment.rundir import find_resumable
+    from negrec.experiment.runner import run_experiment
+
+    if args.config is not None or args.set or args.output:
+        raise ConfigError("--resume", "takes no CONFIG, --set or --output: the run keeps its own")
+    staging = find_resumable(Path(args.resume))
+    config = ExperimentConfig.from_dict(read_toml(staging / "config.toml"))
+    path = run_experiment(config, progress=not args.quiet, resume_dir=staging)
+    print(comparison_table(load_runs([path])))
+    print(f"\nrun: {path}")
     return 0
 
 
@@ -98,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="parent directory of the run directories (default: runs)")
     run.add_argument("--seed", type=int, default=0, help="seed of the default comparison")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint: its hidden staging "
+        "directory (printed when it started) or OUTPUT/NAME",
+    )
     run.set_defaults(func=_run)
 
     report = commands.add_parser(

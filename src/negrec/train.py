@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,8 @@ class TrainState:
     log: dict[str, Any] = field(default_factory=dict)  # this epoch's record
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
+    optimizer: torch.optim.Optimizer | None = None
+    generator: torch.Generator | None = None  # the training generator (sampling, shuffling)
 
 
 class Callback:
@@ -145,6 +148,13 @@ class Callback:
         pass
 
     def on_train_end(self, state: TrainState) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
@@ -194,6 +204,58 @@ class EarlyStopping(Callback):
     def on_train_end(self, state: TrainState) -> None:
         if self.best_state is not None:
             state.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad_evals": self.bad_evals,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.best_state, self.bad_evals = state["best_state"], state["bad_evals"]
+
+
+class Checkpoint(Callback):
+    """Saves everything needed to resume after each epoch: model, optimizer, training
+    generator, the models' own generators, history and the other callbacks' state.
+
+    Written atomically (temp file, then rename), so a kill mid-write leaves the previous
+    epoch's checkpoint intact. ``negrec run --resume`` continues from it and ends with the
+    same numbers as an uninterrupted run with the same seed.
+    """
+
+    def __init__(self, path: Path, callbacks: Sequence[Callback]):
+        self.path = path
+        self.callbacks = callbacks  # the run's other callbacks, in order
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        assert state.optimizer is not None and state.generator is not None
+        payload = {
+            "epoch": state.epoch,
+            "stop": state.stop,
+            "history": [*state.history, state.log],
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "generator": state.generator.get_state(),
+            "model_generators": {k: g.get_state() for k, g in model_generators(state.model)},
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.path)
+
+
+def model_generators(model: torch.nn.Module) -> Iterator[tuple[str, torch.Generator]]:
+    """Generators a model owns (e.g. for dropout masks), named for checkpoints."""
+    for module_name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for key, generator in items:
+                if isinstance(generator, torch.Generator):
+                    yield f"{module_name}.{attr}.{key}", generator
 
 
 class ProgressBar(Callback):
@@ -261,8 +323,13 @@ def fit(
     *,
     callbacks: Sequence[Callback] = (),
     contexts: Callable[[torch.Tensor], Any] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainState:
-    """Train ``model`` on ``split.train``; returns the final state with the history."""
+    """Train ``model`` on ``split.train``; returns the final state with the history.
+
+    ``resume`` is a payload written by the :class:`Checkpoint` callback: training continues
+    after its epoch with every generator, optimizer and callback state restored.
+    """
     device = resolve_device(config.device)
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -270,10 +337,14 @@ def fit(
     batches = make_batches(model, split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts)
+    state.optimizer, state.generator = optimizer, generator
+    first_epoch = 1
+    if resume is not None:
+        first_epoch = _restore(state, callbacks, resume)
     for callback in callbacks:
         callback.on_train_start(state)
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         state.epoch, state.log = epoch, {"epoch": epoch}
         model.train()
         start = time.perf_counter()
@@ -305,6 +376,31 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def _restore(state: TrainState, callbacks: Sequence[Callback], resume: dict[str, Any]) -> int:
+    """Load a Checkpoint payload into ``state`` and ``callbacks``; returns the next epoch."""
+    assert state.optimizer is not None and state.generator is not None
+    state.model.load_state_dict(resume["model"])
+    state.optimizer.load_state_dict(resume["optimizer"])
+    state.generator.set_state(resume["generator"])
+    make_dropout_generator = getattr(state.model, "dropout_generator", None)
+    if make_dropout_generator is not None:  # created lazily on first use: create it now
+        make_dropout_generator(state.device)
+    owned = dict(model_generators(state.model))
+    for name, rng_state in resume["model_generators"].items():
+        if name not in owned:
+            raise NegrecError(f"the checkpoint has generator {name!r} that this model lacks")
+        owned[name].set_state(rng_state)
+    checkpoints = [c for c in callbacks if isinstance(c, Checkpoint)]
+    if len(checkpoints) != 1:
+        raise ValueError("resuming needs exactly one Checkpoint callback")
+    for callback, saved in zip(checkpoints[0].callbacks, resume["callbacks"], strict=True):
+        callback.load_state_dict(saved)
+    state.history = list(resume["history"])
+    state.epoch = resume["epoch"]
+    state.stop = resume["stop"]
+    return state.config.epochs + 1 if state.stop else state.epoch + 1
 
 
 def make_optimizer(model: Model, config: TrainConfig) -> torch.optim.Optimizer:

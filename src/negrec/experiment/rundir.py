@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +28,8 @@ import numpy as np
 import pandas as pd
 import tomli_w
 import torch
+
+from negrec.errors import NegrecError
 
 FILES = ("config.toml", "environment.json", "history.csv", "summary.json")
 
@@ -71,16 +74,45 @@ def unique_path(parent: Path, name: str) -> Path:
     return candidate
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
 @contextmanager
-def staging_dir(parent: Path, name: str) -> Iterator[Path]:
-    """A temporary directory in ``parent``, removed if the block raises."""
+def staging_dir(parent: Path, name: str, existing: Path | None = None) -> Iterator[Path]:
+    """A hidden temporary directory in ``parent`` (or ``existing``, when resuming).
+
+    If the block raises before any epoch finished, the directory is removed; once a
+    checkpoint exists it is kept, so the run can be resumed (``negrec run --resume``)."""
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    tmp = existing or Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if (tmp / CHECKPOINT).exists():
+            print(
+                f"negrec: the last good checkpoint is kept in {tmp}; "
+                f"continue with: negrec run --resume {tmp}",
+                file=sys.stderr,
+            )
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def find_resumable(path: Path) -> Path:
+    """The staging directory to resume: ``path`` itself, or the single ``.NAME.tmp-*``
+    beside ``path`` (given as OUTPUT/NAME) that holds a checkpoint."""
+    if (path / CHECKPOINT).is_file():
+        return path
+    candidates = sorted(
+        p for p in path.parent.glob(f".{path.name}.tmp-*") if (p / CHECKPOINT).is_file()
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise NegrecError(f"{path}: no interrupted run to resume (no {CHECKPOINT} found)")
+    listed = ", ".join(str(p) for p in candidates)
+    raise NegrecError(f"{path}: several interrupted runs match; pick one of: {listed}")
 
 
 def publish(tmp: Path, final: Path) -> Path:

@@ -9,6 +9,7 @@ validation.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from negrec.samplers import SAMPLERS, Sampler
 from negrec.sequences import contexts_for
 from negrec.train import (
     Callback,
+    Checkpoint,
     EarlyStopping,
     ProgressBar,
     TrainState,
@@ -126,18 +128,29 @@ def run_experiment(
     split: Split | None = None,
     progress: bool = True,
     extra_callbacks: tuple[Callback, ...] = (),
+    resume_dir: Path | None = None,
 ) -> Path:
-    """Train, select on validation, test once, write the run directory; returns its path."""
+    """Train, select on validation, test once, write the run directory; returns its path.
+
+    ``resume_dir`` is the staging directory of an interrupted run (see
+    :func:`rundir.find_resumable`); training continues from its last checkpoint.
+    """
     split = split if split is not None else load_split(config)
     check_split(config, split)
     parts = build_components(config, split)
     valid_contexts = contexts_for(parts.model, split, "valid")  # None for user-id models
-    output = Path(config.output)
-    with rundir.staging_dir(output, config.name) as tmp:
-        rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
-        env = rundir.environment()
-        env["device"] = str(resolve_device(config.train.device))
-        rundir.write_json(tmp / "environment.json", env)
+    output = Path(config.output) if resume_dir is None else resume_dir.parent
+    resume = None
+    if resume_dir is not None:
+        resume = torch.load(resume_dir / rundir.CHECKPOINT, weights_only=True)
+    with rundir.staging_dir(output, config.name, existing=resume_dir) as tmp:
+        if progress:
+            print(f"negrec: training into {tmp}", file=sys.stderr)
+        if resume is None:
+            rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
+            env = rundir.environment()
+            env["device"] = str(resolve_device(config.train.device))
+            rundir.write_json(tmp / "environment.json", env)
         stopper = EarlyStopping(config.train.metric, config.train.patience, tmp / "best.pt")
         callbacks: list[Callback] = [
             ValidationEval(config.eval, config.train.eval_every),
@@ -146,6 +159,7 @@ def run_experiment(
             stopper,
             HistoryWriter(tmp / "history.csv"),
         ]
+        callbacks.append(Checkpoint(tmp / rundir.CHECKPOINT, list(callbacks)))
         if progress:
             callbacks.append(ProgressBar(config.train.metric, config.name))
         start = time.perf_counter()
@@ -157,6 +171,7 @@ def run_experiment(
             config.train,
             callbacks=callbacks,
             contexts=valid_contexts,
+            resume=resume,
         )
         train_seconds = time.perf_counter() - start
         rundir.write_history(tmp / "history.csv", state.history)
@@ -184,6 +199,7 @@ def run_experiment(
             "n_test_users": int(test.users.size),
         }
         rundir.write_json(tmp / "summary.json", summary)
+        (tmp / rundir.CHECKPOINT).unlink()  # resumable state is not part of a finished run
         final = rundir.unique_path(output, config.name)
         return rundir.publish(tmp, final)
 
