@@ -195,3 +195,20 @@ def test_full_sampler_without_exclusion_masks_only_the_batch_positive():
     negatives = sampler.sample(users, pos, 1, generator=gen())
     assert negatives.valid is not None
     assert negatives.valid.logical_not().nonzero().tolist() == [[0, 3], [1, 6]]
+
+
+def test_k_larger_than_the_catalogue_is_a_config_error(tmp_path):
+    """Even with replacement, more negatives per positive than items is a config mistake,
+    reported before any run directory exists."""
+    from negrec.errors import ConfigError
+    from negrec.experiment.config import ExperimentConfig
+    from negrec.experiment.runner import run_experiment
+
+    config = ExperimentConfig.from_dict({
+        "output": str(tmp_path / "runs"),
+        "data": {"synthetic": {"n_users": 10, "n_items": 20, "mean_degree": 5}},
+        "sampler": {"k": 21},
+    })
+    with pytest.raises(ConfigError, match=r"sampler\.k.*catalogue has only 20"):
+        run_experiment(config, progress=False)
+    assert not (tmp_path / "runs").exists()

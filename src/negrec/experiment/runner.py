@@ -60,6 +60,12 @@ class Components:
 
 def build_components(config: ExperimentConfig, split: Split) -> Components:
     """Model, sampler and loss from their configs (the model's init uses the train seed)."""
+    if config.sampler.k > split.n_items:
+        raise ConfigError(
+            "sampler.k",
+            f"{config.sampler.k} negatives per positive, but the catalogue has only "
+            f"{split.n_items} items",
+        )
     generator = torch.Generator().manual_seed(config.train.seed)
     model_cls = MODELS.get(config.model.name, "model.name")
     sampler_cls = SAMPLERS.get(config.sampler.name, "sampler.name")
