@@ -29,9 +29,6 @@ Ranks follow the metrics' rule: 1 + the number of non-positive items scored stri
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from negrec.atomic import atomic_write
 from negrec.data.interactions import Interactions
 from negrec.models.base import Model
 from negrec.samplers.base import Sampler, SamplerConfig
@@ -219,25 +217,6 @@ def measure(
         n_users=u,
         n_rows=rows.numel(),
     )
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write ``path`` through a temporary file in its directory and ``os.replace``, so a
-    reader never sees a partial file; the temporary file is removed on error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plot(result: Hardness, path: Path, label: str | None = None) -> Path:

@@ -94,23 +94,6 @@ def is_prepared(name: str, cache_dir: PathLike | None = None) -> bool:
     return (folder / "meta.json").is_file() and (folder / "data.npz").is_file()
 
 
-# ------------------------------------------------------------------------ atomic writes
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-
-
 @contextlib.contextmanager
 def staging_dir(root: Path, name: str) -> Iterator[Path]:
     """A temporary folder inside ``root`` (same file system), removed on exit."""

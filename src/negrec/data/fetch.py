@@ -40,9 +40,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from negrec.atomic import atomic_write_text
 from negrec.data.cache import (
     PathLike,
-    atomic_write_text,
     cache_root,
     entry_dir,
     is_prepared,

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from negrec.atomic import save_figure
 from negrec.experiment.grid import flatten, format_value, short_key
-from negrec.experiment.report import DEFAULT_METRICS, RunRecord, _save_png
+from negrec.experiment.report import DEFAULT_METRICS, RunRecord
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -357,7 +358,7 @@ def plot_mean_curves(groups: Sequence[Group], metric: str, path: str | Path) -> 
     axes[0][0].set_ylabel(f"validation {metric}")
     fig.suptitle(f"Validation {metric} per epoch, mean over seeds (band: ± std)")
     fig.tight_layout()
-    return _save_png(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def _panel_labels(groups: Sequence[Group]) -> list[str]:
@@ -415,7 +416,7 @@ def plot_metric_vs_k(groups: Sequence[Group], metric: str, path: str | Path) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_png(fig, Path(path))
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------- report

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from negrec.atomic import save_figure
 from negrec.errors import NegrecError
 from negrec.experiment.rundir import is_run_dir
 
@@ -99,18 +98,7 @@ def plot_curves(runs: list[RunRecord], metric: str, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------- bound monitor
@@ -205,21 +193,6 @@ def plot_bound_monitor(runs: list[RunRecord], path: str | Path, *, k: int | None
     axes[0][0].set_ylabel("share of users with -ln NDCG(r+) <= L")
     fig.suptitle("Bound monitor: measured (solid) vs theory lower bound p_L (dashed)")
     fig.tight_layout()
-    return _save_png(fig, Path(path))
+    return save_figure(fig, path)
 
 
-def _save_png(fig: Any, path: Path) -> Path:
-    """Save a matplotlib figure to ``path`` atomically (temp file + rename), then close it."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
