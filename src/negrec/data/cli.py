@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from negrec.argtypes import positive_int
 from negrec.data.cache import cache_root, load_prepared, prepared_names
 from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
@@ -35,15 +36,6 @@ QUANTILES: tuple[tuple[str, float], ...] = (
     ("max", 1.0),
 )
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,7 +81,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     stats.add_argument(
         "--k-core",
         metavar="K",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="keep the K-core: every user and item with at least K interactions",
     )
@@ -193,7 +185,7 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--k-core",
         metavar="K",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="override the recipe: keep the K-core (users and items with >= K interactions)",
     )

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from negrec.argtypes import positive_int
+
 SWEEP_HELP = """\
 A grid is a config with a [grid] table: dotted config paths with lists of values
 (cartesian product), optional [[grid.runs]] entries (explicit combinations, each
@@ -60,7 +62,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     sweep.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="runs trained at once, one process each (default 1); each gets "
@@ -78,15 +80,6 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     sweep.set_defaults(func=sweep_command)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 @contextmanager
