@@ -212,3 +212,21 @@ def test_k_larger_than_the_catalogue_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"sampler\.k.*catalogue has only 20"):
         run_experiment(config, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_compiled_and_torch_complement_lookups_agree():
+    """The CPU kernel (binary search inside each row) and the device-agnostic torch path
+    (one global searchsorted) map every rank to the same item, at row ends included."""
+    from negrec.data.synthetic import synthetic_interactions
+    from negrec.samplers.uniform import ComplementIndex
+
+    data = synthetic_interactions(n_users=50, n_items=70, mean_degree=20, seed=4)
+    index = ComplementIndex(data, torch.device("cpu"))
+    users = torch.arange(50).repeat_interleave(8)
+    avail = index.available[users].unsqueeze(1)
+    ranks = torch.cat(
+        [torch.zeros_like(avail), avail - 1, (torch.rand(users.numel(), 6) * avail).long()], 1
+    )
+    fast, slow = index.items_at_cpu(users, ranks), index.items_at(users, ranks)
+    assert torch.equal(fast, slow)
+    assert not data.contains(users.unsqueeze(1).expand_as(fast), fast).any()

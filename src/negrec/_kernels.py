@@ -51,3 +51,28 @@ def count_above_equal(
                 e += v == p
             pos_above[t] = a
             pos_equal[t] = e
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def complement_items(
+    indptr: np.ndarray,  # int64 [n_users + 1]
+    q: np.ndarray,  # int64 [nnz]: p_i - i within each user's sorted positives (non-decreasing)
+    users: np.ndarray,  # int64 [B]
+    ranks: np.ndarray,  # int64 [B, K]: uniform ranks in [0, n_items - deg(user))
+    out: np.ndarray,  # int64 [B, K] out: the rank-th item missing from the user's positives
+) -> None:
+    """``item = rank + #{i : q_i <= rank}``, by binary search inside the user's own row
+    (a few cache-friendly steps instead of a search over every stored interaction)."""
+    n_rows, width = ranks.shape
+    for b in prange(n_rows):
+        lo_row, hi_row = indptr[users[b]], indptr[users[b] + 1]
+        for k in range(width):
+            r = ranks[b, k]
+            lo, hi = lo_row, hi_row
+            while lo < hi:  # first position with q > r
+                mid = (lo + hi) >> 1
+                if q[mid] <= r:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[b, k] = r + (lo - lo_row)
