@@ -76,3 +76,58 @@ def complement_items(
                 else:
                     hi = mid
             out[b, k] = r + (lo - lo_row)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def gather_dot_forward(
+    vectors: np.ndarray,  # float32 [B, d]
+    table: np.ndarray,  # float32 [n, d]
+    rows: np.ndarray,  # int64 [B, K]
+    out: np.ndarray,  # float32 [B, K] out: <table[rows[b, k]], vectors[b]>
+) -> None:
+    n_rows, width = rows.shape
+    dim = vectors.shape[1]
+    for b in prange(n_rows):
+        for k in range(width):
+            row = table[rows[b, k]]
+            acc = np.float32(0.0)
+            for j in range(dim):
+                acc += row[j] * vectors[b, j]
+            out[b, k] = acc
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def gather_dot_backward_vectors(
+    grad: np.ndarray,  # float32 [B, K]
+    table: np.ndarray,  # float32 [n, d]
+    rows: np.ndarray,  # int64 [B, K]
+    out: np.ndarray,  # float32 [B, d] out: sum_k grad[b, k] * table[rows[b, k]]
+) -> None:
+    n_rows, width = rows.shape
+    dim = table.shape[1]
+    for b in prange(n_rows):
+        for j in range(dim):
+            out[b, j] = 0.0
+        for k in range(width):
+            g = grad[b, k]
+            row = table[rows[b, k]]
+            for j in range(dim):
+                out[b, j] += g * row[j]
+
+
+@njit(cache=True, nogil=True)
+def gather_dot_backward_table(
+    grad: np.ndarray,  # float32 [B, K]
+    vectors: np.ndarray,  # float32 [B, d]
+    rows: np.ndarray,  # int64 [B, K]
+    out: np.ndarray,  # float32 [n, d] out (zeroed): += grad[b, k] * vectors[b] at rows[b, k]
+) -> None:
+    # serial: rows repeat across b, and a parallel loop would race on them
+    n_rows, width = rows.shape
+    dim = vectors.shape[1]
+    for b in range(n_rows):
+        for k in range(width):
+            g = grad[b, k]
+            target = out[rows[b, k]]
+            for j in range(dim):
+                target[j] += g * vectors[b, j]

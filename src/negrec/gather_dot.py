@@ -1,0 +1,71 @@
+"""Scores of many item rows against one vector per batch row, without the [B, K, d] copy.
+
+``gather_dot(vectors[B, d], table[n, d], rows[B, K])[b, k] = <table[rows[b, k]], vectors[b]>``
+is how MF and LightGCN score a positive and its K negatives. Written as torch ops it
+gathers a [B, K, d] tensor, multiplies, sums, and in the backward pass materialises two
+more [B, K, d] tensors plus an index-add: about seven passes over K times the embedding
+memory. On CPU this compiled version (numba) reads each gathered row once per pass and
+accumulates the table's gradient in place: the K = 100 epochs of MF get ~2x faster. On
+other devices, or in double precision, it falls back to the torch expression, which gives
+the same values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from negrec._kernels import (
+    gather_dot_backward_table,
+    gather_dot_backward_vectors,
+    gather_dot_forward,
+)
+
+
+class _GatherDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor):
+        vectors, table, rows = vectors.contiguous(), table.contiguous(), rows.contiguous()
+        out = torch.empty(rows.shape, dtype=vectors.dtype)
+        gather_dot_forward(vectors.numpy(), table.detach().numpy(), rows.numpy(), out.numpy())
+        ctx.save_for_backward(vectors, table, rows)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        vectors, table, rows = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_vectors = grad_table = None
+        if ctx.needs_input_grad[0]:
+            grad_vectors = torch.empty_like(vectors)
+            gather_dot_backward_vectors(
+                grad.numpy(), table.detach().numpy(), rows.numpy(), grad_vectors.numpy()
+            )
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.zeros_like(table)
+            gather_dot_backward_table(
+                grad.numpy(), vectors.detach().numpy(), rows.numpy(), grad_table.numpy()
+            )
+        return grad_vectors, grad_table, None
+
+
+def gather_dot(vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``<table[rows[b, k]], vectors[b]>`` as a [B, K] tensor, differentiable in both."""
+    fused = (
+        vectors.device.type == "cpu"
+        and table.device.type == "cpu"
+        and vectors.dtype == table.dtype == torch.float32
+        and not table.is_sparse
+    )
+    if not fused:
+        return gather_dot_reference(vectors, table, rows)
+    return _GatherDot.apply(vectors, table, rows.to(torch.int64))
+
+
+def gather_dot_reference(
+    vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """The plain torch expression (non-CPU devices, float64, and tests)."""
+    # multiply-and-sum, not bmm: a [B, K, d] x [B, d, 1] bmm is ~2x slower on CPU
+    return (table[rows] * vectors.unsqueeze(1)).sum(dim=2)
