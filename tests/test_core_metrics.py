@@ -115,6 +115,13 @@ def scored_splits(draw):
 def check_against_reference(split: Split, scores: np.ndarray, roles, part: str, batch_size: int):
     config = EvalConfig(ks=KS, betas=BETAS, auc=True, batch_size=batch_size)
     result = evaluate(FixedScores(scores), split, part, config)
+    # without AUC only targets that can rank within max K (and each user's best) are
+    # counted: top-K metrics and MRR must not change
+    fast = evaluate(
+        FixedScores(scores), split, part, EvalConfig(ks=KS, auc=False, batch_size=batch_size)
+    )
+    for name, values in fast.per_user.items():
+        assert np.array_equal(values, result.per_user[name]), name
     expected_users = [u for u, row in enumerate(roles) if part in row]
     assert result.users.tolist() == expected_users
     masked_parts = {"train"} if part == "valid" else {"train", "valid"}

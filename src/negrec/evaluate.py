@@ -180,11 +180,20 @@ def evaluate(
         scores[rows, pos_items[rows, cols]] = pos_scores[rows, cols]  # targets stay candidates
         n_masked = torch.isneginf(scores).sum(dim=1)
 
-        above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, valid)
+        counted = valid
+        if not config.auc:
+            # Only ranks up to max K (and the best target's, for MRR) are needed: count only
+            # targets scoring at least the K-th highest score; the others rank beyond K.
+            k_max = min(max(config.ks), scores.shape[1])
+            threshold = scores.topk(k_max, dim=1).values[:, -1:]  # [B, 1]
+            best = pos_scores == pos_scores.max(dim=1, keepdim=True).values
+            counted = valid & ((pos_scores >= threshold) | best)
+        above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, counted)
         above, equal = above.to(device), equal.to(device)
         pos_above, pos_equal = pos_above.to(device), pos_equal.to(device)
         n_pos = valid.sum(dim=1)
         ranks = 1.0 + above.double()  # 1 + items strictly higher (DESIGN.md)
+        ranks = ranks.masked_fill(valid & ~counted, INF)  # not counted: beyond every K
         positions = positions_from_ranks(ranks, valid)
         values: dict[str, torch.Tensor] = {}
         for k in config.ks:
