@@ -126,6 +126,16 @@ def _target_counts_torch(
     return above, equal, pair_above.sum(dim=2), pair_equal.sum(dim=2)
 
 
+def _owned_float32(scores: torch.Tensor, model: Any) -> torch.Tensor:
+    """``scores`` as a float32 tensor the evaluator may mask in place: copied when it is
+    a view or shares memory with the model's parameters or buffers (e.g. a popularity
+    model returning an expanded parameter), used as is when it is a fresh result."""
+    shared = {t.data_ptr() for t in (*model.parameters(), *model.buffers())}
+    if scores.dtype != torch.float32 or scores._is_view() or scores.data_ptr() in shared:
+        return scores.to(torch.float32, copy=True)
+    return scores
+
+
 def mask_items_(scores: torch.Tensor, data: Interactions, users: torch.Tensor) -> None:
     """Set the scores [B, n_items] of each user's items in ``data`` to -inf, in place."""
     items, valid = padded_rows(data, users)
@@ -171,14 +181,18 @@ def evaluate(
     for start in range(0, order.size, config.batch_size):
         batch = torch.from_numpy(order[start : start + config.batch_size]).to(device)
         ctx = batch if contexts is None else contexts(batch)
-        scores = model.score_all(ctx).to(torch.float32, copy=True)  # [B, n_items], ours to mask
+        scores = _owned_float32(model.score_all(ctx), model)  # [B, n_items], ours to mask
         pos_items, valid = padded_rows(targets, batch)  # [B, P]
         pos_scores = scores.gather(1, pos_items).masked_fill(~valid, -INF)  # [B, P]
+        n_masked = torch.zeros(batch.numel(), dtype=torch.int64, device=scores.device)
         for part_data in masked:
             mask_items_(scores, part_data, batch)
+            indptr, _ = part_data.torch_csr(batch.device)
+            n_masked += indptr[batch + 1] - indptr[batch]
+            # a target that also sits in a masked part stays a candidate
+            n_masked -= (part_data.contains(batch.unsqueeze(1), pos_items) & valid).sum(dim=1)
         rows, cols = valid.nonzero(as_tuple=True)
         scores[rows, pos_items[rows, cols]] = pos_scores[rows, cols]  # targets stay candidates
-        n_masked = torch.isneginf(scores).sum(dim=1)
 
         counted = valid
         if not config.auc:
