@@ -67,8 +67,16 @@ def _read_bytes(path: PathLike) -> bytes:
         raise DataError(f"cannot read the file: {err.strerror}", path=path) from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    decode_utf8(data, path)
+    return data
+
+
+def decode_utf8(data: bytes, path: PathLike) -> str:
+    """``data`` (without a byte-order mark) decoded as UTF-8; a DataError names the line."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise DataError(
@@ -76,7 +84,6 @@ def _read_bytes(path: PathLike) -> bytes:
             path=path,
             line=line,
         ) from None
-    return data
 
 
 def _show(token: bytes | str, limit: int = 40) -> str:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from negrec.data import loaders
-from negrec.data.loaders import PathLike, _auto_ids, _show, load_delimited
+from negrec.data.loaders import PathLike, _auto_ids, _show, decode_utf8, load_delimited
 from negrec.errors import DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -84,21 +84,6 @@ def _gunzip(data: bytes, path: PathLike) -> bytes:
     except (zlib.error, gzip.BadGzipFile, EOFError) as err:
         raise DataError(f"is not a valid gzip file ({err})", path=path) from None
     return out
-
-
-def _utf8(data: bytes, path: PathLike) -> str:
-    """``data`` (without a byte-order mark) decoded as UTF-8; a DataError names the line."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"byte 0x{data[err.start]:02x} is not valid UTF-8; expected a UTF-8 text file",
-            path=path,
-            line=line,
-        ) from None
 
 
 @contextlib.contextmanager
@@ -357,7 +342,7 @@ def _json_lines(
     ``convert`` maps a role to a function returning the value or None when it is invalid.
     Returns (values per role, 1-based line numbers). Blank lines are skipped.
     """
-    text = _utf8(_gunzip(_read_file(path), path), path)
+    text = decode_utf8(_gunzip(_read_file(path), path), path)
     values: dict[str, list[Any]] = {role: [] for role in fields}
     numbers: list[int] = []
     decoder = json.JSONDecoder()
