@@ -58,7 +58,8 @@ def main() -> None:
         cells = []
         for m in METRICS:
             values = np.array([r["test"][m] for r in runs])
-            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:.4f}")
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.4f} ± {spread:.4f}")
         mean20 = np.mean([r["test"]["ndcg@20"] for r in runs])
         diff = (mean20 - PAPER_NDCG20[loss]) / PAPER_NDCG20[loss]
         epochs = ", ".join(str(r["best_epoch"]) for r in runs)
