@@ -14,6 +14,10 @@ import numpy as np
 import torch
 
 
+class NoTimeOrder(ValueError):
+    """A time order was asked of interactions that have no timestamps."""
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array = np.ascontiguousarray(array)
     array.setflags(write=False)
@@ -134,7 +138,7 @@ class Interactions:
     def sequences(self) -> list[np.ndarray]:
         """Per-user item ids in time order (ties by item id); needs timestamps."""
         if self.timestamps is None:
-            raise ValueError("these interactions have no timestamps, so no time order")
+            raise NoTimeOrder("these interactions have no timestamps, so no time order")
         users, items = self.to_coo()
         order = np.lexsort((items, self.timestamps, users))
         return np.split(items[order], self.indptr[1:-1])

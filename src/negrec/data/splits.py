@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from negrec.data.interactions import Interactions
+from negrec.data.interactions import Interactions, NoTimeOrder
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def last_items_mask(data: Interactions, n_last: int = 1, *, min_train: int = 1) 
     """Boolean [nnz]: each user's ``n_last`` latest interactions (needs timestamps), keeping
     at least ``min_train`` items in train."""
     if data.timestamps is None:
-        raise ValueError("leave-last-out needs timestamps (or sequence positions)")
+        raise NoTimeOrder("leave-last-out needs timestamps (or sequence positions)")
     degrees = data.user_degrees
     n_out = np.minimum(n_last, np.maximum(degrees - min_train, 0))
     # latest first: rank by negated time; ties broken by item id

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from negrec.data.interactions import NoTimeOrder
 from negrec.data.splits import Split
 from negrec.errors import ConfigError
 from negrec.evaluate import evaluate
@@ -81,9 +82,7 @@ def load_split(config: ExperimentConfig) -> Split:
     reported against the config fields (a ConfigError, before any run directory exists)."""
     try:
         return build_split(config.data, config.split)
-    except ValueError as err:
-        if "timestamps" not in str(err):
-            raise
+    except NoTimeOrder:
         raise ConfigError(
             "split.method",
             f"split.method = '{config.split.method}' (split.valid = {config.split.valid!r}) "
