@@ -39,15 +39,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, test, _ = prepare_presplit(
-        args.data / "ml-1m" / "train.txt", args.data / "ml-1m" / "test.txt",
-        format="lightgcn", on_unseen="keep",
+        args.data / "ml-1m" / "train.txt",
+        args.data / "ml-1m" / "test.txt",
+        format="lightgcn",
+        on_unseen="keep",
     )
     split = carve_validation(train, test, 0.1, 0)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {args.threads} thread(s)")
     uniform = epoch_seconds(split, "uniform", args.repeats, k=5)
     dns = epoch_seconds(split, "dns", args.repeats, k=5, pool=200)
-    print(f"ML-1M MF+BPR epoch: uniform K=5 {uniform:.2f}s, DNS(5,200) {dns:.2f}s -> "
-          f"ratio {dns / uniform:.2f}x (goal <= 4x)")
+    print(
+        f"ML-1M MF+BPR epoch: uniform K=5 {uniform:.2f}s, DNS(5,200) {dns:.2f}s -> "
+        f"ratio {dns / uniform:.2f}x (goal <= 4x)"
+    )
 
 
 if __name__ == "__main__":

@@ -81,20 +81,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and implicit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
     ml1m = load(args.data, "ml-1m")
     bpr_adam = epoch_seconds(ml1m, "bpr", 1, "adam", args.repeats)
     bpr_lazy = epoch_seconds(ml1m, "bpr", 1, "lazy_adam", args.repeats)
     theirs = implicit_seconds(ml1m, args.repeats, args.threads)
-    print(f"ML-1M MF+BPR K=1 epoch: negrec adam {bpr_adam:.3f}s, lazy_adam {bpr_lazy:.3f}s, "
-          f"implicit {theirs:.3f}s -> ratio {bpr_adam / theirs:.1f}x / {bpr_lazy / theirs:.1f}x "
-          "(goal <= 3x)")
+    print(
+        f"ML-1M MF+BPR K=1 epoch: negrec adam {bpr_adam:.3f}s, lazy_adam {bpr_lazy:.3f}s, "
+        f"implicit {theirs:.3f}s -> ratio {bpr_adam / theirs:.1f}x / {bpr_lazy / theirs:.1f}x "
+        "(goal <= 3x)"
+    )
     cce1 = epoch_seconds(ml1m, "cce", 1, "adam", args.repeats)
     cce100 = epoch_seconds(ml1m, "cce", 100, "adam", args.repeats)
-    print(f"ML-1M MF+CCE epoch: K=1 {cce1:.3f}s, K=100 {cce100:.3f}s -> ratio "
-          f"{cce100 / cce1:.1f}x (goal <= 6x)")
+    print(
+        f"ML-1M MF+CCE epoch: K=1 {cce1:.3f}s, K=100 {cce100:.3f}s -> ratio "
+        f"{cce100 / cce1:.1f}x (goal <= 6x)"
+    )
 
     gowalla = load(args.data, "gowalla")
     model = MF(ModelConfig(dim=64), gowalla.train, torch.Generator().manual_seed(0))
@@ -108,9 +114,11 @@ def main() -> None:
         start = time.perf_counter()
         evaluate(model, gowalla, "test", EvalConfig(ks=[10, k], auc=True))
         full = time.perf_counter() - start
-        print(f"Gowalla eval, {users.size} users, K up to {k}: bare topk {bare:.2f}s, "
-              f"top-K+MRR {topk:.2f}s ({topk / bare:.2f}x, goal <= 2x), "
-              f"+AUC/OPAUC {full:.2f}s ({full / bare:.2f}x, goal <= 6x)")
+        print(
+            f"Gowalla eval, {users.size} users, K up to {k}: bare topk {bare:.2f}s, "
+            f"top-K+MRR {topk:.2f}s ({topk / bare:.2f}x, goal <= 2x), "
+            f"+AUC/OPAUC {full:.2f}s ({full / bare:.2f}x, goal <= 6x)"
+        )
 
 
 if __name__ == "__main__":

@@ -42,17 +42,28 @@ def main() -> None:
             if not is_run_dir(path):
                 config = load_config(
                     f"ml1m-mf-{loss}",
-                    [f"data.root={args.data}", f"train.seed={seed}", f"name={name}",
-                     f"output={args.output}", *args.set],
+                    [
+                        f"data.root={args.data}",
+                        f"train.seed={seed}",
+                        f"name={name}",
+                        f"output={args.output}",
+                        *args.set,
+                    ],
                 )
                 path = run_experiment(config, progress=False)
             summary = json.loads((path / "summary.json").read_text())
             results.setdefault(loss, []).append(summary)
-            print(f"{name}: best epoch {summary['best_epoch']}, "
-                  f"test ndcg@20 {summary['test']['ndcg@20']:.4f}", flush=True)
+            print(
+                f"{name}: best epoch {summary['best_epoch']}, "
+                f"test ndcg@20 {summary['test']['ndcg@20']:.4f}",
+                flush=True,
+            )
 
-    print("\n| loss | K | " + " | ".join(f"test {m}" for m in METRICS)
-          + " | paper NDCG@20 | rel. diff | best epochs |")
+    print(
+        "\n| loss | K | "
+        + " | ".join(f"test {m}" for m in METRICS)
+        + " | paper NDCG@20 | rel. diff | best epochs |"
+    )
     print("|---|---|" + "---|" * (len(METRICS) + 3))
     for loss, runs in results.items():
         cells = []
@@ -63,8 +74,11 @@ def main() -> None:
         mean20 = np.mean([r["test"]["ndcg@20"] for r in runs])
         diff = (mean20 - PAPER_NDCG20[loss]) / PAPER_NDCG20[loss]
         epochs = ", ".join(str(r["best_epoch"]) for r in runs)
-        print(f"| {loss} | {runs[0]['k']} | " + " | ".join(cells)
-              + f" | {PAPER_NDCG20[loss]:.4f} | {diff:+.1%} | {epochs} |")
+        print(
+            f"| {loss} | {runs[0]['k']} | "
+            + " | ".join(cells)
+            + f" | {PAPER_NDCG20[loss]:.4f} | {diff:+.1%} | {epochs} |"
+        )
 
 
 if __name__ == "__main__":

@@ -217,8 +217,13 @@ def test_cached_dataset_source_builds_the_split(tmp_path, monkeypatch):
     monkeypatch.setenv("NEGREC_CACHE", str(tmp_path))
     parts = random_split(synthetic_interactions(30, 40, 8, seed=2), 0.2, 0.1, seed=0)
     report = PrepareReport(
-        rows_read=parts.train.nnz + parts.test.nnz, dropped_threshold=0, dropped_duplicates=0,
-        dropped_kcore=0, dropped_unseen=0, n_users=30, n_items=40,
+        rows_read=parts.train.nnz + parts.test.nnz,
+        dropped_threshold=0,
+        dropped_duplicates=0,
+        dropped_kcore=0,
+        dropped_unseen=0,
+        n_users=30,
+        n_items=40,
         n_interactions=parts.train.nnz + parts.test.nnz,
     )
     save_prepared("tiny", parts.train, parts.test, report)

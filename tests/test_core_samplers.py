@@ -204,11 +204,13 @@ def test_k_larger_than_the_catalogue_is_a_config_error(tmp_path):
     from negrec.experiment.config import ExperimentConfig
     from negrec.experiment.runner import run_experiment
 
-    config = ExperimentConfig.from_dict({
-        "output": str(tmp_path / "runs"),
-        "data": {"synthetic": {"n_users": 10, "n_items": 20, "mean_degree": 5}},
-        "sampler": {"k": 21},
-    })
+    config = ExperimentConfig.from_dict(
+        {
+            "output": str(tmp_path / "runs"),
+            "data": {"synthetic": {"n_users": 10, "n_items": 20, "mean_degree": 5}},
+            "sampler": {"k": 21},
+        }
+    )
     with pytest.raises(ConfigError, match=r"sampler\.k.*catalogue has only 20"):
         run_experiment(config, progress=False)
     assert not (tmp_path / "runs").exists()

@@ -159,7 +159,8 @@ def test_shared_candidates_fast_path_matches_gathered_scores():
     users, items = data.to_coo()
     rows = torch.arange(0, 32)
     batch = Batch(
-        ctx=torch.from_numpy(users)[rows], users=torch.from_numpy(users)[rows],
+        ctx=torch.from_numpy(users)[rows],
+        users=torch.from_numpy(users)[rows],
         pos=torch.from_numpy(items.copy())[rows],
     )
     negatives = sampler.sample(batch.users, batch.pos, 1, generator=torch.Generator())

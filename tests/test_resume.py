@@ -67,7 +67,11 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     resumed = subprocess.run(
         [sys.executable, "-m", "negrec", "run", "--resume", str(output / "killme"), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr
     finished = output / "killme"

@@ -37,7 +37,6 @@ QUANTILES: tuple[tuple[str, float], ...] = (
 )
 
 
-
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``data`` command and its subcommands to the main CLI's subparsers."""
     data = subparsers.add_parser(

@@ -194,5 +194,3 @@ def plot_bound_monitor(runs: list[RunRecord], path: str | Path, *, k: int | None
     fig.suptitle("Bound monitor: measured (solid) vs theory lower bound p_L (dashed)")
     fig.tight_layout()
     return save_figure(fig, path)
-
-

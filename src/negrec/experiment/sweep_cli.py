@@ -81,7 +81,6 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     sweep.set_defaults(func=sweep_command)
 
 
-
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``) stops a sweep like Ctrl-C does: cleanly."""

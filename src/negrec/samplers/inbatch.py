@@ -35,7 +35,6 @@ class InBatchConfig(SamplerConfig):
     """``inbatch``: the batch's positives as negatives (``k`` is ignored)."""
 
 
-
 @SAMPLERS.register("inbatch")
 class InBatchSampler(Sampler):
     """The other positives of the batch, masked where they are the user's own positives."""
