@@ -21,8 +21,6 @@ highest negative; its maximum is ``floor(beta N-) / N-``. AUC is OPAUC(1).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 INF = float("inf")
@@ -100,8 +98,3 @@ def metric_names(ks: list[int], betas: list[float], with_auc: bool) -> list[str]
 def opauc_name(beta: float) -> str:
     """Metric name of OPAUC(beta), e.g. ``opauc@0.05``."""
     return f"opauc@{beta:g}"
-
-
-def dcg_discount(position: float) -> float:
-    """1 / log2(position + 1), the DCG discount of a 1-based position."""
-    return 1.0 / math.log2(position + 1.0)
