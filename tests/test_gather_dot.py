@@ -32,3 +32,22 @@ def test_gather_dot_falls_back_for_double_precision():
     table = torch.randn(5, 4, dtype=torch.float64)
     rows = torch.tensor([[0, 4], [1, 1], [3, 2]])
     assert torch.equal(gather_dot(vectors, table, rows), gather_dot_reference(vectors, table, rows))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # compiled and fallback
+def test_gather_dot_sparse_table_gradient_equals_the_dense_one(dtype):
+    """``sparse_grad=True`` (LazyAdam) gives a row-sparse table gradient with the same sum
+    per row as the dense gradient, repeated rows included."""
+    gen = torch.Generator().manual_seed(5)
+    vectors = torch.randn(8, 4, generator=gen, dtype=dtype)
+    table = torch.randn(6, 4, generator=gen, dtype=dtype)
+    rows = torch.randint(0, 5, (8, 3), generator=gen)  # row 5 never drawn
+    upstream = torch.randn(8, 3, generator=gen, dtype=dtype)
+    grads = []
+    for sparse in (True, False):
+        t = table.clone().requires_grad_()
+        (gather_dot(vectors, t, rows, sparse_grad=sparse) * upstream).sum().backward()
+        assert t.grad is not None and t.grad.is_sparse == sparse
+        grads.append(t.grad.to_dense())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    assert not grads[0][5].any()

@@ -8,6 +8,10 @@ memory. On CPU this compiled version (numba) reads each gathered row once per pa
 accumulates the table's gradient in place: the K = 100 epochs of MF get ~2x faster. On
 other devices, or in double precision, it falls back to the torch expression, which gives
 the same values.
+
+With ``sparse_grad=True`` the table's gradient is row-sparse (a COO tensor of the B x K
+gathered rows, as ``nn.Embedding(sparse=True)`` gives), for LazyAdam: no [n, d] zero-filled
+gradient per step, and the optimizer touches only those rows.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from negrec._kernels import (
     gather_dot_backward_table,
@@ -25,8 +30,11 @@ from negrec._kernels import (
 
 class _GatherDot(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor):
+    def forward(
+        ctx: Any, vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, sparse: bool
+    ):
         vectors, table, rows = vectors.contiguous(), table.contiguous(), rows.contiguous()
+        ctx.sparse = sparse
         out = torch.empty(rows.shape, dtype=vectors.dtype)
         gather_dot_forward(vectors.numpy(), table.detach().numpy(), rows.numpy(), out.numpy())
         ctx.save_for_backward(vectors, table, rows)
@@ -42,16 +50,25 @@ class _GatherDot(torch.autograd.Function):
             gather_dot_backward_vectors(
                 grad.numpy(), table.detach().numpy(), rows.numpy(), grad_vectors.numpy()
             )
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and ctx.sparse:
+            # slice [b, k] = grad[b, k] * vectors[b]: [B * K, d] values at rows [B * K]
+            values = (grad.unsqueeze(2) * vectors.detach().unsqueeze(1)).reshape(-1, table.shape[1])
+            grad_table = torch.sparse_coo_tensor(
+                rows.reshape(1, -1), values, table.shape, is_coalesced=False, check_invariants=False
+            )
+        elif ctx.needs_input_grad[1]:
             grad_table = torch.zeros_like(table)
             gather_dot_backward_table(
                 grad.numpy(), vectors.detach().numpy(), rows.numpy(), grad_table.numpy()
             )
-        return grad_vectors, grad_table, None
+        return grad_vectors, grad_table, None, None
 
 
-def gather_dot(vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``<table[rows[b, k]], vectors[b]>`` as a [B, K] tensor, differentiable in both."""
+def gather_dot(
+    vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, *, sparse_grad: bool = False
+) -> torch.Tensor:
+    """``<table[rows[b, k]], vectors[b]>`` as a [B, K] tensor, differentiable in both;
+    ``sparse_grad``: the table's gradient is row-sparse (see the module doc)."""
     fused = (
         vectors.device.type == "cpu"
         and table.device.type == "cpu"
@@ -59,8 +76,10 @@ def gather_dot(vectors: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -
         and not table.is_sparse
     )
     if not fused:
+        if sparse_grad:  # an embedding lookup carries the row-sparse gradient
+            return (F.embedding(rows, table, sparse=True) * vectors.unsqueeze(1)).sum(dim=2)
         return gather_dot_reference(vectors, table, rows)
-    return _GatherDot.apply(vectors, table, rows.to(torch.int64))
+    return _GatherDot.apply(vectors, table, rows.to(torch.int64), sparse_grad)
 
 
 def gather_dot_reference(

