@@ -201,3 +201,20 @@ def test_resume_after_a_worker_is_killed_mid_run(tmp_path):
     entries = sorted(p.name for p in folder.iterdir())
     assert [e for e in entries if (folder / e).is_dir()] == NAMES  # no -2, no staging left
     assert "report.md" in entries and LOCK_NAME in entries
+
+
+def test_failed_run_reports_its_message_not_its_index(tmp_path):
+    """Regression: a run failing inside a worker was recorded as its queue index (0, 1,
+    ...) instead of its error message, and ``negrec sweep`` then crashed printing it."""
+    text = GRID.format(epochs=1).replace(
+        "[data.synthetic]", '[data]\nsource = "file"\npath = "missing.csv"\n\n[data.synthetic]'
+    )
+    text = text.replace("[data.synthetic]\nn_users = 40\nn_items = 60\nmean_degree = 8\n", "")
+    (tmp_path / "g.toml").write_text(
+        text.replace('name = "resume"', f'name = "fails"\noutput = "{tmp_path}/out"')
+    )
+    grid = load_grid(tmp_path / "g.toml", [])
+    result = run_sweep(grid, workers=1, log=lambda line: None)
+    assert set(result.failed) == set(NAMES)
+    for message in result.failed.values():
+        assert isinstance(message, str) and "missing.csv" in message

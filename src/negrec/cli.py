@@ -8,9 +8,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from negrec.errors import NegrecError
+
+if TYPE_CHECKING:
+    from negrec.distributed import World
+
+
+def _rank(args: argparse.Namespace) -> int:
+    """This process's rank: 0 without ``--distributed``; with it, a one-line error (exit 2)
+    unless torchrun started the process."""
+    if not args.distributed:
+        return 0
+    from negrec.distributed import torchrun_rank
+
+    return torchrun_rank()[0]
+
+
+def _world(args: argparse.Namespace, device: str) -> AbstractContextManager[World]:
+    """torchrun's process group for ``--distributed`` (gloo, or nccl when ``device`` is a
+    GPU), else the single process."""
+    from negrec.distributed import LOCAL, launched
+
+    return launched(device) if args.distributed else nullcontext(LOCAL)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -18,21 +41,26 @@ def _run(args: argparse.Namespace) -> int:
     from negrec.experiment.report import comparison_table, load_runs, plot_curves
     from negrec.experiment.runner import default_comparison, run_experiment
 
+    rank = _rank(args)
     if args.resume is not None:
         return _resume(args)
     if args.config is None and not args.set:
         configs = default_comparison(args.output or "runs", seed=args.seed)
-        print(
-            "negrec: comparing BPR, BCE, CCE and SimCE with MF on the built-in synthetic "
-            "dataset (943 users x 1,682 items); pass a CONFIG to run your own.",
-            file=sys.stderr,
-        )
+        if rank == 0:
+            print(
+                "negrec: comparing BPR, BCE, CCE and SimCE with MF on the built-in synthetic "
+                "dataset (943 users x 1,682 items); pass a CONFIG to run your own.",
+                file=sys.stderr,
+            )
     else:
         config = load_config(args.config, args.set)
         if args.output:
             config = config.replace(output=args.output)
         configs = [config]
-    paths = [run_experiment(c, progress=not args.quiet) for c in configs]
+    with _world(args, configs[0].train.device) as world:
+        paths = [run_experiment(c, progress=not args.quiet, world=world) for c in configs]
+    if not world.is_main:  # rank 0 reports
+        return 0
     runs = load_runs(paths)
     print(comparison_table(runs))
     metric = configs[0].train.metric
@@ -53,7 +81,10 @@ def _resume(args: argparse.Namespace) -> int:
         raise ConfigError("--resume", "takes no CONFIG, --set or --output: the run keeps its own")
     staging = find_resumable(Path(args.resume))
     config = ExperimentConfig.from_dict(read_toml(staging / "config.toml"))
-    path = run_experiment(config, progress=not args.quiet, resume_dir=staging)
+    with _world(args, config.train.device) as world:
+        path = run_experiment(config, progress=not args.quiet, resume_dir=staging, world=world)
+    if not world.is_main:  # rank 0 reports
+        return 0
     print(comparison_table(load_runs([path])))
     print(f"\nrun: {path}")
     return 0
@@ -73,15 +104,22 @@ def _report(args: argparse.Namespace) -> int:
     metric = args.metric or runs[0].summary.get("selection_metric", "ndcg@20")
     plot = plot_curves(runs, metric, args.plot or Path(args.runs[0]).parent / f"valid-{metric}.png")
     print(f"\nplot: {plot}")
+    plots = [plot]
     if has_bound_monitor(runs):  # runs made with [monitor] enabled = true
         bound = plot_bound_monitor(runs, Path(plot).parent / "bound-monitor.png")
+        plots.append(bound)
         print(f"bound monitor plot: {bound}")
     from negrec.experiment.aggregate import seeds_repeat, write_report
+    from negrec.experiment.report_html import report_plots, write_html
 
+    report = None
     if seeds_repeat(runs):  # some config ran with several seeds: mean +- std, t-test
         report = write_report(runs, Path(plot).parent, metric)
+        plots += report_plots(report.files)
         print(f"\naggregated over seeds:\n\n{report.markdown}")
         print("report: " + ", ".join(str(p) for p in report.files))
+    page = write_html(args.html or Path(plot).parent / "report.html", runs, plots, report)
+    print(f"html: {page}")
     return 0
 
 
@@ -124,19 +162,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last checkpoint: its hidden staging "
         "directory (printed when it started) or OUTPUT/NAME",
     )
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training over the ranks torchrun starts: "
+        "torchrun --nproc-per-node N -m negrec.cli run CONFIG --distributed "
+        "(gloo on CPU, nccl on GPUs; rank 0 writes the run directory)",
+    )
     run.set_defaults(func=_run)
 
     report = commands.add_parser(
         "report",
         help="comparison table and validation-curve plot for run directories",
         description="Print a markdown comparison table and write a PNG of the validation "
-        "metric per epoch for the given run directories (or directories holding runs).",
+        "metric per epoch for the given run directories (or directories holding runs); when "
+        "configs repeat over seeds, also mean +- std tables and a paired t-test. Everything "
+        "is gathered in one self-contained HTML page (--html).",
     )
     report.add_argument("runs", nargs="+", help="run directories, or folders of them")
     report.add_argument(
         "--metric", help="validation metric to plot (default: the selection metric)"
     )
     report.add_argument("--plot", help="PNG path (default: beside the first run)")
+    report.add_argument(
+        "--html",
+        help="path of the self-contained HTML page with every table, plot and config "
+        "(default: report.html beside the plot)",
+    )
     report.set_defaults(func=_report)
 
     presets = commands.add_parser("presets", help="list the configs shipped with negrec")

@@ -22,6 +22,7 @@ from negrec._kernels import count_above_equal
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
+from negrec.distributed import World
 from negrec.metrics import (
     metric_names,
     opauc_name,
@@ -153,12 +154,16 @@ def evaluate(
     users: Sequence[int] | np.ndarray | None = None,
     contexts: Callable[[torch.Tensor], Any] | None = None,
     device: torch.device | str | None = None,
+    world: World | None = None,
 ) -> EvalResult:
     """Full-ranking metrics of ``model`` on ``split.valid`` or ``split.test``.
 
     Masks each user's training items, plus validation items when ``part == "test"``
     (a target is never masked). ``contexts`` maps user ids [B] to the model's ``ctx``
     (default: the ids themselves). ``users`` restricts evaluation to those users.
+    ``world`` (a distributed run; every rank calls this): each rank scores every N-th
+    user of the by-degree order, and the per-user values are all-gathered, so every rank
+    returns the same result as one process.
     """
     config = config or EvalConfig()
     if part not in ("valid", "test"):
@@ -175,6 +180,8 @@ def evaluate(
     candidates = np.flatnonzero(degrees > 0) if users is None else np.asarray(users, np.int64)
     candidates = candidates[degrees[candidates] > 0]
     order = candidates[np.argsort(degrees[candidates], kind="stable")]
+    if world is not None:
+        order = world.my_share(order)  # round robin over the by-degree order: equal work
     names = metric_names(config.ks, config.betas, config.auc)
     out = {name: np.empty(order.size, dtype=np.float64) for name in names}
 
@@ -228,5 +235,9 @@ def evaluate(
 
     if was_training:
         model.train()
+    if world is not None and world.distributed:  # every rank gets every user's values
+        table = world.all_gather_columns(np.vstack([order.astype(np.float64), *out.values()]))
+        order = table[0].astype(np.int64)  # user ids are exact in float64
+        out = dict(zip(out, table[1:], strict=True))
     back = np.argsort(order, kind="stable")
     return EvalResult(users=order[back], per_user={k: v[back] for k, v in out.items()})

@@ -10,11 +10,16 @@ Regularisation, two documented knobs:
 - ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.
 - ``l2``: the explicit per-batch penalty of LightGCN / the SimCE paper,
   ``l2 * (|p_u|^2 + |q_pos|^2 + sum_j |q_j|^2) / B`` over the rows the batch touched.
+
+Data-parallel training (``world``, see :mod:`negrec.distributed`): each rank takes its
+contiguous slice of every global batch, weights its loss by its share of the rows, and the
+gradients are summed over ranks before the step; in one process those steps do nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -29,6 +34,7 @@ from tqdm.auto import tqdm
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
+from negrec.distributed import LOCAL, World
 from negrec.errors import NegrecError
 from negrec.evaluate import EvalConfig, evaluate
 from negrec.losses import Loss
@@ -136,6 +142,7 @@ class TrainState:
     stop: bool = False
     optimizer: torch.optim.Optimizer | None = None
     generator: torch.Generator | None = None  # the training generator (sampling, shuffling)
+    world: World = LOCAL  # the ranks of a distributed run (one process by default)
 
 
 class Callback:
@@ -169,7 +176,14 @@ class ValidationEval(Callback):
         if state.epoch % self.every and state.epoch != state.config.epochs:
             return
         start = time.perf_counter()
-        result = evaluate(state.model, state.split, "valid", self.config, contexts=state.contexts)
+        result = evaluate(
+            state.model,
+            state.split,
+            "valid",
+            self.config,
+            contexts=state.contexts,
+            world=state.world,  # users split over ranks, every rank gets all metrics
+        )
         state.log.update({f"valid/{k}": v for k, v in result.summary.items()})
         state.log["eval_seconds"] = time.perf_counter() - start
 
@@ -224,15 +238,18 @@ class Checkpoint(Callback):
 
     Written atomically (temp file, then rename), so a kill mid-write leaves the previous
     epoch's checkpoint intact. ``negrec run --resume`` continues from it and ends with the
-    same numbers as an uninterrupted run with the same seed.
+    same numbers as an uninterrupted run with the same seed. ``path = None`` writes
+    nothing and only restores (ranks > 0 of a distributed run, which load rank 0's file).
     """
 
-    def __init__(self, path: Path, callbacks: Sequence[Callback]):
+    def __init__(self, path: Path | None, callbacks: Sequence[Callback]):
         self.path = path
         self.callbacks = callbacks  # the run's other callbacks, in order
 
     def on_epoch_end(self, state: TrainState) -> None:
         assert state.optimizer is not None and state.generator is not None
+        if self.path is None:
+            return
         payload = {
             "epoch": state.epoch,
             "stop": state.stop,
@@ -324,23 +341,27 @@ def fit(
     callbacks: Sequence[Callback] = (),
     contexts: Callable[[torch.Tensor], Any] | None = None,
     resume: dict[str, Any] | None = None,
+    world: World = LOCAL,
 ) -> TrainState:
     """Train ``model`` on ``split.train``; returns the final state with the history.
 
     ``resume`` is a payload written by the :class:`Checkpoint` callback: training continues
     after its epoch with every generator, optimizer and callback state restored.
+    ``world``: the ranks of a data-parallel run; every rank calls ``fit`` with the same
+    arguments (see :mod:`negrec.distributed` for what is sharded and how).
     """
-    device = resolve_device(config.device)
+    device = world.place(resolve_device(config.device))
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     batches = make_batches(model, split.train, config.batch_size, device)
     k = sampler.config.k
-    state = TrainState(model, split, config, device, contexts)
+    state = TrainState(model, split, config, device, contexts, world=world)
     state.optimizer, state.generator = optimizer, generator
     first_epoch = 1
     if resume is not None:
         first_epoch = _restore(state, callbacks, resume)
+    world.broadcast_parameters(model)  # every rank starts from rank 0's weights
     for callback in callbacks:
         callback.on_train_start(state)
 
@@ -349,33 +370,106 @@ def fit(
         model.train()
         start = time.perf_counter()
         total = torch.zeros((), device=device, dtype=torch.float64)
+        own_generator = world.rank_generator(generator, config.seed, epoch)  # hard negatives
         for step, batch in enumerate(batches.epoch(generator), start=1):
-            scorer = _scorer(model, batch.ctx) if sampler.needs_model else None
-            negatives = sampler.sample(batch.users, batch.pos, k, model=scorer, generator=generator)
-            pos_scores, neg_scores, touched = score_batch(model, batch, negatives)
-            value = loss(pos_scores, neg_scores, log_q=negatives.log_q, weights=negatives.weights)
-            if config.l2:
-                value = value + config.l2 * model.l2_penalty(batch.ctx, touched)
-            if not bool(torch.isfinite(value)):
+            rows = world.rows(len(batch.users))  # this rank's slice of the global batch
+            negatives = draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
+            mine = batch_rows(batch, rows)
+            share = len(mine.users) / len(batch.users)  # of the global batch; 1 in one process
+            optimizer.zero_grad(set_to_none=True)
+            value = torch.zeros((), device=device)
+            if share:  # (a rank gets no rows of a last batch smaller than the world)
+                pos_scores, neg_scores, touched = score_batch(model, mine, negatives)
+                value = loss(
+                    pos_scores, neg_scores, log_q=negatives.log_q, weights=negatives.weights
+                )
+                if config.l2:
+                    value = value + config.l2 * model.l2_penalty(mine.ctx, touched)
+                (value * share).backward()
+            # summed over ranks: the global batch's loss and gradient (as is, in one process)
+            batch_loss = world.all_reduce_gradients(model, value.detach() * share)
+            if not bool(torch.isfinite(batch_loss)):
                 raise TrainingDiverged(
-                    f"loss became {value.item()} at epoch {epoch}, batch {step}; "
+                    f"loss became {batch_loss.item()} at epoch {epoch}, batch {step}; "
                     "lower train.lr or add regularisation"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
             optimizer.step()
-            total += value.detach()
+            total += batch_loss
         state.log["loss"] = float(total) / len(batches)
         state.log["train_seconds"] = time.perf_counter() - start
         for callback in callbacks:
             callback.on_epoch_end(state)
         state.history.append(state.log)
+        state.stop = world.any(state.stop)  # ranks stop together
         if state.stop:
             break
 
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def draw_negatives(
+    sampler: Sampler,
+    model: Model,
+    batch: Batch,
+    rows: slice,
+    k: int,
+    generator: torch.Generator,
+    own_generator: torch.Generator,
+) -> Negatives:
+    """Negatives for the rows ``rows`` of the global ``batch`` (all of them in one process).
+
+    Samplers that do not score with the model draw for the whole batch with the shared
+    training ``generator`` and keep ``rows``: every rank holds exactly the negatives one
+    process would draw, and the generator stays in step on every rank. Hard-negative
+    samplers score candidates with the model, so they draw for ``rows`` only, with
+    ``own_generator`` (the training generator in one process, a per-rank one otherwise):
+    the scoring is split between ranks instead of repeated on each.
+    """
+    if not sampler.needs_model:
+        return negative_rows(sampler.sample(batch.users, batch.pos, k, generator=generator), rows)
+    mine = batch_rows(batch, rows)
+    if not len(mine.users):
+        return Negatives(ids=mine.pos.new_empty((0, k)))
+    scorer = _scorer(model, mine.ctx)
+    return sampler.sample(mine.users, mine.pos, k, model=scorer, generator=own_generator)
+
+
+def _covers(rows: slice, n: int) -> bool:
+    return rows.start == 0 and rows.stop == n
+
+
+def batch_rows(batch: Batch, rows: slice) -> Batch:
+    """Rows ``rows`` of ``batch`` (the batch itself when they are all of it). A sequential
+    context keeps only the history windows those rows read."""
+    if _covers(rows, len(batch.users)):
+        return batch
+    ctx = batch.ctx
+    if isinstance(ctx, torch.Tensor):
+        ctx = ctx[rows]
+    else:  # a SequenceContext: windows items [R, W], rows [B] -> window, cols [B]
+        windows, inverse = torch.unique(ctx.rows[rows], return_inverse=True)
+        ctx = dataclasses.replace(ctx, items=ctx.items[windows], rows=inverse, cols=ctx.cols[rows])
+    return Batch(ctx=ctx, users=batch.users[rows], pos=batch.pos[rows])
+
+
+def negative_rows(negatives: Negatives, rows: slice) -> Negatives:
+    """Rows ``rows`` of every [B, ...] field of ``negatives`` (itself when all rows)."""
+    sized = [t for t in (negatives.ids, negatives.valid) if t is not None]
+    if not sized or _covers(rows, sized[0].shape[0]):
+        return negatives
+
+    def cut(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor[rows]
+
+    return dataclasses.replace(
+        negatives,
+        ids=cut(negatives.ids),
+        log_q=cut(negatives.log_q),
+        weights=cut(negatives.weights),
+        valid=cut(negatives.valid),
+    )
 
 
 def _restore(state: TrainState, callbacks: Sequence[Callback], resume: dict[str, Any]) -> int:

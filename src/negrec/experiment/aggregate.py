@@ -1,10 +1,11 @@
 """Aggregate runs over seeds: mean +- std tables, a paired t-test, plots.
 
 Runs are grouped by their stored config (``config.toml``) minus the run ``name``, the
-``output`` folder, the device, and every key called ``seed`` (``train.seed``,
-``split.seed``, ``monitor.seed``, ``data.synthetic.seed``): runs that differ only in seeds
-are repetitions of one experiment. Per group and metric: the mean and the sample
-standard deviation (``ddof = 1``) over its runs.
+``output`` folder, the device, the ``[logging]`` section (tracking, not the experiment)
+and every key called ``seed`` (``train.seed``, ``split.seed``, ``monitor.seed``,
+``data.synthetic.seed``): runs that differ only in seeds are repetitions of one experiment.
+Per group and metric: the mean and the sample standard deviation (``ddof = 1``) over its
+runs.
 
 Significance: the groups are ranked by the mean *test* value of the selection metric
 (``train.metric``, e.g. ``ndcg@20``); the best and the runner-up are compared with a
@@ -38,6 +39,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 IGNORED = ("name", "output", "train.device")  # never part of an experiment's identity
+IGNORED_SECTIONS = ("logging",)  # tracking ([logging]) does not change the numbers
 K_KEY = "sampler.k"
 
 
@@ -79,7 +81,11 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     for run in runs:
         flat = run_config(run)
         seed_keys = sorted(k for k in flat if is_seed_key(k))
-        identity = {k: v for k, v in flat.items() if k not in IGNORED and not is_seed_key(k)}
+        identity = {
+            k: v
+            for k, v in flat.items()
+            if k not in IGNORED and k.split(".")[0] not in IGNORED_SECTIONS and not is_seed_key(k)
+        }
         key = repr(sorted((k, repr(v)) for k, v in identity.items()))
         group = groups.setdefault(key, Group(identity))
         group.runs.append(run)
@@ -235,7 +241,8 @@ def _p(p: float) -> str:
 
 
 # ------------------------------------------------------------------------------- tables
-def _cell(mean: float, std: float) -> str:
+def format_cell(mean: float, std: float) -> str:
+    """``mean ± std`` as the tables show it (the mean alone for one run, empty for none)."""
     if math.isnan(mean):
         return ""
     return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
@@ -249,7 +256,7 @@ def markdown_table(agg: Aggregate) -> str:
     for i, (group, row) in enumerate(zip(agg.groups, agg.cells, strict=True)):
         cells = []
         for c, (mean, std) in enumerate(row):
-            text = _cell(mean, std)
+            text = format_cell(mean, std)
             cells.append(f"**{text}**" if best[c] == i and text else text)
         lines.append("| " + " | ".join([f"`{group.label}`", str(group.n), *cells]) + " |")
     return "\n".join(lines)

@@ -1,10 +1,10 @@
 """The experiment config: one TOML file (plus ``--set key=value`` overrides), typed.
 
 Sections: ``[data]``, ``[split]``, ``[model]``, ``[sampler]``, ``[loss]``, ``[train]``,
-``[eval]``, ``[monitor]``. The ``model`` and ``sampler`` sections are validated by the chosen
-plugin's own Config class, so each plugin rejects keys it does not know. Impossible
-combinations fail here, before any data is read or any run directory exists, naming the
-fields involved.
+``[eval]``, ``[monitor]``, ``[logging]``. The ``model`` and ``sampler`` sections are
+validated by the chosen plugin's own Config class, so each plugin rejects keys it does not
+know. Impossible combinations fail here, before any data is read or any run directory
+exists, naming the fields involved.
 """
 
 from __future__ import annotations
@@ -122,6 +122,27 @@ class MonitorConfig:
         return sorted(set(self.k)) if self.k else [sampler_k]
 
 
+@dataclass
+class LoggingConfig:
+    """Experiment tracking of every run (:mod:`negrec.experiment.tracking`), off by default.
+
+    Per epoch the history row (loss, validation metrics, timings, bound monitor); at the
+    start the resolved config; at the end the test metrics. Tracking never changes the
+    numbers, so it is not part of an experiment's identity (aggregation and sweeps ignore
+    it), and a config with tracking off stores no ``[logging]`` table.
+    """
+
+    tensorboard: bool = False  # needs the tensorboard package (pip install 'negrec[tensorboard]')
+    mlflow: bool = False  # needs the mlflow package (pip install 'negrec[mlflow]')
+    dir: str | None = None  # TensorBoard: <dir>/<run name>; None: the run directory's tensorboard/
+    mlflow_uri: str | None = None  # MLflow tracking URI; None: MLflow's default
+    mlflow_experiment: str = "negrec"  # MLflow experiment the runs are logged under
+
+    def validate(self, prefix: str) -> None:
+        require(bool(self.mlflow_experiment), f"{prefix}.mlflow_experiment", "must not be empty")
+        require(self.dir != "", f"{prefix}.dir", "must not be empty (leave it out for the default)")
+
+
 SECTIONS = (
     "name",
     "output",
@@ -133,6 +154,7 @@ SECTIONS = (
     "train",
     "eval",
     "monitor",
+    "logging",
 )
 
 
@@ -150,6 +172,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
@@ -158,7 +181,7 @@ class ExperimentConfig:
         for key in raw:
             if key not in SECTIONS:
                 raise ConfigError(key, f"unknown key (expected one of: {', '.join(SECTIONS)})")
-        for key in ("model", "sampler", "data", "split", "loss", "train", "eval", "monitor"):
+        for key in SECTIONS[2:]:
             if key in raw and not isinstance(raw[key], dict):
                 raise ConfigError(key, f"expected a table, got {raw[key]!r}")
         model = dict(raw.get("model", {}))
@@ -176,6 +199,7 @@ class ExperimentConfig:
             train=from_dict(TrainConfig, raw.get("train", {}), prefix="train"),
             eval=from_dict(EvalConfig, raw.get("eval", {}), prefix="eval"),
             monitor=from_dict(MonitorConfig, raw.get("monitor", {}), prefix="monitor"),
+            logging=from_dict(LoggingConfig, raw.get("logging", {}), prefix="logging"),
         )
         config.check_combinations()
         return config
@@ -238,11 +262,14 @@ class ExperimentConfig:
         )
 
     def to_toml_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "output": self.output,
             **{s: to_dict(getattr(self, s)) for s in SECTIONS[2:]},
         }
+        if self.logging == LoggingConfig():  # tracking off: stored as before it existed
+            del out["logging"]
+        return out
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)

@@ -51,10 +51,20 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
 
 def comparison_table(runs: list[RunRecord], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
     """Markdown table: one row per run, test metrics at the epoch selected on validation."""
+    header, rows = comparison_rows(runs, metrics)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def comparison_rows(
+    runs: list[RunRecord], metrics: tuple[str, ...] = DEFAULT_METRICS
+) -> tuple[list[str], list[list[str]]]:
+    """The cells of :func:`comparison_table` (header, one row per run), for any format."""
     selection = runs[0].summary.get("selection_metric", "ndcg@20") if runs else "ndcg@20"
     header = ["run", "model", "loss", "sampler", "K", "best epoch", f"valid {selection}"]
     header += [f"test {m}" for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for run in runs:
         s = run.summary
         cells = [
@@ -67,8 +77,8 @@ def comparison_table(runs: list[RunRecord], metrics: tuple[str, ...] = DEFAULT_M
             _fmt(s.get("valid", {}).get(selection)),
         ]
         cells += [_fmt(s.get("test", {}).get(m)) for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return header, rows
 
 
 def _fmt(value: Any) -> str:

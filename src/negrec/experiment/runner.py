@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from negrec.data.interactions import NoTimeOrder
 from negrec.data.splits import Split
+from negrec.distributed import LOCAL, World
 from negrec.errors import ConfigError
 from negrec.evaluate import evaluate
 from negrec.experiment import rundir
@@ -38,6 +41,26 @@ from negrec.train import (
     fit,
     resolve_device,
 )
+
+if TYPE_CHECKING:
+    from negrec.experiment.tracking import Tracker
+
+
+@contextmanager
+def _staging(world: World, output: Path, name: str, existing: Path | None) -> Iterator[Path | None]:
+    """Rank 0's (or the only process's) staging directory; None on the other ranks of a
+    distributed run, which write nothing."""
+    if not world.is_main:
+        yield None
+        return
+    with rundir.staging_dir(output, name, existing=existing) as tmp:
+        yield tmp
+
+
+def _only_main(world: World, callbacks: list[Callback] | tuple[Callback, ...]) -> list[Callback]:
+    """``callbacks`` on rank 0; on other ranks no-op stand-ins in the same places, so the
+    callback states of a checkpoint still line up when they resume from it."""
+    return list(callbacks) if world.is_main else [Callback() for _ in callbacks]
 
 
 class HistoryWriter(Callback):
@@ -127,6 +150,20 @@ def _monitor_callbacks(config: ExperimentConfig) -> list[Callback]:
     ]
 
 
+def _tracking_callbacks(config: ExperimentConfig, run_dir: Path | None) -> list[Tracker]:
+    """TensorBoard / MLflow trackers when ``[logging]`` enables them (else nothing).
+
+    ``run_dir`` None (the other ranks of a distributed run): inert stand-ins in the same
+    places, so the callback states of a checkpoint still line up."""
+    if not (config.logging.tensorboard or config.logging.mlflow):
+        return []
+    from negrec.experiment.tracking import Tracker, tracking_callbacks
+
+    if run_dir is None:
+        return [Tracker() for _ in range(config.logging.tensorboard + config.logging.mlflow)]
+    return tracking_callbacks(config, run_dir)
+
+
 def run_experiment(
     config: ExperimentConfig,
     *,
@@ -134,11 +171,16 @@ def run_experiment(
     progress: bool = True,
     extra_callbacks: tuple[Callback, ...] = (),
     resume_dir: Path | None = None,
+    world: World = LOCAL,
 ) -> Path:
     """Train, select on validation, test once, write the run directory; returns its path.
 
     ``resume_dir`` is the staging directory of an interrupted run (see
     :func:`rundir.find_resumable`); training continues from its last checkpoint.
+    ``world``: the ranks of a distributed run (:mod:`negrec.distributed`), every one
+    calling this with the same config: all train and evaluate, rank 0 alone writes the
+    run directory and prints (``extra_callbacks`` and the bound monitor run there only);
+    every rank returns the path.
     """
     split = split if split is not None else load_split(config)
     check_split(config, split)
@@ -148,24 +190,30 @@ def run_experiment(
     resume = None
     if resume_dir is not None:
         resume = torch.load(resume_dir / rundir.CHECKPOINT, weights_only=True)
-    with rundir.staging_dir(output, config.name, existing=resume_dir) as tmp:
-        if progress:
+    with _staging(world, output, config.name, resume_dir) as tmp:
+        if tmp is not None and progress:
             print(f"negrec: training into {tmp}", file=sys.stderr)
-        if resume is None:
+        if tmp is not None and resume is None:
             rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
             env = rundir.environment()
-            env["device"] = str(resolve_device(config.train.device))
+            env["device"] = str(world.place(resolve_device(config.train.device)))
+            if world.backend is not None:
+                env["distributed"] = {"world_size": world.size, "backend": world.backend}
             rundir.write_json(tmp / "environment.json", env)
-        stopper = EarlyStopping(config.train.metric, config.train.patience, tmp / "best.pt")
+        stopper = EarlyStopping(
+            config.train.metric, config.train.patience, None if tmp is None else tmp / "best.pt"
+        )
+        trackers = _tracking_callbacks(config, tmp)
         callbacks: list[Callback] = [
             ValidationEval(config.eval, config.train.eval_every),
-            *_monitor_callbacks(config),  # right after validation: same epochs
-            *extra_callbacks,
+            *_only_main(world, _monitor_callbacks(config)),  # right after validation
+            *_only_main(world, extra_callbacks),
             stopper,
-            HistoryWriter(tmp / "history.csv"),
+            Callback() if tmp is None else HistoryWriter(tmp / "history.csv"),
+            *trackers,  # after every callback that fills the epoch's row
         ]
-        callbacks.append(Checkpoint(tmp / rundir.CHECKPOINT, list(callbacks)))
-        if progress:
+        callbacks.append(Checkpoint(None if tmp is None else tmp / rundir.CHECKPOINT, callbacks[:]))
+        if progress and tmp is not None:
             callbacks.append(ProgressBar(config.train.metric, config.name))
         start = time.perf_counter()
         state = fit(
@@ -177,12 +225,17 @@ def run_experiment(
             callbacks=callbacks,
             contexts=valid_contexts,
             resume=resume,
+            world=world,
         )
         train_seconds = time.perf_counter() - start
-        rundir.write_history(tmp / "history.csv", state.history)
-
         test_contexts = contexts_for(parts.model, split, "test")
-        test = evaluate(parts.model, split, "test", config.eval, contexts=test_contexts)
+        test = evaluate(
+            parts.model, split, "test", config.eval, contexts=test_contexts, world=world
+        )
+        if tmp is None:  # another rank: rank 0 writes the run, and tells where
+            return Path(world.share(None))
+
+        rundir.write_history(tmp / "history.csv", state.history)
         rundir.write_per_user(tmp / "test_per_user.csv", test.users, test.per_user)
         best = next((h for h in state.history if h["epoch"] == stopper.best_epoch), {})
         summary: dict[str, Any] = {
@@ -204,9 +257,12 @@ def run_experiment(
             "n_test_users": int(test.users.size),
         }
         rundir.write_json(tmp / "summary.json", summary)
+        for tracker in trackers:
+            tracker.on_run_end(summary)
         (tmp / rundir.CHECKPOINT).unlink()  # resumable state is not part of a finished run
         final = rundir.unique_path(output, config.name)
-        return rundir.publish(tmp, final)
+        path = rundir.publish(tmp, final)
+    return Path(world.share(str(path)))
 
 
 def default_comparison(output: str = "runs", seed: int = 0) -> list[ExperimentConfig]:

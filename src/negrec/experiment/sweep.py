@@ -34,6 +34,12 @@ A worker that dies (killed, out of memory) fails only its own run; the sweep goe
 the others (starting a fresh worker) and reports the failure at the end; rerunning the
 command redoes it. Ctrl-C stops the workers (their runs' staging directories are
 removed), prints what is done and what is left, and raises KeyboardInterrupt.
+
+Executors: the planning, locking, skipping and reporting above are the same whatever
+trains the runs; what trains them is an :class:`Executor`. :class:`LocalExecutor` is the
+worker processes described here (the default); ``RayExecutor`` in
+:mod:`negrec.experiment.ray_backend` sends each run to a Ray cluster as a task
+(``negrec sweep --ray ADDRESS``).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from negrec.errors import NegrecError
 from negrec.experiment import rundir
@@ -102,9 +108,12 @@ def staging_dirs(folder: Path, name: str) -> list[Path]:
 
 def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     """Keys where the config stored in run directory ``path`` differs from ``run``'s
-    (ignoring ``output`` and ``train.device``, which do not change the experiment)."""
+    (ignoring ``output``, ``train.device`` and the ``[logging]`` section, which do not
+    change the experiment)."""
     stored = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
     wanted = run.config.to_toml_dict()
+    stored.pop("logging", None)
+    wanted.pop("logging", None)
     ignored = {"output", "train.device"}
     old = {k: v for k, v in flatten(stored) if k not in ignored}
     new = {k: v for k, v in flatten(wanted) if k not in ignored}
@@ -299,15 +308,91 @@ def _metric_line(path: Path) -> str:
     return ""
 
 
-def run_sweep(grid: Grid, workers: int = 1, *, log: Log = _print) -> SweepResult:
-    """Run the unfinished runs of ``grid`` with ``workers`` worker processes.
+def record_done(
+    plan: PlannedRun,
+    path: Path,
+    seconds: float,
+    result: SweepResult,
+    log: Log,
+    *,
+    prefix: str = "",
+    where: str = "",
+) -> None:
+    """Count a run finished (written to ``path`` in ``seconds``) and say so."""
+    if path != plan.path:  # someone created plan.path meanwhile
+        log(f"warning: {plan.run.name} was written to {path}, not {plan.path}")
+    result.finished.append(path)
+    log(f"{prefix}done   {plan.run.name} in {seconds:.1f} s{where}: {_metric_line(path)}")
+
+
+def record_failed(plan: PlannedRun, why: str, result: SweepResult, log: Log) -> None:
+    """Count a run failed (rerunning the sweep redoes it) and say why."""
+    result.failed[plan.run.name] = why
+    log(f"FAILED {plan.run.name}: {why}")
+
+
+def interrupted_message(result: SweepResult, left: int, detail: str) -> str:
+    """What an interrupted sweep leaves: ``left`` runs unfinished (``detail`` says more)."""
+    return (
+        f"interrupted: {len(result.finished)} run(s) finished in this session, "
+        f"{left} left ({detail}); rerun the same command to resume"
+    )
+
+
+class Executor(Protocol):
+    """What trains a sweep's unfinished runs; :func:`run_sweep` does the rest.
+
+    ``execute`` trains each run of ``todo`` (``plan.run.config``, into ``plan.path``) and
+    records it with :func:`record_done` or :func:`record_failed`; on Ctrl-C it stops what
+    it started, logs :func:`interrupted_message` and re-raises KeyboardInterrupt.
+    """
+
+    def describe(self, todo: int) -> str:
+        """How ``todo`` runs will be trained, for the sweep's first line."""
+        ...
+
+    def execute(self, todo: list[PlannedRun], result: SweepResult, log: Log) -> None: ...
+
+
+@dataclass
+class LocalExecutor:
+    """Worker processes on this machine, ``workers`` at a time (see the module doc)."""
+
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise NegrecError(f"--workers must be >= 1, got {self.workers}")
+
+    def _shape(self, todo: int) -> tuple[int, int]:
+        n_workers = min(self.workers, todo) or 1
+        return n_workers, worker_threads(n_workers)
+
+    def describe(self, todo: int) -> str:
+        n_workers, threads = self._shape(todo)
+        return f"{n_workers} worker(s), {threads} thread(s) each"
+
+    def execute(self, todo: list[PlannedRun], result: SweepResult, log: Log) -> None:
+        n_workers, threads = self._shape(len(todo))
+        _execute(todo, n_workers, threads, result, log)
+
+
+def run_sweep(
+    grid: Grid,
+    workers: int = 1,
+    *,
+    log: Log = _print,
+    executor: Executor | None = None,
+) -> SweepResult:
+    """Run the unfinished runs of ``grid`` with ``workers`` worker processes, or with
+    ``executor`` when given (e.g. a :class:`~negrec.experiment.ray_backend.RayExecutor`).
 
     Raises NegrecError before starting anything when a run's path holds something that
     is not this run (see :func:`plan_sweep`), or when another sweep holds the folder.
     Ctrl-C stops the workers and re-raises KeyboardInterrupt after saying what is left.
     """
-    if workers < 1:
-        raise NegrecError(f"--workers must be >= 1, got {workers}")
+    if executor is None:
+        executor = LocalExecutor(workers)
     check_conflicts(plan_sweep(grid))
     result = SweepResult(grid.folder)
     with sweep_lock(grid.folder):
@@ -319,16 +404,14 @@ def run_sweep(grid: Grid, workers: int = 1, *, log: Log = _print) -> SweepResult
         result.skipped = [p.path for p in plans if p.status == "done"]
         todo = [p for p in plans if p.status in ("todo", "stale")]
         redo = sum(p.status == "stale" for p in plans)
-        n_workers = min(workers, len(todo)) or 1
-        threads = worker_threads(n_workers)
         log(
             f"sweep {grid.name}: {len(plans)} runs in {grid.folder}: "
             f"{len(result.skipped)} finished before, {len(todo)} to run"
             + (f" ({redo} redone after a killed attempt)" if redo else "")
-            + (f"; {n_workers} worker(s), {threads} thread(s) each" if todo else "")
+            + (f"; {executor.describe(len(todo))}" if todo else "")
         )
         if todo:
-            _execute(todo, n_workers, threads, result, log)
+            executor.execute(todo, result, log)
     n_failed = len(result.failed)
     log(
         f"sweep {grid.name}: {len(result.complete)} of {len(grid.runs)} runs complete"
@@ -398,23 +481,16 @@ def _execute(
                     if worker.process.is_alive():
                         continue
                     worker.process.join()
-                    why = _death(worker.process)
-                    result.failed[plan.run.name] = why
-                    log(f"FAILED {plan.run.name}: {why}")
+                    record_failed(plan, _death(worker.process), result, log)
                     worker.index = None
                     retire(worker)
                     continue
                 worker.index = None
                 if message[0] == "done":
                     seconds = float(message[3])  # in the worker: without its start-up
-                    path = Path(message[2])
-                    if path != plan.path:  # someone created plan.path meanwhile
-                        log(f"warning: {plan.run.name} was written to {path}, not {plan.path}")
-                    result.finished.append(path)
-                    log(f"done   {plan.run.name} in {seconds:.1f} s: {_metric_line(path)}")
+                    record_done(plan, Path(message[2]), seconds, result, log)
                 else:
-                    result.failed[plan.run.name] = message[1]
-                    log(f"FAILED {plan.run.name}: {message[1]}")
+                    record_failed(plan, message[2], result, log)
         for worker in list(workers):  # done: they exit on their own, no need to wait
             with contextlib.suppress(OSError):
                 worker.conn.send(None)
@@ -423,12 +499,8 @@ def _execute(
     except KeyboardInterrupt:
         running = [todo[w.index].run.name for w in workers if w.index is not None]
         _stop(workers)
-        left = len(pending) + len(running)
-        log(
-            f"interrupted: {len(result.finished)} run(s) finished in this session, {left} left "
-            f"({', '.join(running) or 'none'} stopped mid-run); "
-            "rerun the same command to resume"
-        )
+        stopped = f"{', '.join(running) or 'none'} stopped mid-run"
+        log(interrupted_message(result, len(pending) + len(running), stopped))
         raise
     finally:
         for worker in workers:  # only after an unexpected error: never leave them running

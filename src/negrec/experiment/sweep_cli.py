@@ -2,6 +2,7 @@
 
     negrec sweep loss-theory --set data.root=/data --workers 2
     negrec sweep my-grid.toml --set 'grid.seeds=[0, 1]' --dry-run
+    negrec sweep loss-theory --ray auto --ray-cpus-per-run 4   # on a Ray cluster
 
 Interrupted (Ctrl-C, a killed worker, a lost machine)? Run the same command again:
 finished runs are skipped and killed ones redone (see :mod:`negrec.experiment.sweep`).
@@ -15,9 +16,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from negrec.argtypes import positive_int
+
+if TYPE_CHECKING:
+    from negrec.experiment.sweep import Executor
 
 SWEEP_HELP = """\
 A grid is a config with a [grid] table: dotted config paths with lists of values
@@ -45,9 +49,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     """Register ``negrec sweep``."""
     sweep = subparsers.add_parser(
         "sweep",
-        help="run a grid of configs in parallel worker processes (resumable)",
+        help="run a grid of configs in parallel worker processes or on Ray (resumable)",
         description="Expand the [grid] of a config (file or preset) into runs and train\n"
-        "them with worker processes on this machine. Rerun the same command to resume.",
+        "them with worker processes on this machine, or as tasks on a Ray cluster (--ray).\n"
+        "Rerun the same command to resume.",
         epilog=SWEEP_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,10 +68,24 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     sweep.add_argument(
         "--workers",
         type=positive_int,
-        default=1,
+        default=None,
         metavar="N",
         help="runs trained at once, one process each (default 1); each gets "
         "max(1, cores // N) threads",
+    )
+    sweep.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="train the runs as tasks on a Ray cluster instead: auto, HOST:PORT, "
+        "ray://HOST:10001, or local (a private instance on this machine); needs a "
+        "filesystem shared by all nodes (pip install 'negrec[ray]')",
+    )
+    sweep.add_argument(
+        "--ray-cpus-per-run",
+        type=_positive_float,
+        default=None,
+        metavar="N",
+        help="CPUs each Ray task asks for, and threads it uses (default 1)",
     )
     sweep.add_argument(
         "--output",
@@ -79,6 +98,36 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="list the expanded runs and what a sweep would do with each; run nothing",
     )
     sweep.set_defaults(func=sweep_command)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _executor(args: argparse.Namespace) -> Executor | None:
+    """The sweep's executor from --workers / --ray / --ray-cpus-per-run (None: local)."""
+    from negrec.errors import NegrecError
+
+    if args.ray is None:
+        if args.ray_cpus_per_run is not None:
+            raise NegrecError("--ray-cpus-per-run needs --ray ADDRESS")
+        return None
+    if args.workers is not None:
+        raise NegrecError(
+            "--workers and --ray do not go together: with --ray, the cluster's CPUs and "
+            "--ray-cpus-per-run decide how many runs train at once"
+        )
+    from negrec.experiment.ray_backend import RayExecutor, import_ray
+
+    import_ray()  # fail now, before anything, when Ray is not installed
+    cpus = 1.0 if args.ray_cpus_per_run is None else args.ray_cpus_per_run
+    return RayExecutor(args.ray, cpus)
 
 
 @contextmanager
@@ -104,6 +153,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from negrec.experiment.grid import load_grid
     from negrec.experiment.sweep import plan_sweep, run_sweep
 
+    executor = _executor(args)
     grid = load_grid(args.config, args.set, folder=args.output)
     if args.dry_run:
         plans = plan_sweep(grid)
@@ -120,7 +170,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         )
         return 0
     with _sigterm_as_interrupt():
-        result = run_sweep(grid, args.workers)
+        result = run_sweep(grid, args.workers or 1, executor=executor)
     if result.complete:
         from negrec.experiment.aggregate import write_report
         from negrec.experiment.report import load_runs
