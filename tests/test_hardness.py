@@ -9,6 +9,7 @@ seeds for the rest; and the command end to end on a tiny trained run.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ def test_distribution_and_beta_known_answer() -> None:
     np.testing.assert_allclose(
         H.uniform_cumulative(torch.tensor([2, 4]), 4), [0.375, 0.75, 0.875, 1.0]
     )
+
+
+def test_uniform_cumulative_is_the_mean_of_min_r_n_over_n() -> None:
+    """The histogram form equals the [R, max_rank] definition, n- above max_rank included."""
+    n_neg = torch.as_tensor(np.random.default_rng(0).integers(1, 90, 500))
+    r = torch.arange(1, 61, dtype=torch.float64).unsqueeze(0)  # [1, 60]
+    n = n_neg.to(torch.float64).unsqueeze(1)  # [500, 1]
+    brute = (torch.minimum(r, n) / n).mean(dim=0).numpy()
+    np.testing.assert_allclose(H.uniform_cumulative(n_neg, 60), brute, rtol=1e-13, atol=0)
 
 
 def config(name: str, **options: Any):
@@ -150,6 +160,38 @@ def test_inbatch_and_popularity_are_measured() -> None:
         result = measure(sampler)
         assert 0 < result.beta_measured < 2 and result.beta_theory is None
         assert result.cumulative[-1] == pytest.approx(1.0)
+
+
+def integer_model() -> MF:
+    """MODEL with small-integer embeddings: its float32 scores are exact, so they do not
+    depend on how many users one ``score_all`` call holds (a BLAS kernel's rounding does)."""
+    model = copy.deepcopy(MODEL)
+    with torch.no_grad():
+        for table in (model.user.weight, model.item.weight):
+            table.copy_(torch.round(table * 2))
+    return model
+
+
+@pytest.mark.parametrize("name", ["full", "uniform", "dns", "softmax_v"])
+def test_user_blocks_do_not_change_the_measurement(name: str) -> None:
+    """Ranking 1, 7 or 64 users at a time (a last block of 1 included) gives exactly the
+    result of one block of every user."""
+    sampler = build(name, **({"pool": 16} if name in ("dns", "softmax_v") else {}))
+    model, users = integer_model(), USERS[:129]
+
+    def run(block: int) -> H.Hardness:
+        g = torch.Generator().manual_seed(0)
+        return H.measure(model, TRAIN, sampler, users, draws=3, generator=g, block_users=block)
+
+    whole = run(users.numel())
+    for block in (1, 7, 64):
+        part = run(block)
+        np.testing.assert_array_equal(part.cumulative, whole.cumulative)
+        np.testing.assert_array_equal(part.uniform, whole.uniform)
+        assert part.beta_measured == whole.beta_measured
+        assert (part.n_users, part.n_rows) == (whole.n_users, whole.n_rows)
+    with pytest.raises(ValueError, match="block_users"):
+        run(0)
 
 
 # ------------------------------------------------------------------ the command

@@ -95,10 +95,21 @@ def cumulative_distribution(
 
 
 def uniform_cumulative(n_neg: torch.Tensor, max_rank: int) -> np.ndarray:
-    """``P(rank <= r)`` under uniform sampling, averaged over rows with n- negatives [R]."""
-    r = torch.arange(1, max_rank + 1, dtype=torch.float64, device=n_neg.device)  # [G]
-    n = n_neg.to(torch.float64).unsqueeze(1)  # [R, 1]
-    return (torch.minimum(r.unsqueeze(0), n) / n).mean(dim=0).cpu().numpy()
+    """``P(rank <= r)`` under uniform sampling, averaged over rows with n- >= 1 negatives
+    [R]: the mean over rows of ``min(r, n-) / n-``, for r = 1..max_rank.
+
+    Computed from a histogram of n- in O(R + max_rank) memory, not as an [R, max_rank]
+    matrix (64 GB at 40k rows and 200k items): at each r, the rows with n- <= r contribute 1
+    and the others r / n-, so it takes the count of the first and the sum of 1 / n- of the
+    second (a suffix sum, free of cancellation)."""
+    n = n_neg.detach().cpu().numpy().astype(np.int64)  # [R]
+    g = int(max_rank)
+    bins = np.minimum(n, g + 1)  # every n- > max_rank in bin g + 1
+    rows_upto = np.cumsum(np.bincount(bins, minlength=g + 2)[: g + 1])[1:]  # [G]: n- <= r
+    inverse = np.bincount(bins, weights=1.0 / n, minlength=g + 2)  # [G + 2]
+    inverse_above = np.cumsum(inverse[::-1])[::-1][2:]  # [G]: sum of 1/n- over n- > r
+    r = np.arange(1, g + 1, dtype=np.float64)
+    return (rows_upto + r * inverse_above) / n.size
 
 
 def measured_beta(ranks: torch.Tensor, weights: torch.Tensor, n_neg: torch.Tensor) -> float:
@@ -153,6 +164,35 @@ class Hardness:
         )
 
 
+#: users whose [n_items] score rows are sorted at once by :func:`measure`: about 20 bytes
+#: per (user, item) in flight, ~1 GB at 200k items
+BLOCK_USERS = 256
+
+
+def _ranks_by_user(
+    model: Model,
+    train: Interactions,
+    users: torch.Tensor,
+    candidates: torch.Tensor,
+    block_users: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ranks [U, C] of ``candidates`` [U, C] among each user's non-positive items, and the
+    users' numbers of non-positive items [U]), ``block_users`` users at a time."""
+    ranks, n_neg = [], []
+    for lo in range(0, users.numel(), block_users):
+        block = users[lo : lo + block_users]  # [b]
+        with torch.no_grad():
+            scores = model.score_all(block)  # [b, n_items]
+        positives = train.dense_mask(block)  # [b, n_items]
+        n_neg_block = (~positives).sum(dim=1)  # [b]
+        if bool((n_neg_block == 0).any()):
+            raise ValueError("every user needs a non-positive item")
+        ranks.append(ranks_among_negatives(scores, positives, candidates[lo : lo + block_users]))
+        n_neg.append(n_neg_block)
+        del scores, positives
+    return torch.cat(ranks), torch.cat(n_neg)
+
+
 def measure(
     model: Model,
     train: Interactions,
@@ -161,12 +201,17 @@ def measure(
     *,
     draws: int = 4,
     generator: torch.Generator,
+    block_users: int = BLOCK_USERS,
 ) -> Hardness:
     """Draw ``draws`` rows per user in ``users`` [U] (each row: the user and one of their
     training positives, uniformly), sample negatives, and rank them by ``model``'s scores.
 
-    Every user needs at least one training positive and one non-positive item.
+    Every user needs at least one training positive and one non-positive item. Scores are
+    ranked ``block_users`` users at a time, so memory holds [block_users, n_items] score
+    matrices, never [U, n_items].
     """
+    if block_users < 1:
+        raise ValueError(f"block_users must be >= 1, got {block_users}")
     device = users.device
     u, c_draws = users.numel(), int(draws)
     rows = users.repeat(c_draws)  # [R], row d * U + i is user i's d-th draw
@@ -195,14 +240,8 @@ def measure(
         ids = torch.arange(train.n_items, device=device).expand(rows.numel(), -1)
     c = ids.shape[1]
 
-    with torch.no_grad():
-        scores = model.score_all(users)  # [U, n_items]
-    positives = train.dense_mask(users)  # [U, n_items]
-    n_neg_user = (~positives).sum(dim=1)  # [U]
-    if bool((n_neg_user == 0).any()):
-        raise ValueError("every user needs a non-positive item")
     by_user = ids.reshape(c_draws, u, c).permute(1, 0, 2).reshape(u, c_draws * c)  # [U, D*C]
-    ranks = ranks_among_negatives(scores, positives, by_user)  # [U, D*C]
+    ranks, n_neg_user = _ranks_by_user(model, train, users, by_user, block_users)
     ranks = ranks.reshape(u, c_draws, c).permute(1, 0, 2).reshape(rows.numel(), c)  # [R, C]
     n_neg = n_neg_user.repeat(c_draws)  # [R]
 

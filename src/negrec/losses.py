@@ -20,6 +20,14 @@ Per positive with score ``s+`` and negatives ``s_j``:
 e.g. DNS's 1/M or Softmax-v); in CCE they weight ``e^{s_j}``; SimCE's max ignores weights
 but skips negatives of weight 0. ``log_q`` [B, K] applies the logQ correction of sampled
 softmax (Yi et al. 2019): CCE and softmax use ``s_j - log(K q_j)`` in place of ``s_j``.
+
+The whole catalogue as negatives (the ``full`` sampler): the trainer hands the score matrix
+[B, n_items] to :meth:`Loss.catalogue`, which is by definition the loss of
+:func:`catalogue_scores` (the positive's column as ``pos``, the matrix with its masked items
+at -inf as ``neg``). For CCE / softmax, where the [B, n_items] passes dominate a training
+step, it takes the direct form :func:`cce_catalogue` instead: same value and gradients, one
+[B, n_items] buffer instead of the masked copy, the [s+, neg] concatenation, logsumexp's
+temporaries and as many again in the backward pass.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from negrec.config_base import require
 from negrec.registry import Registry
@@ -107,6 +116,94 @@ def hinge(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0
     return _reduce_neg(per_neg, weights, neg_reduction == "mean").mean()
 
 
+# ---------------------------------------------------------------------------- whole catalogue
+def catalogue_scores(
+    scores: torch.Tensor, pos_items: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pos [B], neg [B, N])`` of the whole catalogue, as every loss sees it: ``pos`` is
+    column ``pos_items`` [B] of ``scores`` [B, N]; ``neg`` is ``scores`` with the items where
+    ``valid`` [B, N] is False (the user's training positives, hence the positive itself)
+    at -inf."""
+    pos = scores.gather(1, pos_items.unsqueeze(1)).squeeze(1)
+    neg = scores if valid is None else scores.masked_fill(~valid, NEG_INF)
+    return pos, neg
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """Per row, ``logsumexp(logits) - logits[target]`` where ``logits`` is ``scores`` with the
+    ``drop`` entries at -inf and ``shift`` subtracted from every column but the target.
+
+    Forward and backward share one [B, N] buffer: forward leaves the softmax in it, backward
+    turns it in place into the gradient ``grad * (softmax - onehot(target))``. Hence one
+    backward pass per forward: a second one (``retain_graph=True``) raises autograd's
+    "modified by an inplace operation" error instead of returning a wrong gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        scores: torch.Tensor,
+        target: torch.Tensor,
+        drop: torch.Tensor | None,
+        shift: float,
+    ) -> torch.Tensor:
+        rows = torch.arange(target.numel(), device=target.device)
+        target_scores = scores[rows, target]
+        # one pass (masked_fill would copy, then fill)
+        work = scores.clone() if drop is None else torch.where(drop, NEG_INF, scores)
+        if shift:
+            work.sub_(shift)
+            work[rows, target] = target_scores
+        top = work.amax(dim=1, keepdim=True)  # finite: the target column is never dropped
+        work.sub_(top).exp_()
+        total = work.sum(dim=1, keepdim=True)
+        work.div_(total)  # the softmax
+        ctx.save_for_backward(work, target)
+        return (top + total.log()).squeeze(1) - target_scores
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        probs, target = ctx.saved_tensors
+        rows = torch.arange(target.numel(), device=target.device)
+        out = probs.mul_(grad.unsqueeze(1))
+        out.index_put_((rows, target), -grad, accumulate=True)
+        return out, None, None, None
+
+
+def cce_catalogue(
+    scores: torch.Tensor,
+    pos_items: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+    neg_reduction: Literal["sum", "mean"] = "sum",
+) -> torch.Tensor:
+    """CCE over the whole catalogue straight from the score matrix ``scores`` [B, N]:
+    ``cce(*catalogue_scores(scores, pos_items, valid), neg_reduction=...)`` in value and
+    gradient (up to float rounding), without building it.
+
+    The positive is already a column of the matrix, so ``logsumexp([s+, neg]) - s+`` is
+    the cross-entropy of the row with the masked items at -inf but the positive's column
+    kept, at target ``pos_items``: a softmax computed in place in one [B, N] buffer that
+    becomes the gradient (see :class:`_SoftmaxCrossEntropy`). A positive that ``valid``
+    leaves among the negatives (``valid`` None, or True at it) counts twice in
+    ``[s+, neg]``: that row's value is then ``log(e^ce + 1)`` (``log(e^ce + 1/N)`` with
+    ``neg_reduction = "mean"``), as in ``cce``.
+    """
+    rows = torch.arange(pos_items.numel(), device=pos_items.device)
+    if valid is None:
+        drop = None
+        twice = torch.ones(pos_items.shape, dtype=torch.bool, device=pos_items.device)
+    else:
+        twice = valid[rows, pos_items]
+        drop = ~valid
+        drop[rows, pos_items] = False  # the positive's column is the target
+    shift = math.log(scores.shape[1]) if neg_reduction == "mean" else 0.0
+    per_row = _SoftmaxCrossEntropy.apply(scores, pos_items, drop, shift)
+    doubled = torch.logaddexp(per_row, per_row.new_tensor(-shift))  # + e^{s+ - shift}
+    return torch.where(twice, doubled, per_row).mean()
+
+
 LossFn = Callable[..., torch.Tensor]
 
 
@@ -135,6 +232,27 @@ class Loss:
             neg_reduction=self.config.neg_reduction,
             margin=self.config.margin,
         )
+
+    def catalogue(
+        self,
+        scores: torch.Tensor,
+        pos_items: torch.Tensor,
+        *,
+        valid: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss with every item as a negative, from the score matrix ``scores``
+        [B, N] (``valid``, ``log_q``, ``weights``: [B, N]): by definition
+        ``self(*catalogue_scores(scores, pos_items, valid), log_q=..., weights=...)``.
+        CCE / softmax without ``log_q`` or ``weights`` (the ``full`` sampler sets neither)
+        computes it as :func:`cce_catalogue`, which never builds that pair."""
+        if self.fn is cce and log_q is None and weights is None:
+            return cce_catalogue(
+                scores, pos_items, valid=valid, neg_reduction=self.config.neg_reduction
+            )
+        pos, neg = catalogue_scores(scores, pos_items, valid)
+        return self(pos, neg, log_q=log_q, weights=weights)
 
 
 _FUNCTIONS: dict[str, LossFn] = {

@@ -3,8 +3,10 @@
 ``fit`` combines a model (scores), a sampler (proposes negatives) and a loss (a pure tensor
 function): for each batch of (user, positive) pairs it draws K negatives, scores the
 positive and its negatives in one model call, applies the loss (plus the optional explicit
-L2 term) and takes an Adam step. Evaluation on the validation split, early stopping with
-best-weight restore, checkpoints, progress bars and the bound monitor are callbacks.
+L2 term) and takes an Adam step (:func:`score_and_loss`; with the whole catalogue as
+negatives the loss reads the [B, n_items] score matrix itself). Evaluation on the validation
+split, early stopping with best-weight restore, checkpoints, progress bars and the bound
+monitor are callbacks.
 
 Regularisation, two documented knobs:
 - ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.
@@ -37,7 +39,7 @@ from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
 from negrec.errors import NegrecError
 from negrec.evaluate import EvalConfig, evaluate
-from negrec.losses import Loss
+from negrec.losses import Loss, catalogue_scores
 from negrec.models.base import Model
 from negrec.optim import LazyAdam
 from negrec.samplers.base import Negatives, Sampler
@@ -308,14 +310,16 @@ def score_batch(
     model: Model, batch: Batch, negatives: Negatives
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scores of the positives [B] and negatives [B, K] in one model call; also the item
-    ids [B, 1 + K] whose embeddings the batch touched (for the L2 penalty)."""
+    ids [B, 1 + K] whose embeddings the batch touched (for the L2 penalty).
+
+    The whole catalogue (``negatives.ids is None``) gives ``neg`` [B, n_items] with the
+    items ``negatives.valid`` masks at -inf (:func:`negrec.losses.catalogue_scores`);
+    :func:`score_and_loss` does not build it for CCE / softmax."""
     pos = batch.pos.unsqueeze(1)  # [B, 1]
     if negatives.ids is None:  # the whole catalogue
-        all_scores = model.score_all(batch.ctx)  # [B, n_items]
-        neg = all_scores
-        pos_scores = all_scores.gather(1, pos).squeeze(1)
-        touched = pos
-    elif negatives.shared:  # one candidate list for all rows (in-batch negatives)
+        pos_scores, neg = catalogue_scores(model.score_all(batch.ctx), batch.pos, negatives.valid)
+        return pos_scores, neg, pos
+    if negatives.shared:  # one candidate list for all rows (in-batch negatives)
         candidates = negatives.ids[0]  # [K]
         width = candidates.numel()
         scores = model.score_candidates(batch.ctx, torch.cat([candidates, batch.pos]))
@@ -329,6 +333,30 @@ def score_batch(
     if negatives.valid is not None:
         neg = neg.masked_fill(~negatives.valid, NEG_INF)
     return pos_scores, neg, touched
+
+
+def score_and_loss(
+    model: Model, loss: Loss, batch: Batch, negatives: Negatives
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one batch, and the item ids its L2 penalty covers (see :func:`score_batch`).
+
+    One special case: with the whole catalogue as negatives (``negatives.ids is None``) the
+    loss gets the score matrix [B, n_items] itself (:meth:`Loss.catalogue`; the positive is
+    a column of it), so CCE / softmax skips the [B, n_items] copies of the (pos, neg) form.
+    Same value and gradients either way.
+    """
+    if negatives.ids is None:
+        scores = model.score_all(batch.ctx)  # [B, n_items]
+        value = loss.catalogue(
+            scores,
+            batch.pos,
+            valid=negatives.valid,
+            log_q=negatives.log_q,
+            weights=negatives.weights,
+        )
+        return value, batch.pos.unsqueeze(1)
+    pos_scores, neg_scores, touched = score_batch(model, batch, negatives)
+    return loss(pos_scores, neg_scores, log_q=negatives.log_q, weights=negatives.weights), touched
 
 
 def fit(
@@ -379,10 +407,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             value = torch.zeros((), device=device)
             if share:  # (a rank gets no rows of a last batch smaller than the world)
-                pos_scores, neg_scores, touched = score_batch(model, mine, negatives)
-                value = loss(
-                    pos_scores, neg_scores, log_q=negatives.log_q, weights=negatives.weights
-                )
+                value, touched = score_and_loss(model, loss, mine, negatives)
                 if config.l2:
                     value = value + config.l2 * model.l2_penalty(mine.ctx, touched)
                 (value * share).backward()

@@ -2,7 +2,7 @@
 
 Model selection and early stopping read ``valid`` only; ``test`` is read once, at the end.
 Every split is seeded (a ``numpy.random.Generator`` or an int seed) and fully vectorised:
-per-user positions come from one ``lexsort``, never from a loop over users.
+per-user positions come from one stable argsort, never from a loop over users.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from negrec.data.interactions import Interactions, NoTimeOrder
+from negrec.data.interactions import Interactions, NoTimeOrder, _segment_key_order
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,10 @@ class Split:
 
 def _rank_within_user(data: Interactions, keys: np.ndarray) -> np.ndarray:
     """Position [nnz] of each interaction inside its user's row when the row is ordered by
-    ``keys`` [nnz] (ascending, ties by item id). Vectorised with one lexsort."""
-    users, items = data.to_coo()
-    order = np.lexsort((items, keys, users))
+    ``keys`` [nnz] (ascending, ties by item id). Vectorised with one stable argsort: the
+    order of ``np.lexsort((items, keys, users))``, as rows are stored sorted by item."""
+    users, _ = data.to_coo()
+    order = _segment_key_order(users, keys, data.n_users)
     position = np.empty(data.nnz, dtype=np.int64)
     position[order] = np.arange(data.nnz) - np.repeat(data.indptr[:-1], data.user_degrees)
     return position
