@@ -46,6 +46,13 @@ def epoch_seconds(split, loss: str, k: int, optimizer: str, repeats: int) -> flo
 
 
 def implicit_seconds(split, repeats: int, threads: int) -> float:
+    """Median wall time of one `implicit` BPR iteration (after one warm-up)."""
+    return float(np.median(implicit_times(split, repeats, threads)))
+
+
+def implicit_times(split, repeats: int, threads: int) -> list[float]:
+    """Wall times of ``repeats`` one-iteration `implicit` BPR fits, after a warm-up fit
+    (factors 64, one pass over the training interactions)."""
     import implicit
     import scipy.sparse as sp
 
@@ -62,7 +69,7 @@ def implicit_seconds(split, repeats: int, threads: int) -> float:
         start = time.perf_counter()
         bpr.fit(matrix, show_progress=False)
         times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    return times[1:]
 
 
 def bare_topk_seconds(model: MF, users: np.ndarray, k: int, batch: int) -> float:

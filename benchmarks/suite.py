@@ -173,26 +173,6 @@ def negrec_epochs(
     return {"warmup": seconds[0], "seconds": seconds[1:], "steps": steps, "timed": timed}
 
 
-def implicit_seconds(split: Any, repeats: int, threads: int) -> list[float]:
-    import implicit
-    import scipy.sparse as sp
-
-    users, items = split.train.to_coo()
-    matrix = sp.csr_matrix(
-        (np.ones(users.size, dtype=np.float32), (users, items)),
-        shape=(split.n_users, split.n_items),
-    )
-    times = []
-    for i in range(repeats + 1):
-        bpr = implicit.cpu.bpr.BayesianPersonalizedRanking(
-            factors=64, iterations=1, random_state=i, num_threads=threads
-        )
-        start = time.perf_counter()
-        bpr.fit(matrix, show_progress=False)
-        times.append(time.perf_counter() - start)
-    return times[1:]
-
-
 def negrec_eval_seconds(model: Any, split: Any, repeats: int, auc: bool) -> list[float]:
     from negrec.evaluate import EvalConfig, evaluate
 
@@ -310,7 +290,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
                 "config": general_config(1024, 1, ml1m),
             },
         )
-        imp = implicit_seconds(ml1m, reps, args.threads)
+        from bench_speed import implicit_times  # beside this script
+
+        imp = implicit_times(ml1m, reps, args.threads)
         mf_bpr_seconds = median(ours["seconds"])
         rows.append(
             Row(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -32,12 +31,7 @@ from negrec.train import Batch, make_batches, score_and_loss, score_batch
 B, N = 6, 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def previous(

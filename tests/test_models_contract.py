@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -44,13 +43,7 @@ EVAL = {"ks": [10], "auc": False}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def raw_config(model: dict[str, Any], loss: str = "bpr", sampler: str = "uniform") -> dict:

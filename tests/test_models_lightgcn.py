@@ -11,7 +11,6 @@ hand-built matrix below, on a non-square, irregular graph where no symmetry hide
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -31,12 +30,7 @@ ROWS = [[0, 1], [1, 2, 3], [3], []]
 N_ITEMS = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def graph() -> Interactions:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +39,7 @@ from negrec.train import fit
 SEQUENTIAL = ["sasrec", "gru4rec"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def from_sequences(sequences: list[list[int]], n_items: int) -> Interactions:
