@@ -28,18 +28,20 @@ numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 PARALLEL_MIN_WORK = 1 << 18
 
 
-def _serial_and_parallel(body: Callable[..., None]) -> tuple[Any, Any]:
+def _serial_and_parallel(body: Callable[..., None], fastmath: bool = False) -> tuple[Any, Any]:
     """Compile ``body`` twice: serially and with ``prange`` spread over numba's threads.
 
     The serial copy gets its own qualified name so the two on-disk caches never collide.
+    ``fastmath`` lets LLVM reorder a float sum so that it vectorises (dot products: ~5x
+    faster here); the result changes only in the last bits, the same way on every call.
     """
     serial_body = types.FunctionType(
         body.__code__, body.__globals__, body.__name__ + "_serial", body.__defaults__
     )
     serial_body.__qualname__ = body.__qualname__ + "_serial"
     return (
-        njit(cache=True, nogil=True)(serial_body),
-        njit(parallel=True, cache=True, nogil=True)(body),
+        njit(cache=True, nogil=True, fastmath=fastmath)(serial_body),
+        njit(parallel=True, cache=True, nogil=True, fastmath=fastmath)(body),
     )
 
 
@@ -153,7 +155,7 @@ def _gather_dot_forward(
             out[b, k] = acc
 
 
-_GATHER_DOT_FORWARD = _serial_and_parallel(_gather_dot_forward)
+_GATHER_DOT_FORWARD = _serial_and_parallel(_gather_dot_forward, fastmath=True)
 
 
 def gather_dot_forward(
@@ -181,7 +183,7 @@ def _gather_dot_backward_vectors(
                 out[b, j] += g * row[j]
 
 
-_GATHER_DOT_BACKWARD_VECTORS = _serial_and_parallel(_gather_dot_backward_vectors)
+_GATHER_DOT_BACKWARD_VECTORS = _serial_and_parallel(_gather_dot_backward_vectors, fastmath=True)
 
 
 def gather_dot_backward_vectors(
