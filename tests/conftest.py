@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
+from negrec.experiment import rundir
+from negrec.experiment.config import ExperimentConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -71,3 +75,47 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def write_fake_run(
+    folder: Path,
+    name: str,
+    *,
+    loss: str,
+    seed: int,
+    k: int,
+    history: list[dict[str, float]],
+    valid: dict[str, float],
+    test: dict[str, float],
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """A complete run directory written by hand (no training): the resolved config (MF,
+    uniform sampler, 3 epochs, plus ``config`` sections), ``history`` rows, and a summary
+    with best epoch 3 and the given ``valid`` / ``test`` metrics."""
+    raw: dict[str, Any] = {
+        "name": name,
+        "output": str(folder),
+        "loss": {"name": loss},
+        "sampler": {"k": k},
+        "train": {"seed": seed, "epochs": 3},
+        **(config or {}),
+    }
+    path = folder / name
+    path.mkdir(parents=True)
+    rundir.write_toml(path / "config.toml", ExperimentConfig.from_dict(raw).to_toml_dict())
+    rundir.write_json(path / "environment.json", {"python": "3"})
+    pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+    summary = {
+        "name": name,
+        "model": "mf",
+        "loss": loss,
+        "sampler": "uniform",
+        "k": k,
+        "seed": seed,
+        "selection_metric": "ndcg@20",
+        "best_epoch": 3,
+        "valid": valid,
+        "test": test,
+    }
+    rundir.write_json(path / "summary.json", summary)
+    return path

@@ -11,11 +11,10 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from conftest import write_fake_run
 
 from negrec.cli import main
-from negrec.experiment import rundir
 from negrec.experiment.aggregate import (
     PairedTest,
     aggregate,
@@ -26,7 +25,6 @@ from negrec.experiment.aggregate import (
     seeds_repeat,
     write_report,
 )
-from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.report import load_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,38 +39,20 @@ VALUES = {
 
 def write_run(folder: Path, name: str, loss: str, seed: int, value: float, k: int = 4) -> Path:
     """A complete run directory written by hand (no training)."""
-    config = ExperimentConfig.from_dict(
-        {
-            "name": name,
-            "output": str(folder),
-            "loss": {"name": loss},
-            "sampler": {"k": k},
-            "train": {"seed": seed, "epochs": 3},
-        }
-    )
-    path = folder / name
-    path.mkdir(parents=True)
-    rundir.write_toml(path / "config.toml", config.to_toml_dict())
-    rundir.write_json(path / "environment.json", {"python": "3"})
     history = [
         {"epoch": e, "loss": 1.0 / e, "valid/ndcg@20": value * e / 3 + 0.01 * seed}
         for e in (1, 2, 3)
     ]
-    pd.DataFrame(history).to_csv(path / "history.csv", index=False)
-    summary = {
-        "name": name,
-        "model": "mf",
-        "loss": loss,
-        "sampler": "uniform",
-        "k": k,
-        "seed": seed,
-        "selection_metric": "ndcg@20",
-        "best_epoch": 3,
-        "valid": {"ndcg@20": value + 0.01},
-        "test": {"ndcg@20": value, "recall@20": 2 * value},
-    }
-    rundir.write_json(path / "summary.json", summary)
-    return path
+    return write_fake_run(
+        folder,
+        name,
+        loss=loss,
+        seed=seed,
+        k=k,
+        history=history,
+        valid={"ndcg@20": value + 0.01},
+        test={"ndcg@20": value, "recall@20": 2 * value},
+    )
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from conftest import make_interactions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
 from negrec.evaluate import EvalConfig, evaluate
 from negrec.metrics import opauc_name, positions_from_ranks
@@ -32,13 +32,6 @@ ev = importlib.import_module("negrec.evaluate")
 
 KS = [1, 2, 3, 5]
 BETAS = [0.1, 0.25, 0.4, 0.5, 1.0]
-
-
-def make_interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    """Interactions from one list of item ids per user."""
-    users = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
-    items = np.array([i for r in rows for i in r], dtype=np.int64)
-    return Interactions.from_arrays(users, items, n_users=len(rows), n_items=n_items)
 
 
 class FixedScores(nn.Module):

@@ -19,13 +19,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import write_fake_run
 
 from negrec.cli import main
-from negrec.experiment import rundir
 from negrec.experiment.aggregate import aggregate, markdown_table
-from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.report import comparison_table, load_runs
 from negrec.experiment.report_html import render_html
 
@@ -38,21 +36,6 @@ SEEDS = (0, 1, 2)
 
 def write_run(folder: Path, loss: str, k: int, seed: int) -> Path:
     """A complete run directory with bound-monitor columns, written by hand."""
-    name = f"loss={loss},sampler.k={k},seed={seed}"
-    config = ExperimentConfig.from_dict(
-        {
-            "name": name,
-            "output": str(folder),
-            "loss": {"name": loss},
-            "sampler": {"k": k},
-            "train": {"seed": seed, "epochs": 3},
-            "monitor": {"enabled": True},
-        }
-    )
-    path = folder / name
-    path.mkdir(parents=True)
-    rundir.write_toml(path / "config.toml", config.to_toml_dict())
-    rundir.write_json(path / "environment.json", {"python": "3"})
     value = 0.1 + 0.02 * k + (0.03 + 0.002 * seed * seed if loss == "cce" else 0.0) + 0.005 * seed
     history = []
     for epoch in (1, 2, 3):
@@ -61,21 +44,17 @@ def write_run(folder: Path, loss: str, k: int, seed: int) -> Path:
             row[f"bound/k={k}/{bound}/holds"] = 0.5 + 0.1 * epoch
             row[f"bound/k={k}/{bound}/predicted"] = 0.4 + 0.1 * epoch
         history.append(row)
-    pd.DataFrame(history).to_csv(path / "history.csv", index=False)
-    summary = {
-        "name": name,
-        "model": "mf",
-        "loss": loss,
-        "sampler": "uniform",
-        "k": k,
-        "seed": seed,
-        "selection_metric": "ndcg@20",
-        "best_epoch": 3,
-        "valid": {"ndcg@20": value},
-        "test": {"ndcg@20": value - 0.01, "recall@20": 2 * value},
-    }
-    rundir.write_json(path / "summary.json", summary)
-    return path
+    return write_fake_run(
+        folder,
+        f"loss={loss},sampler.k={k},seed={seed}",
+        loss=loss,
+        seed=seed,
+        k=k,
+        history=history,
+        valid={"ndcg@20": value},
+        test={"ndcg@20": value - 0.01, "recall@20": 2 * value},
+        config={"monitor": {"enabled": True}},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -55,16 +55,21 @@ _BLANK_BYTES = (9, 10, 13, 32)  # what the pandas C parser accepts on a line it 
 
 
 # ---------------------------------------------------------------------------- file access
-def _read_bytes(path: PathLike) -> bytes:
-    """The file's bytes (without a UTF-8 byte-order mark), checked to be UTF-8 text."""
+def read_file(path: PathLike) -> bytes:
+    """The file's bytes as stored; errors name the file."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", path=path) from None
     except IsADirectoryError:
         raise DataError("is a directory; expected a data file", path=path) from None
     except OSError as err:
         raise DataError(f"cannot read the file: {err.strerror}", path=path) from None
+
+
+def _read_bytes(path: PathLike) -> bytes:
+    """The file's bytes (without a UTF-8 byte-order mark), checked to be UTF-8 text."""
+    data = read_file(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     decode_utf8(data, path)

@@ -44,7 +44,14 @@ import numpy as np
 import pandas as pd
 
 from negrec.data import loaders
-from negrec.data.loaders import PathLike, _auto_ids, _show, decode_utf8, load_delimited
+from negrec.data.loaders import (
+    PathLike,
+    _auto_ids,
+    _show,
+    decode_utf8,
+    load_delimited,
+    read_file,
+)
 from negrec.errors import DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -53,18 +60,6 @@ MAX_UNCOMPRESSED = 64 << 30
 
 
 # ------------------------------------------------------------------------- file access
-def _read_file(path: PathLike) -> bytes:
-    """The file's bytes as stored; errors name the file."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    except IsADirectoryError:
-        raise DataError("is a directory; expected a data file", path=path) from None
-    except OSError as err:
-        raise DataError(f"cannot read the file: {err.strerror}", path=path) from None
-
-
 def _gunzip(data: bytes, path: PathLike) -> bytes:
     """``data`` decompressed when it starts with the gzip magic bytes, else unchanged."""
     if not data.startswith(_GZIP_MAGIC):
@@ -94,7 +89,7 @@ def _plain_file(path: PathLike, *, latin1: bool = False) -> Iterator[tuple[Path,
     temporary copy are re-raised naming ``path`` (line numbers are the same), and the
     copy is deleted afterwards.
     """
-    stored = _read_file(path)
+    stored = read_file(path)
     data = _gunzip(stored, path)
     if latin1:
         try:
@@ -342,7 +337,7 @@ def _json_lines(
     ``convert`` maps a role to a function returning the value or None when it is invalid.
     Returns (values per role, 1-based line numbers). Blank lines are skipped.
     """
-    text = decode_utf8(_gunzip(_read_file(path), path), path)
+    text = decode_utf8(_gunzip(read_file(path), path), path)
     values: dict[str, list[Any]] = {role: [] for role in fields}
     numbers: list[int] = []
     decoder = json.JSONDecoder()

@@ -38,7 +38,6 @@ import os
 import signal
 import socket
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -50,6 +49,8 @@ from negrec.experiment.sweep import (
     Log,
     PlannedRun,
     SweepResult,
+    _limit_threads,
+    failure_message,
     interrupted_message,
     record_done,
     record_failed,
@@ -93,7 +94,6 @@ def run_task(
     try:
         from negrec.experiment.config import ExperimentConfig
         from negrec.experiment.runner import run_experiment
-        from negrec.experiment.sweep import _limit_threads
 
         _limit_threads(threads)
         start = time.perf_counter()  # as a local worker reports it: without the imports
@@ -103,11 +103,7 @@ def run_task(
             return ("done", str(final), 0.0, host)
         path = run_experiment(parsed, progress=False)
     except Exception as err:
-        if isinstance(err, NegrecError):
-            message = str(err)
-        else:
-            message = "".join(traceback.format_exception(err)).rstrip()
-        return ("failed", message, host)
+        return ("failed", failure_message(err), host)
     return ("done", str(path), time.perf_counter() - start, host)
 
 

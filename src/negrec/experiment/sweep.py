@@ -256,15 +256,19 @@ def _worker_main(conn: Connection, threads: int, parent: int) -> None:
             try:
                 path = run_experiment(config, progress=False)
             except Exception as err:
-                if isinstance(err, NegrecError):
-                    message = str(err)
-                else:
-                    message = "".join(traceback.format_exception(err)).rstrip()
-                conn.send(("failed", index, message))
+                conn.send(("failed", index, failure_message(err)))
             else:
                 conn.send(("done", index, str(path), time.perf_counter() - start))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         return
+
+
+def failure_message(err: Exception) -> str:
+    """How a failed run is reported: a NegrecError's own one-line message (bad input,
+    config), the full traceback for anything else (a bug to report)."""
+    if isinstance(err, NegrecError):
+        return str(err)
+    return "".join(traceback.format_exception(err)).rstrip()
 
 
 @dataclass
