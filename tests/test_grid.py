@@ -181,7 +181,7 @@ def test_a_grid_is_not_a_single_run(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize(("preset", "count"), [("simce", 18), ("hns", 12), ("loss-theory", 90)])
+@pytest.mark.parametrize(("preset", "count"), [("simce", 18), ("hns", 42), ("loss-theory", 90)])
 def test_presets_expand_with_registered_plugins(preset, count):
     grid = load_grid(preset, ["data.root=/nowhere"])
     assert len(grid.runs) == count

@@ -63,6 +63,11 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     # "lazy_adam": row-sparse embedding gradients, only touched rows updated (negrec.optim)
     optimizer: Literal["adam", "lazy_adam"] = "adam"
+    # "bf16": the model's scoring runs under bfloat16 autocast (matrix products in bf16;
+    # the loss, the weights and evaluation stay float32). Pays for SASRec / NCF / full
+    # softmax on GPUs; MF's gather-and-dot has no matrix product to speed up.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False  # torch.compile the scoring + loss of a step (see loss_step)
 
     def validate(self, prefix: str) -> None:
         require(self.epochs >= 1, f"{prefix}.epochs", "must be >= 1")
@@ -72,6 +77,12 @@ class TrainConfig:
         require(self.l2 >= 0, f"{prefix}.l2", "must be >= 0")
         require(self.eval_every >= 1, f"{prefix}.eval_every", "must be >= 1")
         require(self.patience >= 0, f"{prefix}.patience", "must be >= 0")
+        require(
+            not (self.compile and self.optimizer == "lazy_adam"),
+            f"{prefix}.compile",
+            "cannot be combined with optimizer = 'lazy_adam' (torch.compile does not "
+            "trace row-sparse gradients)",
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -336,7 +347,11 @@ def score_batch(
 
 
 def score_and_loss(
-    model: Model, loss: Loss, batch: Batch, negatives: Negatives
+    model: Model,
+    loss: Loss,
+    batch: Batch,
+    negatives: Negatives,
+    precision: Literal["fp32", "bf16"] = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one batch, and the item ids its L2 penalty covers (see :func:`score_batch`).
 
@@ -344,19 +359,51 @@ def score_and_loss(
     loss gets the score matrix [B, n_items] itself (:meth:`Loss.catalogue`; the positive is
     a column of it), so CCE / softmax skips the [B, n_items] copies of the (pos, neg) form.
     Same value and gradients either way.
+
+    ``precision = "bf16"``: scoring runs under bfloat16 autocast and the scores are cast
+    back to float32 before the loss (log-sum-exp and softplus stay accurate).
     """
+    device_type = batch.pos.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        if negatives.ids is None:
+            scores = model.score_all(batch.ctx)  # [B, n_items]
+        else:
+            pos_scores, neg_scores, touched = score_batch(model, batch, negatives)
     if negatives.ids is None:
-        scores = model.score_all(batch.ctx)  # [B, n_items]
         value = loss.catalogue(
-            scores,
+            scores.float(),
             batch.pos,
             valid=negatives.valid,
             log_q=negatives.log_q,
             weights=negatives.weights,
         )
         return value, batch.pos.unsqueeze(1)
-    pos_scores, neg_scores, touched = score_batch(model, batch, negatives)
-    return loss(pos_scores, neg_scores, log_q=negatives.log_q, weights=negatives.weights), touched
+    value = loss(
+        pos_scores.float(), neg_scores.float(), log_q=negatives.log_q, weights=negatives.weights
+    )
+    return value, touched
+
+
+#: (batch, negatives) -> (loss value, item ids the L2 penalty covers)
+LossStep = Callable[[Batch, Negatives], tuple[torch.Tensor, torch.Tensor]]
+
+
+def loss_step(model: Model, loss: Loss, config: TrainConfig) -> LossStep:
+    """:func:`score_and_loss` for this run's precision, compiled when ``config.compile``.
+
+    ``torch.compile`` fuses the gather, the dot products and the loss into a few kernels
+    (on GPUs: fewer launches and one pass over the [B, K, d] rows); the sampler stays
+    outside the compiled graph, it draws with a generator. Shapes vary only in the last
+    batch of an epoch, which compiles once more.
+    """
+
+    def step(batch: Batch, negatives: Negatives) -> tuple[torch.Tensor, torch.Tensor]:
+        return score_and_loss(model, loss, batch, negatives, config.precision)
+
+    if not config.compile:
+        return step
+    compiled: LossStep = torch.compile(step)
+    return compiled
 
 
 def fit(
@@ -382,6 +429,7 @@ def fit(
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
+    step_loss = loss_step(model, loss, config)
     batches = make_batches(model, split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
@@ -397,7 +445,7 @@ def fit(
         state.epoch, state.log = epoch, {"epoch": epoch}
         model.train()
         start = time.perf_counter()
-        total = torch.zeros((), device=device, dtype=torch.float64)
+        step_losses: list[torch.Tensor] = []  # [] per step, on the device
         own_generator = world.rank_generator(generator, config.seed, epoch)  # hard negatives
         for step, batch in enumerate(batches.epoch(generator), start=1):
             rows = world.rows(len(batch.users))  # this rank's slice of the global batch
@@ -407,20 +455,19 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             value = torch.zeros((), device=device)
             if share:  # (a rank gets no rows of a last batch smaller than the world)
-                value, touched = score_and_loss(model, loss, mine, negatives)
+                value, touched = step_loss(mine, negatives)
                 if config.l2:
                     value = value + config.l2 * model.l2_penalty(mine.ctx, touched)
                 (value * share).backward()
             # summed over ranks: the global batch's loss and gradient (as is, in one process)
             batch_loss = world.all_reduce_gradients(model, value.detach() * share)
-            if not bool(torch.isfinite(batch_loss)):
-                raise TrainingDiverged(
-                    f"loss became {batch_loss.item()} at epoch {epoch}, batch {step}; "
-                    "lower train.lr or add regularisation"
-                )
+            step_losses.append(batch_loss)
+            if device.type == "cpu":  # free here; on a GPU it would stall the launch queue
+                check_finite(batch_loss.reshape(1), epoch, first_step=step)
             optimizer.step()
-            total += batch_loss
-        state.log["loss"] = float(total) / len(batches)
+        losses = torch.stack(step_losses).double()  # [steps]
+        check_finite(losses, epoch)  # (GPUs: once per epoch, naming the first bad batch)
+        state.log["loss"] = float(losses.sum()) / len(batches)
         state.log["train_seconds"] = time.perf_counter() - start
         for callback in callbacks:
             callback.on_epoch_end(state)
@@ -432,6 +479,18 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def check_finite(losses: torch.Tensor, epoch: int, first_step: int = 1) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite batch loss of an epoch
+    (``losses`` [steps] are the batch losses from step ``first_step`` on)."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        index = int(bad[0, 0])
+        raise TrainingDiverged(
+            f"loss became {losses[index].item()} at epoch {epoch}, batch {first_step + index}; "
+            "lower train.lr or add regularisation"
+        )
 
 
 def draw_negatives(

@@ -73,16 +73,25 @@ def normalized_adjacency(train: Interactions) -> torch.Tensor:
 
 class _SymmetricSpMM(torch.autograd.Function):
     """``Â @ X`` for a symmetric sparse ``Â``; the backward pass is ``Â @ grad`` (no
-    transpose of the sparse matrix, which CSR would otherwise need every step)."""
+    transpose of the sparse matrix, which CSR would otherwise need every step).
+
+    Both products run in Â's float32 with autocast off: under bf16 autocast the sparse
+    product would be cast to bfloat16 (no CPU kernel), and on CUDA the gradient arrives in
+    bfloat16, which cuSPARSE cannot multiply with a float32 matrix."""
 
     @staticmethod
     def forward(ctx: Any, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adjacency = adjacency
-        return adjacency @ x
+        return _float32_spmm(adjacency, x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, ctx.adjacency @ grad
+        return None, _float32_spmm(ctx.adjacency, grad)
+
+
+def _float32_spmm(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(x.device.type, enabled=False):
+        return adjacency @ x.to(adjacency.dtype)
 
 
 @MODELS.register("lightgcn")
