@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_interactions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
@@ -19,12 +20,6 @@ from negrec.errors import ConfigError
 from negrec.samplers import SAMPLERS
 from negrec.samplers.full import FullCatalogue, FullConfig
 from negrec.samplers.uniform import UniformConfig, UniformSampler
-
-
-def make_interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
-    items = np.array([i for r in rows for i in r], dtype=np.int64)
-    return Interactions.from_arrays(users, items, n_users=len(rows), n_items=n_items)
 
 
 def uniform(train: Interactions, **options) -> UniformSampler:
@@ -232,3 +227,32 @@ def test_compiled_and_torch_complement_lookups_agree():
     fast, slow = index.items_at_cpu(users, ranks), index.items_at(users, ranks)
     assert torch.equal(fast, slow)
     assert not data.contains(users.unsqueeze(1).expand_as(fast), fast).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    degrees=st.lists(st.integers(0, 12), min_size=1, max_size=8),
+    width=st.sampled_from([1, 2, 3, 7, 200]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_complement_kernel_matches_a_brute_force_complement(degrees, width, seed):
+    """Regression for the lockstep binary search: users with no positives, one positive,
+    every row length, ranks at both ends of the complement; the answer is the rank-th
+    entry of the sorted complement, computed directly."""
+    from negrec.samplers.uniform import ComplementIndex
+
+    rng = np.random.default_rng(seed)
+    n_items = 13
+    rows = [sorted(rng.choice(n_items, size=d, replace=False).tolist()) for d in degrees]
+    data = make_interactions(rows, n_items)
+    index = ComplementIndex(data, torch.device("cpu"))
+    users = torch.arange(len(rows)).repeat_interleave(3)
+    avail = index.available[users].unsqueeze(1)  # [B, 1]
+    ranks = (
+        torch.rand(users.numel(), width, generator=torch.Generator().manual_seed(seed)) * avail
+    ).long()
+    ranks[:, 0], ranks[:, -1] = 0, (avail - 1).squeeze(1)
+    got = index.items_at_cpu(users, ranks)
+    for b, user in enumerate(users.tolist()):
+        complement = [i for i in range(n_items) if i not in set(rows[user])]
+        assert got[b].tolist() == [complement[r] for r in ranks[b].tolist()]
