@@ -30,7 +30,7 @@ from negrec.experiment.config import ExperimentConfig, read_toml
 from negrec.experiment.rundir import CHECKPOINT
 from negrec.experiment.runner import run_experiment
 from negrec.experiment.tracking import mlflow_key
-from negrec.train import Checkpoint, TrainState
+from negrec.train import Checkpoint, TrainingDiverged, TrainState
 
 EPOCHS = 4
 
@@ -331,12 +331,32 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, fake_store, monkeypatc
             run_experiment(tiny(tmp_path, mlflow=True), progress=False)
     run = resume(tmp_path)
     ((_, logged),) = fake_store.runs.items()  # one MLflow run, not two
-    assert logged["status"] == ["RUNNING", "RUNNING", "FINISHED"]
+    assert logged["status"] == ["RUNNING", "FAILED", "RUNNING", "FINISHED"]
     # epoch 3 was logged, then its checkpoint lost: MLflow keeps both values (as it does
     # for any re-logged step); every other epoch is there once
     steps = [step for step, _ in logged["metrics"]["loss"]]
     assert steps == [1, 2, 3, 3, 4]
     assert dict(logged["metrics"]["loss"]) == drop_nan(history_values(run))["loss"]
+
+
+CRASHES = [(TrainingDiverged("loss became nan"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+
+
+@pytest.mark.parametrize(("error", "status"), CRASHES)
+def test_a_crashed_run_does_not_stay_running_in_mlflow(
+    tmp_path, fake_store, monkeypatch, error, status
+):
+    """Regression: a run that raised (or was interrupted with Ctrl-C) was left RUNNING."""
+
+    def crash(self: Checkpoint, state: TrainState) -> None:
+        if state.epoch == 2:
+            raise error
+
+    monkeypatch.setattr(Checkpoint, "on_epoch_end", crash)
+    with pytest.raises(type(error)):
+        run_experiment(tiny(tmp_path, mlflow=True), progress=False)
+    ((_, logged),) = fake_store.runs.items()
+    assert logged["status"] == ["RUNNING", status]
 
 
 def test_mlflow_key_keeps_names_readable():

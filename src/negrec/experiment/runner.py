@@ -216,22 +216,27 @@ def run_experiment(
         if progress and tmp is not None:
             callbacks.append(ProgressBar(config.train.metric, config.name))
         start = time.perf_counter()
-        state = fit(
-            parts.model,
-            parts.sampler,
-            parts.loss,
-            split,
-            config.train,
-            callbacks=callbacks,
-            contexts=valid_contexts,
-            resume=resume,
-            world=world,
-        )
-        train_seconds = time.perf_counter() - start
-        test_contexts = contexts_for(parts.model, split, "test")
-        test = evaluate(
-            parts.model, split, "test", config.eval, contexts=test_contexts, world=world
-        )
+        try:
+            state = fit(
+                parts.model,
+                parts.sampler,
+                parts.loss,
+                split,
+                config.train,
+                callbacks=callbacks,
+                contexts=valid_contexts,
+                resume=resume,
+                world=world,
+            )
+            train_seconds = time.perf_counter() - start
+            test_contexts = contexts_for(parts.model, split, "test")
+            test = evaluate(
+                parts.model, split, "test", config.eval, contexts=test_contexts, world=world
+            )
+        except BaseException as error:  # diverged, interrupted, out of memory, ...
+            for tracker in trackers:
+                tracker.on_run_failed(error)
+            raise
         if tmp is None:  # another rank: rank 0 writes the run, and tells where
             return Path(world.share(None))
 

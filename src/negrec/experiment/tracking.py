@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ class Tracker(Callback):
 
     def on_run_end(self, summary: dict[str, Any]) -> None:
         """Called once, after the test evaluation, with the run's ``summary.json``."""
+
+    def on_run_failed(self, error: BaseException) -> None:
+        """Called instead of :meth:`on_run_end` when training or testing raised ``error``
+        (Ctrl-C included): the tracker records how the run ended. It must not raise."""
 
 
 # --------------------------------------------------------------------------- TensorBoard
@@ -134,6 +139,10 @@ class TensorBoardTracker(Tracker):
         *_, end = hparams(flat_params(self.config), {})  # status: success
         self.writer.file_writer.add_summary(end)
         self.writer.close()
+
+    def on_run_failed(self, error: BaseException) -> None:
+        if self.writer is not None:  # every finished epoch is on disk already; release it
+            self.writer.close()
 
     def state_dict(self) -> dict[str, Any]:
         return {"folder": None if self.folder is None else str(self.folder)}
@@ -227,6 +236,18 @@ class MLflowTracker(Tracker):
         step = int(summary.get("best_epoch") or summary.get("epochs_run") or 0)
         self._log(_final_scalars(summary), step)
         self.client.set_terminated(self.run_id, "FINISHED")
+
+    def on_run_failed(self, error: BaseException) -> None:
+        """The MLflow run ends KILLED (Ctrl-C) or FAILED instead of staying RUNNING; a
+        resumed run sets it back to RUNNING and goes on in the same MLflow run."""
+        if self.run_id is None:
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        try:
+            self.client.set_terminated(self.run_id, status)
+        except Exception as err:  # the tracking server may be what failed
+            message = f"negrec: could not mark MLflow run {self.run_id} {status}: {err}"
+            print(message, file=sys.stderr)
 
     def state_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id}
