@@ -220,6 +220,33 @@ def test_numba_and_torch_counts_agree(seed, b, n, p, block):
     assert np.array_equal(t_pos_equal.numpy()[m], pos_equal.numpy()[m])
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_items=st.sampled_from([127, 128, 129, 700]))
+def test_capped_topk_ranks_equal_exact_ranks_on_catalogues_wider_than_a_block(seed, n_items):
+    """The top-K path stops counting a target once max K items beat it, one 128-item
+    block at a time (negrec._kernels.count_above_capped); the small catalogues above never
+    reach a second block. Top-K metrics and MRR must equal the exact (AUC) path, ties
+    included (scores are small integers)."""
+    rng = np.random.default_rng(seed)
+    n_users = 40
+    roles = rng.choice(
+        ["train", "valid", "test", "none"], p=[0.2, 0.05, 0.05, 0.7], size=(n_users, n_items)
+    )
+    split = Split(
+        **{
+            part: make_interactions(
+                [np.flatnonzero(row == part).tolist() for row in roles], n_items
+            )
+            for part in ("train", "valid", "test")
+        }
+    )
+    scores = rng.integers(0, 40, size=(n_users, n_items)).astype(np.float32)
+    exact = evaluate(FixedScores(scores), split, "test", EvalConfig(ks=[1, 5, 20], auc=True))
+    fast = evaluate(FixedScores(scores), split, "test", EvalConfig(ks=[1, 5, 20], auc=False))
+    for name, values in fast.per_user.items():
+        np.testing.assert_array_equal(values, exact.per_user[name], err_msg=name)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_evaluator_cuda_path_matches_cpu():
     rng = np.random.default_rng(0)

@@ -103,6 +103,51 @@ def count_above_equal(
     _pick(_COUNT_ABOVE_EQUAL, work)(scores, pos_ptr, pos_scores, above, equal, pos_above, pos_equal)
 
 
+def _count_above_capped(
+    scores: np.ndarray,  # float32 [B, n_items], masked items at -inf
+    pos_ptr: np.ndarray,  # int64 [B + 1], CSR pointers into pos_scores
+    pos_scores: np.ndarray,  # float32 [T], the targets' scores, row by row
+    caps: np.ndarray,  # int64 [T]: stop counting a target once this many items beat it
+    above: np.ndarray,  # int64 [T] out: items strictly above (exact when < its cap)
+) -> None:
+    n_rows, n_items = scores.shape
+    for b in prange(n_rows):
+        row = scores[b]
+        for t in range(pos_ptr[b], pos_ptr[b + 1]):
+            p = pos_scores[t]
+            cap = caps[t]
+            a = 0
+            for block in range(0, n_items, COUNT_BLOCK):  # SIMD inside a block
+                for j in range(block, min(block + COUNT_BLOCK, n_items)):
+                    a += row[j] > p
+                if a >= cap:  # ranked beyond the cap: the exact count is not needed
+                    break
+            above[t] = a
+
+
+#: items scanned between two checks of a target's cap in :func:`count_above_capped`
+COUNT_BLOCK = 128
+_COUNT_ABOVE_CAPPED = _serial_and_parallel(_count_above_capped)
+
+
+def count_above_capped(
+    scores: np.ndarray,
+    pos_ptr: np.ndarray,
+    pos_scores: np.ndarray,
+    caps: np.ndarray,
+    above: np.ndarray,
+) -> None:
+    """Items strictly above each target's score, counted until ``caps`` of them are found.
+
+    Top-K metrics need a target's rank only when it is at most K, so a target stops being
+    counted once K items beat it: a target ranked in the middle of the catalogue is done
+    after one block of ``COUNT_BLOCK`` items. The result is exact where it is below the
+    cap and at least the cap elsewhere. Replaces a ``topk`` threshold pass, which cost as
+    much as the score matrix product itself on CPU."""
+    work = pos_scores.size * COUNT_BLOCK
+    _pick(_COUNT_ABOVE_CAPPED, work)(scores, pos_ptr, pos_scores, caps, above)
+
+
 def _complement_items(
     indptr: np.ndarray,  # int64 [n_users + 1]
     q: np.ndarray,  # int64 [nnz]: p_i - i within each user's sorted positives (non-decreasing)

@@ -2,7 +2,8 @@
 
 For each batch of users: score every item, mask the user's training items (and validation
 items when testing), and compute every metric of :mod:`negrec.metrics` for several K in one
-pass. Top-K metrics need only ``topk(max K)`` plus one comparison pass for MRR; AUC and
+pass. Top-K metrics and MRR need a target's rank only up to max K (exactly only for each
+user's best target), so on CPU each target is counted until max K items beat it; AUC and
 OPAUC count, per positive, the negatives scoring above and tied with it, in chunks that
 bound memory. Users are batched in order of their number of targets so padding stays small;
 per-user values are returned in user-id order. Never materialises users x items beyond one
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from negrec._kernels import count_above_equal
+from negrec._kernels import count_above_capped, count_above_equal
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
@@ -127,6 +128,37 @@ def _target_counts_torch(
     return above, equal, pair_above.sum(dim=2), pair_equal.sum(dim=2)
 
 
+def _topk_ranks(
+    scores: torch.Tensor, pos_scores: torch.Tensor, valid: torch.Tensor, k_max: int
+) -> torch.Tensor:
+    """Ranks [B, P] (float64) exact up to ``k_max``, inf beyond; the best-scored targets of
+    each row exactly (MRR). Enough for every top-K metric with K <= ``k_max``.
+
+    CPU: each target is counted only until ``k_max`` items beat it
+    (:func:`negrec._kernels.count_above_capped`). Elsewhere: only targets scoring at least
+    the K-th highest score are counted, the others rank beyond K."""
+    k_max = min(k_max, scores.shape[1])
+    best = valid & (pos_scores == pos_scores.max(dim=1, keepdim=True).values)  # [B, P]
+    if scores.device.type == "cpu":
+        counts = valid.sum(dim=1)
+        ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        flat = pos_scores[valid].contiguous()  # [T], row by row
+        caps = torch.where(best[valid], scores.shape[1] + 1, k_max)  # [T]
+        counted = np.empty(flat.numel(), dtype=np.int64)
+        count_above_capped(
+            scores.contiguous().numpy(), ptr.numpy(), flat.numpy(), caps.numpy(), counted
+        )
+        above = torch.full(valid.shape, INF, dtype=torch.float64)
+        exact = torch.from_numpy(counted) < caps
+        above[valid] = torch.where(exact, torch.from_numpy(counted).double(), INF)
+        return 1.0 + above
+    threshold = scores.topk(k_max, dim=1).values[:, -1:]  # [B, 1]
+    near = valid & ((pos_scores >= threshold) | best)  # the targets that may rank <= k_max
+    above, _, _, _ = _target_counts_torch(scores, pos_scores, near)
+    return (1.0 + above.double()).masked_fill(valid & ~near, INF)
+
+
 def _owned_float32(scores: torch.Tensor, model: Any) -> torch.Tensor:
     """``scores`` as a float32 tensor the evaluator may mask in place: copied when it is
     a view or shares memory with the model's parameters or buffers (e.g. a popularity
@@ -201,20 +233,12 @@ def evaluate(
         rows, cols = valid.nonzero(as_tuple=True)
         scores[rows, pos_items[rows, cols]] = pos_scores[rows, cols]  # targets stay candidates
 
-        counted = valid
-        if not config.auc:
-            # Only ranks up to max K (and the best target's, for MRR) are needed: count only
-            # targets scoring at least the K-th highest score; the others rank beyond K.
-            k_max = min(max(config.ks), scores.shape[1])
-            threshold = scores.topk(k_max, dim=1).values[:, -1:]  # [B, 1]
-            best = pos_scores == pos_scores.max(dim=1, keepdim=True).values
-            counted = valid & ((pos_scores >= threshold) | best)
-        above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, counted)
-        above, equal = above.to(device), equal.to(device)
-        pos_above, pos_equal = pos_above.to(device), pos_equal.to(device)
+        if config.auc:
+            above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, valid)
+            ranks = 1.0 + above.double()  # 1 + items strictly higher (DESIGN.md)
+        else:  # top-K and MRR only: ranks beyond max K need not be exact
+            ranks = _topk_ranks(scores, pos_scores, valid, max(config.ks))
         n_pos = valid.sum(dim=1)
-        ranks = 1.0 + above.double()  # 1 + items strictly higher (DESIGN.md)
-        ranks = ranks.masked_fill(valid & ~counted, INF)  # not counted: beyond every K
         positions = positions_from_ranks(ranks, valid)
         values: dict[str, torch.Tensor] = {}
         for k in config.ks:
@@ -223,6 +247,8 @@ def evaluate(
 
         if config.auc:
             n_neg = scores.shape[1] - n_masked - n_pos
+            above, equal = above.to(device), equal.to(device)
+            pos_above, pos_equal = pos_above.to(device), pos_equal.to(device)
             neg_above = above - pos_above  # negatives strictly above each target
             neg_tied = equal - pos_equal  # negatives tied with it
             values["auc"] = partial_auc(neg_above, neg_tied, valid, n_neg, 1.0)
