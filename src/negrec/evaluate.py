@@ -102,13 +102,21 @@ def _target_counts(
     return _target_counts_torch(scores, pos_scores, valid)
 
 
-def _target_counts_numba(
-    scores: torch.Tensor, pos_scores: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _flat_targets(
+    pos_scores: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The valid targets' scores as a flat [T] array, row by row, with CSR pointers
+    [B + 1] into it: the layout of the numba counting kernels."""
     counts = valid.sum(dim=1)
     ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=ptr[1:])
-    flat = pos_scores[valid].contiguous()  # [T], row by row
+    return ptr, pos_scores[valid].contiguous()
+
+
+def _target_counts_numba(
+    scores: torch.Tensor, pos_scores: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ptr, flat = _flat_targets(pos_scores, valid)
     out = [np.empty(flat.numel(), dtype=np.int64) for _ in range(4)]
     count_above_equal(scores.contiguous().numpy(), ptr.numpy(), flat.numpy(), *out)
     padded = []
@@ -140,10 +148,7 @@ def _topk_ranks(
     k_max = min(k_max, scores.shape[1])
     best = valid & (pos_scores == pos_scores.max(dim=1, keepdim=True).values)  # [B, P]
     if scores.device.type == "cpu":
-        counts = valid.sum(dim=1)
-        ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=ptr[1:])
-        flat = pos_scores[valid].contiguous()  # [T], row by row
+        ptr, flat = _flat_targets(pos_scores, valid)
         caps = torch.where(best[valid], scores.shape[1] + 1, k_max)  # [T]
         counted = np.empty(flat.numel(), dtype=np.int64)
         count_above_capped(
