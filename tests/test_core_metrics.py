@@ -336,3 +336,28 @@ def test_torch_and_numba_target_counts_agree_on_cpu():
     torch_counts = ev._target_counts_torch(scores, pos_scores, valid)
     for a, b in zip(numba_counts, torch_counts, strict=True):
         assert torch.equal(a[valid], b[valid])
+
+
+@pytest.mark.parametrize("layout", ["contiguous (compiled merge walk)", "strided (torch scatter)"])
+def test_masking_keeps_a_target_that_also_sits_in_a_masked_part(layout):
+    """Given train/test files may overlap: a test item that is also a training item must
+    stay a candidate and not count among the masked items (so AUC's negatives are right).
+    Both masking paths: the CPU kernel (contiguous scores) and the torch scatter."""
+    from negrec.evaluate import mask_seen_
+
+    train = make_interactions([[1, 2, 3], [0], []], 6)
+    valid = make_interactions([[4], [], [5]], 6)
+    test = make_interactions([[2, 5], [0], [1]], 6)
+    users = torch.tensor([0, 1, 2])
+    pos_items = torch.tensor([[2, 5], [0, 0], [1, 0]])
+    valid_targets = torch.tensor([[True, True], [True, False], [True, False]])
+    strided = torch.zeros(6, 3).T  # a [3, 6] view with strides (1, 3)
+    scores = torch.zeros(3, 6) if layout.startswith("contiguous") else strided
+    n_masked = mask_seen_(scores, [train, valid], test, users, pos_items, valid_targets)
+    masked = torch.isinf(scores)
+    assert masked.tolist() == [
+        [False, True, False, True, True, False],  # 2 is a target: kept
+        [False, False, False, False, False, False],  # 0 is a target: kept
+        [False, False, False, False, False, True],
+    ]
+    assert n_masked.tolist() == [3, 0, 1]

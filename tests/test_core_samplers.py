@@ -256,3 +256,23 @@ def test_complement_kernel_matches_a_brute_force_complement(degrees, width, seed
     for b, user in enumerate(users.tolist()):
         complement = [i for i in range(n_items) if i not in set(rows[user])]
         assert got[b].tolist() == [complement[r] for r in ranks[b].tolist()]
+
+
+def test_compiled_uniform_ranks_equal_the_torch_expression():
+    """The CPU draw computes ranks in one compiled pass; they equal the torch expression
+    (float32 product, truncated, capped at available - 1) for the same uniforms, at the
+    edges of [0, 1) included, so CPU draws map to the same items as on other devices."""
+    from negrec._kernels import uniform_ranks
+    from negrec.data.synthetic import synthetic_interactions
+    from negrec.samplers.uniform import ComplementIndex
+
+    data = synthetic_interactions(n_users=40, n_items=3000, mean_degree=30, seed=1)
+    index = ComplementIndex(data, torch.device("cpu"))
+    users = torch.arange(40).repeat_interleave(5)
+    uniforms = torch.rand(users.numel(), 9, generator=torch.Generator().manual_seed(0))
+    uniforms[:, 0] = 0.0
+    uniforms[:, 1] = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))  # largest < 1
+    got = torch.empty(uniforms.shape, dtype=torch.int64)
+    uniform_ranks(index.available.numpy(), users.numpy(), uniforms.numpy(), got.numpy())
+    assert torch.equal(got, index.ranks(users, uniforms))
+    assert (got[:, 1] == index.available[users] - 1).all()

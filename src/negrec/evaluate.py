@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from negrec._kernels import count_above_capped, count_above_equal
+from negrec._kernels import count_above_capped, count_above_equal, mask_seen_items
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
@@ -181,6 +181,45 @@ def mask_items_(scores: torch.Tensor, data: Interactions, users: torch.Tensor) -
     scores[rows, items[rows, cols]] = -INF
 
 
+def mask_seen_(
+    scores: torch.Tensor,
+    masked: Sequence[Interactions],
+    targets: Interactions,
+    users: torch.Tensor,
+    pos_items: torch.Tensor,
+    valid: torch.Tensor,
+) -> torch.Tensor:
+    """Mask in place the scores [B, n_items] of each user's items in the ``masked`` parts,
+    except its targets (``pos_items`` [B, P] where ``valid``), which stay candidates.
+    Returns the number of items masked per user [B]. On CPU one compiled merge walk per
+    part and user; elsewhere a scatter, then the targets' scores are put back."""
+    n_masked = torch.zeros(users.numel(), dtype=torch.int64, device=scores.device)
+    if scores.device.type == "cpu" and scores.is_contiguous():
+        target_ptr, target_indices = targets.torch_csr("cpu")
+        for part in masked:
+            indptr, indices = part.torch_csr("cpu")
+            mask_seen_items(
+                scores.numpy(),
+                users.contiguous().numpy(),
+                indptr.numpy(),
+                indices.numpy(),
+                target_ptr.numpy(),
+                target_indices.numpy(),
+                n_masked.numpy(),
+            )
+        return n_masked
+    pos_scores = scores.gather(1, pos_items)
+    for part in masked:
+        mask_items_(scores, part, users)
+        indptr, _ = part.torch_csr(users.device)
+        n_masked += indptr[users + 1] - indptr[users]
+        # a target that also sits in a masked part stays a candidate
+        n_masked -= (part.contains(users.unsqueeze(1), pos_items) & valid).sum(dim=1)
+    rows, cols = valid.nonzero(as_tuple=True)
+    scores[rows, pos_items[rows, cols]] = pos_scores[rows, cols]  # targets stay candidates
+    return n_masked
+
+
 @torch.no_grad()
 def evaluate(
     model: Any,
@@ -228,15 +267,7 @@ def evaluate(
         scores = _owned_float32(model.score_all(ctx), model)  # [B, n_items], ours to mask
         pos_items, valid = padded_rows(targets, batch)  # [B, P]
         pos_scores = scores.gather(1, pos_items).masked_fill(~valid, -INF)  # [B, P]
-        n_masked = torch.zeros(batch.numel(), dtype=torch.int64, device=scores.device)
-        for part_data in masked:
-            mask_items_(scores, part_data, batch)
-            indptr, _ = part_data.torch_csr(batch.device)
-            n_masked += indptr[batch + 1] - indptr[batch]
-            # a target that also sits in a masked part stays a candidate
-            n_masked -= (part_data.contains(batch.unsqueeze(1), pos_items) & valid).sum(dim=1)
-        rows, cols = valid.nonzero(as_tuple=True)
-        scores[rows, pos_items[rows, cols]] = pos_scores[rows, cols]  # targets stay candidates
+        n_masked = mask_seen_(scores, masked, targets, batch, pos_items, valid)  # [B]
 
         if config.auc:
             above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, valid)

@@ -79,6 +79,23 @@ def bpr(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
     return _reduce_neg(per_neg, weights, neg_reduction == "mean").mean()
 
 
+def bpr_value_and_grad(
+    scores: torch.Tensor, weights: torch.Tensor | None, mean: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BPR of ``scores`` [B, 1 + K] (column 0 the positive) and its gradient [B, 1 + K] in
+    closed form: ``d softplus(x) / dx = sigmoid(x)`` (five small ops; autograd's engine
+    costs ~0.2 ms per 1,024-row step on CPU, a fifth of a fused MF step)."""
+    diff = scores[:, 1:] - scores[:, :1]  # [B, K]: s_j - s+
+    per_neg, slope = F.softplus(diff), torch.sigmoid(diff)
+    if weights is not None:
+        per_neg, slope = per_neg * weights, slope * weights
+    scale = 1.0 / (scores.shape[0] * (diff.shape[1] if mean else 1))  # batch mean (and K)
+    grad = torch.empty_like(scores)
+    torch.mul(slope, scale, out=grad[:, 1:])
+    torch.sum(grad[:, 1:], dim=1, out=grad[:, 0]).neg_()
+    return per_neg.sum() * scale, grad
+
+
 def bce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
     """Binary cross-entropy: softplus(-s+) + sum_j softplus(s_j), batch mean."""
     per_neg = F.softplus(neg)  # [B, K]
@@ -232,6 +249,29 @@ class Loss:
             neg_reduction=self.config.neg_reduction,
             margin=self.config.margin,
         )
+
+    def value_and_grad(
+        self,
+        scores: torch.Tensor,
+        *,
+        valid: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of ``scores`` [B, 1 + K] (column 0 the positive, the rest its negatives,
+        those where ``valid`` is False masked) and its gradient with respect to ``scores``,
+        for steps that back-propagate into the model themselves (:mod:`negrec.fused`).
+        BPR in closed form (:func:`bpr_value_and_grad`), every other loss by autograd
+        through its pure function; the same value and gradient either way."""
+        scores = scores.detach()
+        if valid is not None:
+            scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(~valid, NEG_INF)], 1)
+        if self.fn is bpr:
+            return bpr_value_and_grad(scores, weights, self.config.neg_reduction == "mean")
+        scores.requires_grad_(True)
+        value = self(scores[:, 0], scores[:, 1:], log_q=log_q, weights=weights)
+        (grad,) = torch.autograd.grad(value, scores)
+        return value.detach(), grad
 
     def catalogue(
         self,

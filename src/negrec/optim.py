@@ -14,6 +14,7 @@ model. ``weight_decay`` is Adam's coupled L2, applied to the rows updated.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -43,20 +44,8 @@ class LazyAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                    if p.grad.is_sparse:
-                        state["buffer"] = torch.zeros_like(p)
-                        state["touched"] = torch.zeros(
-                            p.shape[0], dtype=torch.bool, device=p.device
-                        )
-                state["step"] += 1
-                step = state["step"]
-                correction1 = 1.0 - beta1**step
-                correction2 = 1.0 - beta2**step
+                state = self.row_state(p) if p.grad.is_sparse else self.moments(p)
+                correction1, correction2 = self.count_step(p, group["betas"])
                 step_size = group["lr"] / correction1
                 if p.grad.is_sparse and _compiled_ok(p):
                     grad = p.grad
@@ -107,6 +96,31 @@ class LazyAdam(torch.optim.Optimizer):
                     denom = (v / correction2).sqrt_().add_(group["eps"])
                     p.addcdiv_(m, denom, value=-step_size)
         return loss
+
+    def moments(self, p: torch.Tensor) -> dict[str, Any]:
+        """The Adam state of ``p``: ``step``, ``exp_avg``, ``exp_avg_sq`` (made on first use)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        return state
+
+    def row_state(self, p: torch.Tensor) -> dict[str, Any]:
+        """:meth:`moments` plus the scratch of a row-sparse update: ``buffer`` (the summed
+        gradient per row) and ``touched`` flags, both all zero between steps. Public for
+        fused steps that update rows themselves (:mod:`negrec.fused`)."""
+        state = self.moments(p)
+        if "buffer" not in state:
+            state["buffer"] = torch.zeros_like(p)
+            state["touched"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        return state
+
+    def count_step(self, p: torch.Tensor, betas: tuple[float, float]) -> tuple[float, float]:
+        """Count one more step of ``p``; returns Adam's bias corrections 1 - beta^step."""
+        state = self.state[p]
+        state["step"] += 1
+        return 1.0 - betas[0] ** state["step"], 1.0 - betas[1] ** state["step"]
 
 
 def _compiled_ok(p: torch.Tensor) -> bool:

@@ -39,6 +39,7 @@ from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
 from negrec.errors import NegrecError
 from negrec.evaluate import EvalConfig, evaluate
+from negrec.fused import fused_step
 from negrec.losses import Loss, catalogue_scores
 from negrec.models.base import Model
 from negrec.optim import LazyAdam
@@ -68,6 +69,9 @@ class TrainConfig:
     # softmax on GPUs; MF's gather-and-dot has no matrix product to speed up.
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the scoring + loss of a step (see loss_step)
+    # MF + lazy_adam on CPU: scores, row gradients and update in one compiled pass
+    # (negrec.fused); the autograd path's update up to float rounding, ~3x faster at K = 1
+    fused: bool = True
 
     def validate(self, prefix: str) -> None:
         require(self.epochs >= 1, f"{prefix}.epochs", "must be >= 1")
@@ -120,10 +124,11 @@ class PairBatches:
 
     def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
         order = torch.randperm(self.users.numel(), generator=generator, device=self.users.device)
+        # one gather per epoch; the batches are views (two index ops per batch cost ~0.1 ms)
+        shuffled_users, shuffled_items = self.users[order], self.items[order]
         for start in range(0, order.numel(), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            users = self.users[rows]
-            yield Batch(ctx=users, users=users, pos=self.items[rows])
+            users = shuffled_users[start : start + self.batch_size]
+            yield Batch(ctx=users, users=users, pos=shuffled_items[start : start + self.batch_size])
 
 
 #: model.input_kind -> batch factory(train split, batch size, device)
@@ -430,6 +435,16 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     step_loss = loss_step(model, loss, config)
+    fused = fused_step(
+        model,
+        loss,
+        optimizer,
+        enabled=config.fused,
+        l2=config.l2,
+        precision=config.precision,
+        device=device,
+        world=world,
+    )  # None unless MF + lazy_adam on one CPU process
     batches = make_batches(model, split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
@@ -450,6 +465,12 @@ def fit(
         for step, batch in enumerate(batches.epoch(generator), start=1):
             rows = world.rows(len(batch.users))  # this rank's slice of the global batch
             negatives = draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
+            if fused is not None and fused.accepts(negatives):
+                # loss, row gradients and the LazyAdam update of the touched rows at once
+                batch_loss = fused(batch.users, batch.pos, negatives)
+                step_losses.append(batch_loss)
+                check_finite(batch_loss.reshape(1), epoch, first_step=step)
+                continue
             mine = batch_rows(batch, rows)
             share = len(mine.users) / len(batch.users)  # of the global batch; 1 in one process
             optimizer.zero_grad(set_to_none=True)
@@ -484,7 +505,10 @@ def fit(
 def check_finite(losses: torch.Tensor, epoch: int, first_step: int = 1) -> None:
     """Raise :class:`TrainingDiverged` naming the first non-finite batch loss of an epoch
     (``losses`` [steps] are the batch losses from step ``first_step`` on)."""
-    bad = (~torch.isfinite(losses)).nonzero()
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero()
     if len(bad):
         index = int(bad[0, 0])
         raise TrainingDiverged(

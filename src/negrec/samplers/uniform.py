@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from negrec._kernels import complement_items
+from negrec._kernels import complement_items, uniform_ranks
 from negrec.data.interactions import Interactions
 from negrec.errors import ConfigError
 from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig
@@ -37,12 +37,19 @@ class ComplementIndex:
 
     def draw(self, users: torch.Tensor, shape: tuple[int, int], generator: torch.Generator):
         """Uniform items [B, K] outside each user's positives, with replacement."""
-        avail = self.available[users].unsqueeze(1)  # [B, 1]
-        u = torch.rand(shape, generator=generator, device=users.device)
-        rank = torch.minimum((u * avail).long(), avail - 1)  # [B, K]
-        if users.device.type == "cpu":
+        u = torch.rand(shape, generator=generator, device=users.device)  # [B, K]
+        if users.device.type == "cpu":  # one compiled pass instead of six small ops
+            rank = torch.empty(shape, dtype=torch.int64)
+            users = users.contiguous()
+            uniform_ranks(self.available.numpy(), users.numpy(), u.numpy(), rank.numpy())
             return self.items_at_cpu(users, rank)
-        return self.items_at(users, rank)
+        return self.items_at(users, self.ranks(users, u))
+
+    def ranks(self, users: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Uniform ranks [B, K] in ``[0, available(user))`` from uniforms [B, K] in [0, 1)
+        (the float32 product, truncated; ``uniform_ranks`` computes the same on CPU)."""
+        avail = self.available[users].unsqueeze(1)  # [B, 1]
+        return torch.minimum((uniforms * avail).long(), avail - 1)
 
     def items_at(self, users: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """The ``rank``-th [B, K] non-positive item of each user [B]: one searchsorted over

@@ -1,0 +1,236 @@
+"""The fused MF + LazyAdam step (negrec.fused) against the autograd path it replaces.
+
+The fused step must give the autograd path's updates (``optimizer = "lazy_adam"``,
+``fused = false``) up to float rounding, for every loss, with the samplers that attach
+``log_q``, ``weights`` or a ``valid`` mask, with the explicit L2 and Adam's weight decay;
+fall back to the autograd path where it does not apply (in-batch negatives, the whole
+catalogue); and leave the weights alone when the loss is not finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from negrec.data.splits import random_split
+from negrec.data.synthetic import synthetic_interactions
+from negrec.distributed import LOCAL
+from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.runner import build_components
+from negrec.fused import FusedMFStep, fused_step
+from negrec.losses import LOSSES, Loss, LossConfig
+from negrec.samplers.base import Negatives
+from negrec.train import TrainConfig, TrainingDiverged, fit, make_optimizer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DATA = synthetic_interactions(n_users=40, n_items=60, mean_degree=9.0, n_clusters=3, seed=5)
+SPLIT = random_split(DATA, 0.2, 0.1, 0)
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "uniform": {"name": "uniform", "k": 4},
+    "popularity": {"name": "popularity", "k": 4},  # log_q
+    "softmax_v": {"name": "softmax_v", "pool": 10},  # weights, scored by the model
+    "dns": {"name": "dns", "k": 2, "pool": 8},
+    "uniform_distinct": {"name": "uniform", "k": 5, "replacement": False},
+    "inbatch": {"name": "inbatch"},  # shared candidates: the fused step does not apply
+}
+
+
+def _trained(loss: str, sampler: dict[str, Any], fused: bool, **train: Any) -> torch.nn.Module:
+    raw = {
+        "data": {"source": "synthetic"},
+        "model": {"name": "mf", "dim": 8},
+        "sampler": sampler,
+        "loss": {"name": loss},
+        "train": {
+            "epochs": 3,
+            "batch_size": 16,
+            "lr": 0.02,
+            "optimizer": "lazy_adam",
+            "fused": fused,
+            "eval_every": 100,
+            "patience": 0,
+            **train,
+        },
+    }
+    config = ExperimentConfig.from_dict(raw)
+    parts = build_components(config, SPLIT)
+    state = fit(parts.model, parts.sampler, parts.loss, SPLIT, config.train)
+    parts.model.losses = [h["loss"] for h in state.history]  # type: ignore[assignment]
+    return parts.model
+
+
+@pytest.mark.parametrize("loss", sorted(set(LOSSES.names()) - {"softmax"}))
+@pytest.mark.parametrize("sampler", ["uniform", "popularity", "softmax_v"])
+def test_fused_training_equals_the_autograd_path(loss: str, sampler: str) -> None:
+    """Three epochs, with the explicit L2 and Adam's weight decay on: same weights and
+    the same loss history as ``fused = false``, up to float rounding."""
+    options = {"l2": 1e-3, "weight_decay": 1e-4}
+    fused = _trained(loss, SAMPLERS[sampler], True, **options)
+    plain = _trained(loss, SAMPLERS[sampler], False, **options)
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fused.losses, plain.losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["dns", "uniform_distinct", "inbatch"])
+def test_fused_training_equals_the_autograd_path_for_other_samplers(sampler: str) -> None:
+    """DNS (hard negatives kept from a scored pool), distinct uniform draws, and in-batch
+    negatives (a shared candidate list: the trainer falls back to the autograd path)."""
+    fused = _trained("bpr", SAMPLERS[sampler], True)
+    plain = _trained("bpr", SAMPLERS[sampler], False)
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_step_updates_exactly_the_rows_the_batch_touched() -> None:
+    """LazyAdam semantics: the batch's users, positives and negatives move; every other
+    row, and its Adam moments, stays exactly as it was."""
+    step, model = _mf_step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    users, pos = torch.tensor([0, 1, 0]), torch.tensor([3, 4, 3])
+    step(users, pos, Negatives(ids=torch.tensor([[5], [6], [5]])))
+    for table, rows in (("user.weight", {0, 1}), ("item.weight", {3, 4, 5, 6})):
+        moved = (model.state_dict()[table] != before[table]).any(dim=1)
+        assert set(moved.nonzero().flatten().tolist()) == rows
+
+
+def _mf_step(l2: float = 0.0) -> tuple[FusedMFStep, torch.nn.Module]:
+    config = ExperimentConfig.from_dict(
+        {
+            "data": {"source": "synthetic"},
+            "model": {"name": "mf", "dim": 8},
+            "train": {"optimizer": "lazy_adam"},
+        }
+    )
+    parts = build_components(config, SPLIT)
+    optimizer = make_optimizer(parts.model, config.train)
+    step = fused_step(
+        parts.model,
+        parts.loss,
+        optimizer,
+        enabled=True,
+        l2=l2,
+        precision="fp32",
+        device=torch.device("cpu"),
+        world=LOCAL,
+    )
+    assert isinstance(step, FusedMFStep)
+    return step, parts.model
+
+
+def test_fused_step_applies_only_to_mf_with_lazy_adam_on_one_cpu_process() -> None:
+    config = ExperimentConfig.from_dict(
+        {"data": {"source": "synthetic"}, "model": {"name": "mf", "dim": 8}}
+    )
+    parts = build_components(config, SPLIT)
+
+    def applies(**overrides: Any) -> bool:
+        options: dict[str, Any] = {
+            "enabled": True,
+            "l2": 0.0,
+            "precision": "fp32",
+            "device": torch.device("cpu"),
+            "world": LOCAL,
+        }
+        optimizer = overrides.pop("optimizer", "lazy_adam")
+        model = overrides.pop("model", parts.model)
+        options.update(overrides)
+        built = make_optimizer(model, TrainConfig(optimizer=optimizer))
+        return fused_step(model, parts.loss, built, **options) is not None
+
+    assert applies()
+    assert not applies(enabled=False)
+    assert not applies(optimizer="adam")
+    assert not applies(precision="bf16")
+    lightgcn = ExperimentConfig.from_dict(
+        {"data": {"source": "synthetic"}, "model": {"name": "lightgcn", "dim": 8}}
+    )
+    assert not applies(model=build_components(lightgcn, SPLIT).model, optimizer="lazy_adam")
+
+
+def test_a_non_finite_loss_leaves_the_weights_alone() -> None:
+    """The autograd path checks the loss before its optimizer step; so must the fused one
+    (and ``fit`` then raises TrainingDiverged naming the batch)."""
+    step, model = _mf_step()
+    with torch.no_grad():
+        model.user.weight[0] = float("inf")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    users, pos = torch.tensor([0, 1]), torch.tensor([3, 4])
+    value = step(users, pos, Negatives(ids=torch.tensor([[5], [6]])))
+    assert not torch.isfinite(value)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name])
+
+
+def test_fit_raises_training_diverged_on_the_fused_path(monkeypatch: Any) -> None:
+    def exploding(self: Loss, scores: torch.Tensor, **_: Any) -> Any:
+        return torch.tensor(float("nan")), torch.zeros_like(scores)
+
+    monkeypatch.setattr(Loss, "value_and_grad", exploding)
+    with pytest.raises(TrainingDiverged, match="epoch 1, batch 1"):
+        _trained("bpr", SAMPLERS["uniform"], True)
+
+
+def test_fused_l2_term_equals_the_models_penalty() -> None:
+    """The loss the fused step reports includes ``l2 * MF.l2_penalty`` computed on the
+    rows before the update."""
+    l2 = 0.5
+    step, model = _mf_step(l2)
+    users, pos = torch.tensor([0, 1, 0]), torch.tensor([3, 4, 3])
+    ids = torch.tensor([[5, 6], [7, 5], [8, 9]])
+    touched = torch.cat([pos.unsqueeze(1), ids], 1)
+    with torch.no_grad():
+        scores = model.score(users, touched)
+        expected = Loss(LossConfig(name="bpr"))(scores[:, 0], scores[:, 1:])
+        expected = expected + l2 * model.l2_penalty(users, touched)
+    got = step(users, pos, Negatives(ids=ids))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    loss=st.sampled_from(sorted(set(LOSSES.names()) - {"softmax"})),
+    rows=st.integers(1, 6),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+    masked=st.booleans(),
+    weighted=st.booleans(),
+    corrected=st.booleans(),
+    reduction=st.sampled_from(["sum", "mean"]),
+)
+def test_value_and_grad_equals_autograd_of_the_loss(
+    loss: str,
+    rows: int,
+    k: int,
+    seed: int,
+    masked: bool,
+    weighted: bool,
+    corrected: bool,
+    reduction: str,
+) -> None:
+    """``Loss.value_and_grad`` (closed form for BPR) against autograd through the pure
+    loss, with masked negatives, importance weights, logQ and both reductions."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, 1 + k, generator=gen, dtype=torch.float64) * 3
+    valid = torch.rand(rows, k, generator=gen) > 0.3 if masked else None
+    if valid is not None:
+        valid[:, 0] = True  # every row keeps a negative
+    weights = torch.rand(rows, k, generator=gen, dtype=torch.float64) if weighted else None
+    uniforms = torch.rand(rows, k, generator=gen, dtype=torch.float64)
+    log_q = torch.log(uniforms) if corrected else None
+    margin = {"margin": 0.5} if loss in ("simce", "hinge") else {}
+    fn = Loss(LossConfig(name=loss, neg_reduction=reduction, **margin))  # type: ignore[arg-type]
+    value, grad = fn.value_and_grad(scores, valid=valid, log_q=log_q, weights=weights)
+
+    leaf = scores.clone().requires_grad_(True)
+    neg = leaf[:, 1:] if valid is None else leaf[:, 1:].masked_fill(~valid, float("-inf"))
+    expected = fn(leaf[:, 0], neg, log_q=log_q, weights=weights)
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    torch.testing.assert_close(value, expected.detach())
+    torch.testing.assert_close(grad, expected_grad)
