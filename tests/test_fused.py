@@ -1,7 +1,7 @@
-"""The fused MF + LazyAdam step (negrec.fused) against the autograd path it replaces.
+"""The fused MF step (negrec.fused) against the autograd path it replaces.
 
-The fused step must give the autograd path's updates (``optimizer = "lazy_adam"``,
-``fused = false``) up to float rounding, for every loss, with the samplers that attach
+The fused step must give the autograd path's updates (``optimizer = "lazy_adam"`` or
+``"sgd"``, ``fused = false``) up to float rounding, for every loss, with the samplers that attach
 ``log_q``, ``weights`` or a ``valid`` mask, with the explicit L2 and Adam's weight decay;
 fall back to the autograd path where it does not apply (in-batch negatives, the whole
 catalogue); and leave the weights alone when the loss is not finite.
@@ -78,6 +78,21 @@ def test_fused_training_equals_the_autograd_path(loss: str, sampler: str) -> Non
     np.testing.assert_allclose(fused.losses, plain.losses, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss", sorted(set(LOSSES.names()) - {"softmax"}))
+@pytest.mark.parametrize("sampler", ["uniform", "popularity", "softmax_v"])
+def test_fused_sgd_training_equals_the_autograd_path(loss: str, sampler: str) -> None:
+    """The same with plain SGD (dense autograd gradients and ``torch.optim.SGD`` on the
+    other side) and the explicit L2."""
+    options = {"optimizer": "sgd", "lr": 0.5, "l2": 1e-3}
+    fused = _trained(loss, SAMPLERS[sampler], True, **options)
+    plain = _trained(loss, SAMPLERS[sampler], False, **options)
+    start = _trained(loss, SAMPLERS[sampler], True, **{**options, "lr": 1e-12})
+    assert not torch.equal(fused.item.weight, start.item.weight)  # it did train
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fused.losses, plain.losses, rtol=1e-5)
+
+
 @pytest.mark.parametrize("sampler", ["dns", "uniform_distinct", "inbatch"])
 def test_fused_training_equals_the_autograd_path_for_other_samplers(sampler: str) -> None:
     """DNS (hard negatives kept from a scored pool), distinct uniform draws, and in-batch
@@ -148,6 +163,11 @@ def test_fused_step_applies_only_to_mf_with_lazy_adam_on_one_cpu_process() -> No
     assert not applies(enabled=False)
     assert not applies(optimizer="adam")
     assert not applies(precision="bf16")
+    assert applies(optimizer="sgd")
+    sgd = make_optimizer(parts.model, TrainConfig(optimizer="sgd", weight_decay=1e-4))
+    options = {"enabled": True, "l2": 0.0, "precision": "fp32", "device": torch.device("cpu")}
+    # dense SGD's weight decay moves untouched rows too: the fused step would not
+    assert fused_step(parts.model, parts.loss, sgd, world=LOCAL, **options) is None
     lightgcn = ExperimentConfig.from_dict(
         {"data": {"source": "synthetic"}, "model": {"name": "lightgcn", "dim": 8}}
     )

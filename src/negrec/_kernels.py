@@ -479,6 +479,29 @@ def _adam_touched_rows(
             p[j] -= step_size * mj / (np.sqrt(vj * inv_c2) + eps32)
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _sgd_touched_rows(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    index: np.ndarray,  # int64 [nnz]: rows the step touched, with repeats
+    buffer: np.ndarray,  # float32 [n, d]: each touched row's summed gradient; zeroed here
+    touched: np.ndarray,  # bool [n]: True at the touched rows; cleared here
+    lr: float,
+) -> None:
+    """``p -= lr * g`` on each touched row, once per row however often it repeats."""
+    dim = param.shape[1]
+    rate = np.float32(lr)
+    for t in range(index.shape[0]):
+        row = index[t]
+        if not touched[row]:
+            continue
+        touched[row] = False
+        g = buffer[row]
+        p = param[row]
+        for j in range(dim):
+            p[j] -= rate * g[j]
+            g[j] = 0.0
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def lazy_adam_rows(
     param: np.ndarray,  # float32 [n, d], updated in place
@@ -542,7 +565,7 @@ def mf_scores(
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def mf_lazy_adam_step(
+def mf_row_step(
     user_table: np.ndarray,  # float32 [n_users, d], updated in place
     item_table: np.ndarray,  # float32 [n_items, d], updated in place
     users: np.ndarray,  # int64 [B]
@@ -551,6 +574,7 @@ def mf_lazy_adam_step(
     l2_scale: float,  # d penalty / d row, per occurrence: 2 * l2 / B (0: no penalty)
     user_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # m, v, buffer, touched
     item_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    adam: bool,  # LazyAdam's update; False: SGD's p -= lr * g (m, v unused)
     lr: float,
     beta1: float,
     beta2: float,
@@ -559,11 +583,11 @@ def mf_lazy_adam_step(
     user_corrections: tuple[float, float],  # Adam's bias corrections 1 - beta^step
     item_corrections: tuple[float, float],
 ) -> float:
-    """One LazyAdam step of MF from the loss gradient of its scores, without autograd.
+    """One LazyAdam (or SGD) step of MF from the loss gradient of its scores, no autograd.
 
     Pass 1 sums, from the parameters before the step, each touched row's gradient
     (``d/dp_u = sum_w g[b, w] q_i``, ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term)
-    into LazyAdam's buffers; pass 2 is LazyAdam's row update. Both prefetch the rows a few
+    into the buffers; pass 2 is LazyAdam's (or SGD's) row update. Both prefetch the rows a few
     steps ahead. Returns the L2 penalty's sum of squared rows (one per occurrence, as
     ``MF.l2_penalty``), 0 when ``l2_scale`` is 0. Serial: rows repeat within a batch, and
     a parallel pass would race on them. (A compact per-step gradient scratch instead of
@@ -603,6 +627,10 @@ def mf_lazy_adam_step(
             for j in range(dim):
                 gp[j] += scale * p[j]
                 squares += p[j] * p[j]
+    if not adam:
+        _sgd_touched_rows(user_table, users, user_buf, user_touched, lr)
+        _sgd_touched_rows(item_table, items.reshape(-1), item_buf, item_touched, lr)
+        return squares
     _adam_touched_rows(
         user_table, user_m, user_v, users, user_buf, user_touched,
         lr, beta1, beta2, eps, weight_decay, user_corrections[0], user_corrections[1],

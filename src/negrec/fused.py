@@ -1,5 +1,5 @@
-"""A fused training step for MF with LazyAdam on CPU: scores, row gradients and the row
-update in two compiled passes, without autograd over the embedding tables.
+"""A fused training step for MF with LazyAdam (or SGD) on CPU: scores, row gradients and
+the row update in compiled passes, without autograd over the embedding tables.
 
 With one negative per positive a generic MF step is some 25 small torch operations (embedding
 lookups, a gather-dot, the loss, the autograd engine, row-sparse COO gradients, the
@@ -7,20 +7,21 @@ optimizer), each costing more in dispatch than in arithmetic: 1,024 (user, item)
 d = 64 are 0.4 MFLOP. Fused-loop libraries such as `implicit` (Cython SGD) run such an
 epoch several times faster. This step keeps every part of negrec's contract independent
 (the sampler proposes the negatives, the loss is any :class:`negrec.losses.Loss`, with its
-``weights``, ``log_q`` and masked negatives) and fuses only what MF and LazyAdam make
+``weights``, ``log_q`` and masked negatives) and fuses only what MF and the optimizer make
 plain:
 
 1. ``scores[b, w] = <p_u, q_i>`` for the positive and the K negatives ([B, 1 + K], compiled);
 2. ``g = d loss / d scores`` by :meth:`Loss.value_and_grad` (BPR in closed form, other
    losses by autograd through the loss on that small tensor alone);
 3. one compiled pass sums each touched row's gradient (``d/dp_u = sum_w g[b, w] q_i``,
-   ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term) into a compact scratch, a second
-   applies LazyAdam's update to those rows, in LazyAdam's own moments (so checkpoints,
-   resume and the autograd path interoperate).
+   ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term), a second updates those rows:
+   LazyAdam's update in LazyAdam's own state (so checkpoints, resume and the autograd
+   path interoperate), or SGD's ``p -= lr * g``.
 
-The result is the generic path's (``optimizer = "lazy_adam"``) update up to float rounding
-(``tests/test_fused.py``). :func:`fused_step` says when it applies: CPU, float32, fp32
-precision, one process, exactly :class:`negrec.models.MF`, LazyAdam, ``train.fused``.
+The result is the autograd path's update (``optimizer = "lazy_adam"`` or ``"sgd"``) up to
+float rounding (``tests/test_fused.py``). :func:`fused_step` says when it applies: CPU,
+float32, fp32 precision, one process, exactly :class:`negrec.models.MF`, LazyAdam or SGD
+without momentum or weight decay (dense SGD decays untouched rows too), ``train.fused``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import math
 
 import torch
 
-from negrec._kernels import mf_lazy_adam_step, mf_scores
+from negrec._kernels import mf_row_step, mf_scores
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
@@ -38,13 +39,19 @@ from negrec.samplers.base import Negatives
 
 
 class FusedMFStep:
-    """One training step of MF + any loss + LazyAdam: returns the batch loss [] and
+    """One training step of MF + any loss + LazyAdam or SGD: returns the batch loss [] and
     updates the touched rows in place (see the module doc)."""
 
-    def __init__(self, model: MF, loss: Loss, optimizer: LazyAdam, l2: float):
+    def __init__(self, model: MF, loss: Loss, optimizer: torch.optim.Optimizer, l2: float):
         self.model, self.loss, self.optimizer, self.l2 = model, loss, optimizer, l2
         self.tables = (model.user.weight, model.item.weight)
         (self.group,) = optimizer.param_groups  # make_optimizer builds one group
+        self.adam = isinstance(optimizer, LazyAdam)
+        # SGD keeps no state: the row-gradient scratch, all zero between steps, lives here
+        self.scratch = [
+            {"buffer": torch.zeros_like(t), "touched": torch.zeros(t.shape[0], dtype=torch.bool)}
+            for t in self.tables
+        ]
 
     @staticmethod
     def accepts(negatives: Negatives) -> bool:
@@ -66,15 +73,21 @@ class FusedMFStep:
         if not math.isfinite(value):  # leave the weights as they were; fit raises
             return value
         group = self.group
+        if self.adam:
+            assert isinstance(self.optimizer, LazyAdam)
+            states = [self.optimizer.row_state(t) for t in self.tables]
+            corrections = [self.optimizer.count_step(t, group["betas"]) for t in self.tables]
+            beta1, beta2 = group["betas"]
+        else:  # SGD: the moments are never read; the scratch stands in for them
+            states = [
+                {"exp_avg": s["buffer"], "exp_avg_sq": s["buffer"], **s} for s in self.scratch
+            ]
+            corrections, beta1, beta2 = [(1.0, 1.0)] * 2, 0.0, 0.0
         user_state, item_state = (
             tuple(state[k].numpy() for k in ("exp_avg", "exp_avg_sq", "buffer", "touched"))
-            for state in map(self.optimizer.row_state, self.tables)
+            for state in states
         )
-        user_corrections, item_corrections = (
-            self.optimizer.count_step(t, group["betas"]) for t in self.tables
-        )
-        beta1, beta2 = group["betas"]
-        squares = mf_lazy_adam_step(
+        squares = mf_row_step(
             user_table,
             item_table,
             users.numpy(),
@@ -83,13 +96,14 @@ class FusedMFStep:
             2.0 * self.l2 / len(users),
             user_state,
             item_state,
+            self.adam,
             group["lr"],
             beta1,
             beta2,
-            group["eps"],
+            group.get("eps", 0.0),
             group["weight_decay"],
-            user_corrections,
-            item_corrections,
+            corrections[0],
+            corrections[1],
         )
         return value + self.l2 * squares / len(users)
 
@@ -106,8 +120,14 @@ def fused_step(
     world: World,
 ) -> FusedMFStep | None:
     """The fused step when it applies to this run (see the module doc), else None."""
-    # exactly MF: a subclass may score differently
-    if type(model) is not MF or not isinstance(optimizer, LazyAdam):
+    if type(model) is not MF:  # exactly MF: a subclass may score differently
+        return None
+    plain_sgd = (
+        type(optimizer) is torch.optim.SGD
+        and not any(optimizer.param_groups[0][k] for k in ("momentum", "weight_decay"))
+        and not optimizer.param_groups[0]["maximize"]
+    )
+    if not (isinstance(optimizer, LazyAdam) or plain_sgd):
         return None
     applies = (
         enabled
