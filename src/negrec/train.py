@@ -8,6 +8,9 @@ negatives the loss reads the [B, n_items] score matrix itself). Evaluation on th
 split, early stopping with best-weight restore, checkpoints, progress bars and the bound
 monitor are callbacks.
 
+MF with ``optimizer = "lazy_adam"`` or ``"sgd"`` on one CPU process takes a fused step instead
+of the autograd one (:mod:`negrec.fused`): same update up to float rounding, fewer passes.
+
 Regularisation, two documented knobs:
 - ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.
 - ``l2``: the explicit per-batch penalty of LightGCN / the SimCE paper,
@@ -71,8 +74,9 @@ class TrainConfig:
     # softmax on GPUs; MF's gather-and-dot has no matrix product to speed up.
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the scoring + loss of a step (see loss_step)
-    # MF + lazy_adam on CPU: scores, row gradients and update in one compiled pass
-    # (negrec.fused); the autograd path's update up to float rounding, ~3x faster at K = 1
+    # MF + lazy_adam (or sgd) on one CPU process: scores, row gradients and the update of
+    # the touched rows in compiled passes (negrec.fused); the autograd path's update up to
+    # float rounding, ~2x faster at K = 1
     fused: bool = True
 
     def validate(self, prefix: str) -> None:
@@ -446,7 +450,7 @@ def fit(
         precision=config.precision,
         device=device,
         world=world,
-    )  # None unless MF + lazy_adam on one CPU process
+    )  # None unless MF + lazy_adam or sgd on one CPU process
     batches = make_batches(model, split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
@@ -468,7 +472,7 @@ def fit(
             rows = world.rows(len(batch.users))  # this rank's slice of the global batch
             negatives = draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
             if fused is not None and fused.accepts(negatives):
-                # loss, row gradients and the LazyAdam update of the touched rows at once
+                # loss, row gradients and the optimizer's update of the touched rows at once
                 batch_loss = fused(batch.users, batch.pos, negatives)
                 step_losses.append(batch_loss)
                 if not math.isfinite(batch_loss):  # (a float check: ~1 us, not ~30)
