@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from negrec.errors import NegrecError
 from negrec.experiment import rundir
@@ -92,6 +93,13 @@ def test_plan_skips_finished_redoes_stale_and_refuses_changed_runs(tmp_path):
     with pytest.raises(NegrecError, match="cannot be resumed"):
         run_sweep(grid, workers=1, log=lambda _: None)
     assert stale.exists()  # refused before touching anything
+
+    # a key added to negrec after the run was made is read as its default: still done
+    finished = grid.folder / grid.runs[0].name
+    stored = tomllib.loads((finished / "config.toml").read_text())
+    del stored["train"]["fused"]
+    rundir.write_toml(finished / "config.toml", stored)
+    assert plan_sweep(grid)[0].status == "done"
 
     # the device is not part of the experiment: resuming on another machine is fine
     moved = load_grid(config, ["train.device=auto"], folder=tmp_path / "runs")

@@ -64,6 +64,7 @@ from typing import Any, Literal, Protocol
 
 from negrec.errors import NegrecError
 from negrec.experiment import rundir
+from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.grid import Grid, GridRun, flatten
 
 if sys.version_info >= (3, 11):
@@ -109,8 +110,17 @@ def staging_dirs(folder: Path, name: str) -> list[Path]:
 def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     """Keys where the config stored in run directory ``path`` differs from ``run``'s
     (ignoring ``output``, ``train.device`` and the ``[logging]`` section, which do not
-    change the experiment)."""
-    stored = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
+    change the experiment).
+
+    The stored config is read as this version reads it, defaults filled in: a key added
+    to negrec after the run was made (absent from its config.toml) counts as its default,
+    so a finished sweep stays resumable across such an upgrade."""
+    raw = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
+    raw.pop("grid", None)
+    try:
+        stored = ExperimentConfig.from_dict(raw).to_toml_dict()
+    except NegrecError as err:
+        return [f"its config no longer loads: {err}"]
     wanted = run.config.to_toml_dict()
     stored.pop("logging", None)
     wanted.pop("logging", None)
