@@ -43,14 +43,15 @@ class FusedMFStep:
     updates the touched rows in place (see the module doc)."""
 
     def __init__(self, model: MF, loss: Loss, optimizer: torch.optim.Optimizer, l2: float):
-        self.model, self.loss, self.optimizer, self.l2 = model, loss, optimizer, l2
+        self.loss, self.optimizer, self.l2 = loss, optimizer, l2
         self.tables = (model.user.weight, model.item.weight)
         (self.group,) = optimizer.param_groups  # make_optimizer builds one group
         self.adam = isinstance(optimizer, LazyAdam)
-        # SGD keeps no state: the row-gradient scratch, all zero between steps, lives here
+        # SGD keeps no state: its row-gradient scratch, all zero between steps, lives here
+        # (LazyAdam's is part of its state)
         self.scratch = [
             {"buffer": torch.zeros_like(t), "touched": torch.zeros(t.shape[0], dtype=torch.bool)}
-            for t in self.tables
+            for t in ([] if self.adam else self.tables)
         ]
 
     @staticmethod
