@@ -175,3 +175,20 @@ def test_report_command_prints_the_aggregate(runs_dir, capsys):
     folder = runs_dir.parent  # beside the plot
     assert (folder / "report.md").is_file() and (folder / "report.tex").is_file()
     assert json.loads((runs_dir / "loss=cce,seed=0" / "summary.json").read_text())["seed"] == 0
+
+
+def test_runs_from_before_a_new_config_key_group_with_runs_after_it(runs_dir):
+    """Regression (the simce preset's report, session 4): runs made before
+    ``train.fused`` existed lack the key in config.toml; read with the default filled in,
+    they group with new runs of the same experiment instead of splitting the label."""
+    import tomllib
+
+    from negrec.experiment import rundir
+
+    for path in sorted(runs_dir.glob("loss=cce,*"))[:2]:
+        stored = tomllib.loads((path / "config.toml").read_text())
+        del stored["train"]["fused"]
+        rundir.write_toml(path / "config.toml", stored)
+    groups = group_runs(load_runs([runs_dir]))
+    assert sorted(g.label for g in groups) == ["loss=bce", "loss=bpr", "loss=cce"]
+    assert all(g.n == 3 for g in groups)
