@@ -62,7 +62,7 @@ def interleaved_bpr_rounds(split, optimizer: str, rounds: int, threads: int) -> 
         (np.ones(users.size, dtype=np.float32), (users, items)),
         shape=(split.n_users, split.n_items),
     )
-    implicit_seconds: list[float] = []
+    theirs: list[float] = []  # implicit's iteration seconds, one per round
 
     class ImplicitIteration(Callback):
         def on_epoch_end(self, state) -> None:  # type: ignore[no-untyped-def]
@@ -71,7 +71,7 @@ def interleaved_bpr_rounds(split, optimizer: str, rounds: int, threads: int) -> 
             )
             start = time.perf_counter()
             bpr.fit(matrix, show_progress=False)
-            implicit_seconds.append(time.perf_counter() - start)
+            theirs.append(time.perf_counter() - start)
 
     model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
     sampler = UniformSampler(UniformConfig(k=1), split.train)
@@ -79,12 +79,7 @@ def interleaved_bpr_rounds(split, optimizer: str, rounds: int, threads: int) -> 
     state = fit(model, sampler, Loss(LossConfig(name="bpr")), split, config,
                 callbacks=[ImplicitIteration()])  # fmt: skip
     ours = [h["train_seconds"] for h in state.history]
-    return list(zip(ours, implicit_seconds, strict=True))[1:]  # round 0 warms both up
-
-
-def implicit_seconds(split, repeats: int, threads: int) -> float:
-    """Median wall time of one `implicit` BPR iteration (after one warm-up)."""
-    return float(np.median(implicit_times(split, repeats, threads)))
+    return list(zip(ours, theirs, strict=True))[1:]  # round 0 warms both up
 
 
 def implicit_times(split, repeats: int, threads: int) -> list[float]:

@@ -320,19 +320,21 @@ def uniform_ranks(
 
 
 def _gather_dot_forward(
-    vectors: np.ndarray,  # float32 [B, d]
+    vectors: np.ndarray,  # float32 [V, d]
+    vector_rows: np.ndarray,  # int64 [B]: the vector of each batch row
     table: np.ndarray,  # float32 [n, d]
     rows: np.ndarray,  # int64 [B, K]
-    out: np.ndarray,  # float32 [B, K] out: <table[rows[b, k]], vectors[b]>
+    out: np.ndarray,  # float32 [B, K] out: <table[rows[b, k]], vectors[vector_rows[b]]>
 ) -> None:
     n_rows, width = rows.shape
     dim = vectors.shape[1]
     for b in prange(n_rows):
+        vector = vectors[vector_rows[b]]
         for k in range(width):
             row = table[rows[b, k]]
             acc = np.float32(0.0)
             for j in range(dim):
-                acc += row[j] * vectors[b, j]
+                acc += row[j] * vector[j]
             out[b, k] = acc
 
 
@@ -340,10 +342,19 @@ _GATHER_DOT_FORWARD = _serial_and_parallel(_gather_dot_forward, fastmath=True)
 
 
 def gather_dot_forward(
-    vectors: np.ndarray, table: np.ndarray, rows: np.ndarray, out: np.ndarray
+    vectors: np.ndarray,
+    table: np.ndarray,
+    rows: np.ndarray,
+    out: np.ndarray,
+    vector_rows: np.ndarray | None = None,
 ) -> None:
-    """``out[b, k] = <table[rows[b, k]], vectors[b]>``."""
-    _pick(_GATHER_DOT_FORWARD, rows.size * vectors.shape[1])(vectors, table, rows, out)
+    """``out[b, k] = <table[rows[b, k]], vectors[vector_rows[b]]>`` (``vector_rows``
+    defaults to ``b``: one vector per batch row). MF's scores read the user table through
+    the user ids, without gathering a [B, d] copy first."""
+    if vector_rows is None:
+        vector_rows = np.arange(rows.shape[0], dtype=np.int64)
+    work = rows.size * vectors.shape[1]
+    _pick(_GATHER_DOT_FORWARD, work)(vectors, vector_rows, table, rows, out)
 
 
 def _gather_dot_backward_vectors(
@@ -532,36 +543,6 @@ def lazy_adam_rows(
         param, exp_avg, exp_avg_sq, index, buffer, touched,
         lr, beta1, beta2, eps, weight_decay, correction1, correction2,
     )  # fmt: skip
-
-
-def _mf_scores(
-    user_table: np.ndarray,  # float32 [n_users, d]
-    item_table: np.ndarray,  # float32 [n_items, d]
-    users: np.ndarray,  # int64 [B]
-    items: np.ndarray,  # int64 [B, W]
-    out: np.ndarray,  # float32 [B, W] out: <user_table[users[b]], item_table[items[b, w]]>
-) -> None:
-    n_rows, width = items.shape
-    dim = user_table.shape[1]
-    for b in prange(n_rows):
-        p = user_table[users[b]]
-        for w in range(width):
-            q = item_table[items[b, w]]
-            acc = np.float32(0.0)
-            for j in range(dim):
-                acc += p[j] * q[j]
-            out[b, w] = acc
-
-
-_MF_SCORES = _serial_and_parallel(_mf_scores, fastmath=True)
-
-
-def mf_scores(
-    user_table: np.ndarray, item_table: np.ndarray, users: np.ndarray, items: np.ndarray,
-    out: np.ndarray,
-) -> None:  # fmt: skip
-    """``out[b, w] = <user_table[users[b]], item_table[items[b, w]]>`` (MF's scores)."""
-    _pick(_MF_SCORES, items.size * user_table.shape[1])(user_table, item_table, users, items, out)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from negrec._kernels import mf_row_step, mf_scores
+from negrec._kernels import gather_dot_forward, mf_row_step
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
@@ -67,7 +67,7 @@ class FusedMFStep:
         items = torch.cat([pos.unsqueeze(1), negatives.ids], dim=1)  # [B, 1 + K]
         users = users.contiguous()
         scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
-        mf_scores(user_table, item_table, users.numpy(), items.numpy(), scores.numpy())
+        gather_dot_forward(user_table, item_table, items.numpy(), scores.numpy(), users.numpy())
         value, grad = self.loss.value_and_grad(
             scores, valid=negatives.valid, log_q=negatives.log_q, weights=negatives.weights
         )  # [], [B, 1 + K]

@@ -515,13 +515,11 @@ def check_finite(losses: torch.Tensor, epoch: int, first_step: int = 1) -> None:
     finite = torch.isfinite(losses)
     if bool(finite.all()):
         return
-    bad = (~finite).nonzero()
-    if len(bad):
-        index = int(bad[0, 0])
-        raise TrainingDiverged(
-            f"loss became {losses[index].item()} at epoch {epoch}, batch {first_step + index}; "
-            "lower train.lr or add regularisation"
-        )
+    index = int((~finite).nonzero()[0, 0])
+    raise TrainingDiverged(
+        f"loss became {losses[index].item()} at epoch {epoch}, batch {first_step + index}; "
+        "lower train.lr or add regularisation"
+    )
 
 
 def draw_negatives(

@@ -18,7 +18,6 @@ form (``loss=cce,sampler.k=32``), so a report of a sweep reads like its run name
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import warnings
@@ -32,7 +31,7 @@ import pandas as pd
 
 from negrec.atomic import save_figure
 from negrec.errors import NegrecError
-from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.config import stored_run_config
 from negrec.experiment.grid import flatten, format_value, short_key
 from negrec.experiment.report import DEFAULT_METRICS, RunRecord
 
@@ -52,15 +51,15 @@ def is_seed_key(path: str) -> bool:
 
 
 def run_config(run: RunRecord) -> dict[str, Any]:
-    """The run's stored config as dotted paths -> values, read as this version reads it:
-    keys added to negrec after the run was made take their defaults, so runs from before
-    and after such an upgrade still group together. (A config this version no longer
-    loads is taken as stored.)"""
-    text = (run.path / "config.toml").read_text(encoding="utf-8")
-    raw = tomllib.loads(text)
-    with contextlib.suppress(NegrecError):
-        raw = ExperimentConfig.from_dict(raw).to_toml_dict()
-    return dict(flatten(raw))
+    """The run's stored config as dotted paths -> values, with this version's defaults
+    filled in (:func:`negrec.experiment.config.stored_run_config`), so runs from before and
+    after negrec gained a config key still group together. A config this version no
+    longer loads is taken as stored."""
+    try:
+        return dict(flatten(stored_run_config(run.path)))
+    except NegrecError:
+        text = (run.path / "config.toml").read_text(encoding="utf-8")
+        return dict(flatten(tomllib.loads(text)))
 
 
 @dataclass

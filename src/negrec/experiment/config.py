@@ -321,6 +321,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"invalid TOML: {err}") from None
 
 
+def stored_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run directory's ``config.toml`` as this version reads it: keys added to negrec
+    after the run was made take their defaults, so runs from before and after such an
+    upgrade compare equal (sweeps resume, reports group them). Raises
+    :class:`ConfigError` when this version no longer loads it."""
+    return ExperimentConfig.from_dict(read_toml(run_dir / "config.toml")).to_toml_dict()
+
+
 def preset_names() -> list[str]:
     """Names of the configs shipped with negrec (``negrec run NAME``)."""
     folder = resources.files("negrec") / "presets"

@@ -64,13 +64,13 @@ from typing import Any, Literal, Protocol
 
 from negrec.errors import NegrecError
 from negrec.experiment import rundir
-from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.config import stored_run_config
 from negrec.experiment.grid import Grid, GridRun, flatten
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 LOCK_NAME = ".sweep.lock"
 Status = Literal["done", "todo", "stale", "conflict"]
@@ -112,13 +112,11 @@ def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     (ignoring ``output``, ``train.device`` and the ``[logging]`` section, which do not
     change the experiment).
 
-    The stored config is read as this version reads it, defaults filled in: a key added
-    to negrec after the run was made (absent from its config.toml) counts as its default,
-    so a finished sweep stays resumable across such an upgrade."""
-    raw = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
-    raw.pop("grid", None)
+    The stored config is read with this version's defaults filled in
+    (:func:`negrec.experiment.config.stored_run_config`), so a finished sweep stays
+    resumable when negrec gains a config key."""
     try:
-        stored = ExperimentConfig.from_dict(raw).to_toml_dict()
+        stored = stored_run_config(path)
     except NegrecError as err:
         return [f"its config no longer loads: {err}"]
     wanted = run.config.to_toml_dict()
