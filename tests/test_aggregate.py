@@ -192,3 +192,27 @@ def test_runs_from_before_a_new_config_key_group_with_runs_after_it(runs_dir):
     groups = group_runs(load_runs([runs_dir]))
     assert sorted(g.label for g in groups) == ["loss=bce", "loss=bpr", "loss=cce"]
     assert all(g.n == 3 for g in groups)
+
+
+def test_labels_leave_out_default_values_but_stay_distinct(tmp_path):
+    """Regression (the simce preset's report): a BPR group beside SimCE groups with
+    margin 16 was labelled ``loss=bpr,loss.margin=1.0`` although BPR has no margin.
+    Values equal to negrec's defaults are left out of labels; plugin names stay, and a
+    group whose every varying value is a default keeps a distinct label."""
+    folder = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_run(folder, f"loss=bpr,seed={seed}", "bpr", seed, 0.2)
+        for margin in (1.0, 16.0):
+            write_fake_run(
+                folder,
+                f"loss=simce,loss.margin={margin},seed={seed}",
+                loss="simce",
+                seed=seed,
+                k=4,
+                history=[{"epoch": 1, "loss": 1.0, "valid/ndcg@20": 0.1}],
+                valid={"ndcg@20": 0.1},
+                test={"ndcg@20": 0.1},
+                config={"loss": {"name": "simce", "margin": margin}},
+            )
+    labels = sorted(g.label for g in group_runs(load_runs([folder])))
+    assert labels == ["loss=bpr", "loss=simce", "loss=simce,loss.margin=16.0"]

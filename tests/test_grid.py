@@ -199,6 +199,17 @@ def test_presets_expand_with_registered_plugins(preset, count):
         assert {(r.config.model.name, r.config.loss.name) for r in grid.runs} == {
             (m, loss) for m in ("mf", "lightgcn") for loss in ("bpr", "ssm", "simce")
         }
+        # MF at the paper's batch; LightGCN at the CPU recipe of benchmarks/RESULTS.md
+        recipes = {
+            (
+                r.config.model.name,
+                r.config.train.batch_size,
+                r.config.train.lr,
+                r.config.train.epochs,
+            )
+            for r in grid.runs
+        }
+        assert recipes == {("mf", 1024, 1e-3, 60), ("lightgcn", 8192, 5e-3, 40)}
 
 
 def test_sweep_dry_run_lists_the_runs(tmp_path, capsys):

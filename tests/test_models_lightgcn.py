@@ -212,3 +212,53 @@ def test_train_mode_no_grad_scoring_shares_the_steps_graph(split: Split) -> None
     scores = model.score(users, items)
     assert scores.requires_grad and model.propagations == 1
     torch.testing.assert_close(scores.detach(), candidates)
+
+
+# ------------------------------------------------------------------ row-subset last layer
+def _scores_and_grads(split: Split, layers: int, share: float, monkeypatch) -> tuple:
+    monkeypatch.setattr("negrec.models.lightgcn.ROW_SUBSET_MAX_SHARE", share)
+    model = make(split.train, layers=layers, seed=3).train()
+    users = torch.tensor([0, 5, 5, 17, 39])  # a repeated user
+    items = torch.tensor([[0, 1, 1], [2, 49, 3], [2, 7, 8], [10, 11, 0], [48, 47, 46]])
+    scores = model.score(users, items)  # [5, 3]
+    weights = torch.linspace(-1.0, 2.0, scores.numel()).reshape(scores.shape)
+    (scores * weights).sum().backward()
+    assert model.propagations == 1
+    assert model.user.weight.grad is not None and model.item.weight.grad is not None
+    return scores.detach(), model.user.weight.grad, model.item.weight.grad
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_row_subset_last_layer_equals_the_full_propagation(split: Split, layers, monkeypatch):
+    """The step's last layer for its rows only (share 1.0: always) gives the scores and
+    the gradients of the full propagation (share -1: never), repeated rows included."""
+    subset = _scores_and_grads(split, layers, 1.0, monkeypatch)
+    full = _scores_and_grads(split, layers, -1.0, monkeypatch)
+    for got, want in zip(subset, full, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_row_subset_is_skipped_above_its_share_of_the_graph(split: Split, monkeypatch):
+    monkeypatch.setattr("negrec.models.lightgcn.ROW_SUBSET_MAX_SHARE", 0.0)
+    model = make(split.train).train()
+    assert model._rows_final(torch.tensor([0, 40])) is None  # any row has a non-zero
+    monkeypatch.setattr("negrec.models.lightgcn.ROW_SUBSET_MAX_SHARE", 1.0)
+    final, position = model._rows_final(torch.tensor([40, 0, 40]))
+    assert final.shape == (2, model.config.dim) and position[0] == 0 and position[40] == 1
+    model.eval()
+    assert model._rows_final(torch.tensor([0])) is None  # evaluation: the full cache
+
+
+def test_training_with_the_row_subset_matches_full_training(split: Split, monkeypatch):
+    """Two epochs of BPR with uniform negatives, row-subset steps against full ones: the
+    same weights (the per-step cache is released after each backward pass)."""
+    trained = []
+    for share in (1.0, -1.0):
+        monkeypatch.setattr("negrec.models.lightgcn.ROW_SUBSET_MAX_SHARE", share)
+        model = make(split.train, seed=4)
+        sampler_cls = SAMPLERS.get("uniform", "sampler.name")
+        sampler = sampler_cls(SAMPLERS.config("uniform", {"k": 3}, "sampler"), split.train)
+        config = TrainConfig(epochs=2, batch_size=16, l2=1e-4, metric="ndcg@10")
+        fit(model, sampler, Loss(LossConfig(name="bpr")), split, config)
+        trained.append(torch.cat([model.user.weight, model.item.weight]).detach())
+    torch.testing.assert_close(trained[0], trained[1], rtol=1e-4, atol=1e-6)

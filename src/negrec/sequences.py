@@ -50,7 +50,7 @@ from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
 from negrec.errors import ConfigError
-from negrec.models.base import Model, ModelConfig
+from negrec.models.base import Model, ModelConfig, squared_norms
 
 if TYPE_CHECKING:
     from negrec.train import Batch
@@ -342,9 +342,9 @@ class SequentialModel(Model):
 
     def l2_penalty(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
         ctx = self._check(ctx)
-        history = self.input_embeddings()(ctx.items)  # [R, W, d], pad rows are zero
-        rows = self.output_items()[0](items)  # [B, K, d]
-        return (history.pow(2).sum() + rows.pow(2).sum()) / items.shape[0]
+        history = squared_norms(self.input_embeddings(), ctx.items)  # the pad row is zero
+        rows = squared_norms(self.output_items()[0], items)
+        return (history + rows) / items.shape[0]
 
 
 def contexts_for(model: Model, split: Split, part: str) -> Callable[[torch.Tensor], Any] | None:

@@ -13,7 +13,8 @@ paired t-test (``scipy.stats.ttest_rel``, two-sided) on their per-seed test valu
 paired by seed (the tuple of all seed keys): only seeds both groups have count.
 
 Group labels list the config values that differ between the groups, in the grid's short
-form (``loss=cce,sampler.k=32``), so a report of a sweep reads like its run names.
+form (``loss=cce,sampler.k=32``), so a report of a sweep reads like its run names; a value
+equal to negrec's default is left out of a label (plugin names are always shown).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pandas as pd
 
 from negrec.atomic import save_figure
 from negrec.errors import NegrecError
-from negrec.experiment.config import stored_run_config
+from negrec.experiment.config import ExperimentConfig, stored_run_config
 from negrec.experiment.grid import flatten, format_value, short_key
 from negrec.experiment.report import DEFAULT_METRICS, RunRecord
 
@@ -119,13 +120,30 @@ def varying_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     return names + [k for k in keys if k not in names]
 
 
+PLUGIN_NAMES = ("model.name", "loss.name", "sampler.name")
+
+
 def _label(groups: list[Group]) -> None:
+    """Label each group by the keys that vary between groups, leaving out a key where the
+    group holds negrec's default for it (plugin names excepted): a BPR group next to
+    SimCE groups is ``loss=bpr``, not ``loss=bpr,loss.margin=1.0``. Labels stay distinct:
+    two groups differ in some key, and at least one of them holds a non-default value
+    there."""
     keys = varying_keys([g.config for g in groups])
+    defaults = _default_config()
     for group in groups:
         parts = [
-            f"{short_key(k)}={format_value(group.config[k])}" for k in keys if k in group.config
+            f"{short_key(k)}={format_value(group.config[k])}"
+            for k in keys
+            if k in group.config
+            and (k in PLUGIN_NAMES or k not in defaults or defaults[k] != group.config[k])
         ]
         group.label = ",".join(parts) or _common_name(group)
+
+
+def _default_config() -> dict[str, Any]:
+    """negrec's default config as dotted paths -> values."""
+    return dict(flatten(ExperimentConfig.from_dict({}).to_toml_dict()))
 
 
 def _common_name(group: Group) -> str:

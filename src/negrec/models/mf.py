@@ -7,7 +7,7 @@ from torch import nn
 
 from negrec.data.interactions import Interactions
 from negrec.gather_dot import gather_dot
-from negrec.models.base import MODELS, Model, ModelConfig
+from negrec.models.base import MODELS, Model, ModelConfig, squared_norms
 
 
 @MODELS.register("mf")
@@ -37,6 +37,4 @@ class MF(Model):
         return self.user(ctx) @ self.item.weight.T
 
     def l2_penalty(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        users = self.user(ctx)  # [B, d]
-        rows = self.item(items)  # [B, K, d]
-        return (users.pow(2).sum() + rows.pow(2).sum()) / ctx.shape[0]
+        return (squared_norms(self.user, ctx) + squared_norms(self.item, items)) / ctx.shape[0]

@@ -29,7 +29,7 @@ from torch import nn
 
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
-from negrec.models.base import MODELS, Model, ModelConfig
+from negrec.models.base import MODELS, Model, ModelConfig, squared_norms
 
 
 @dataclass
@@ -134,7 +134,7 @@ class NCF(Model):
     def l2_penalty(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), device=ctx.device)
         if self.use_gmf:
-            total = total + self.user_gmf(ctx).pow(2).sum() + self.item_gmf(items).pow(2).sum()
+            total = total + squared_norms(self.user_gmf, ctx) + squared_norms(self.item_gmf, items)
         if self.use_mlp:
-            total = total + self.user_mlp(ctx).pow(2).sum() + self.item_mlp(items).pow(2).sum()
+            total = total + squared_norms(self.user_mlp, ctx) + squared_norms(self.item_mlp, items)
         return total / ctx.shape[0]
