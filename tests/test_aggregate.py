@@ -20,6 +20,7 @@ from negrec.experiment.aggregate import (
     aggregate,
     group_runs,
     latex_table,
+    legend_text,
     markdown_table,
     paired_test,
     seeds_repeat,
@@ -216,3 +217,11 @@ def test_labels_leave_out_default_values_but_stay_distinct(tmp_path):
             )
     labels = sorted(g.label for g in group_runs(load_runs([folder])))
     assert labels == ["loss=bpr", "loss=simce", "loss=simce,loss.margin=16.0"]
+
+
+def test_legend_text_wraps_long_labels_at_commas():
+    label = "model=lightgcn,loss=ssm,model.layers=3,sampler.k=32,train.epochs=40,train.lr=0.005"
+    lines = legend_text(label, width=30).split("\n")
+    assert ",".join(lines) == label  # nothing lost, every break at a comma
+    assert len(lines) == 3 and all(len(line) <= 30 for line in lines)
+    assert legend_text("loss=bpr") == "loss=bpr"

@@ -130,20 +130,36 @@ def _label(groups: list[Group]) -> None:
     two groups differ in some key, and at least one of them holds a non-default value
     there."""
     keys = varying_keys([g.config for g in groups])
-    defaults = _default_config()
     for group in groups:
-        parts = [
-            f"{short_key(k)}={format_value(group.config[k])}"
-            for k in keys
-            if k in group.config
-            and (k in PLUGIN_NAMES or k not in defaults or defaults[k] != group.config[k])
-        ]
-        group.label = ",".join(parts) or _common_name(group)
+        group.label = describe(group.config, keys) or _common_name(group)
+
+
+def describe(config: dict[str, Any], keys: Sequence[str]) -> str:
+    """``key=value`` of ``keys`` in ``config``, comma-joined in the grid's short form,
+    leaving out values equal to negrec's defaults (plugin names are always shown)."""
+    defaults = _default_config()
+    return ",".join(
+        f"{short_key(k)}={format_value(config[k])}"
+        for k in keys
+        if k in config and (k in PLUGIN_NAMES or k not in defaults or defaults[k] != config[k])
+    )
 
 
 def _default_config() -> dict[str, Any]:
     """negrec's default config as dotted paths -> values."""
     return dict(flatten(ExperimentConfig.from_dict({}).to_toml_dict()))
+
+
+def legend_text(label: str, width: int = 45) -> str:
+    """A label wrapped at its commas into lines of about ``width`` characters, so long
+    group labels stay inside a plot's legend."""
+    lines: list[str] = []
+    for part in label.split(","):
+        if lines and len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += "," + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 def _common_name(group: Group) -> str:
@@ -374,7 +390,9 @@ def plot_mean_curves(groups: Sequence[Group], metric: str, path: str | Path) -> 
             if not frames:
                 continue
             stats = pd.concat(frames).dropna().groupby("epoch")[column].agg(["mean", "std"])
-            (line,) = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
+            (line,) = ax.plot(
+                stats.index, stats["mean"], marker="o", markersize=3, label=legend_text(label)
+            )
             if group.n > 1:
                 std = stats["std"].fillna(0.0)
                 ax.fill_between(
@@ -397,11 +415,7 @@ def plot_mean_curves(groups: Sequence[Group], metric: str, path: str | Path) -> 
 def _panel_labels(groups: Sequence[Group]) -> list[str]:
     """Labels of the groups within one panel: what differs between them there."""
     keys = varying_keys([g.config for g in groups])
-    return [
-        ",".join(f"{short_key(k)}={format_value(g.config[k])}" for k in keys if k in g.config)
-        or g.label
-        for g in groups
-    ]
+    return [describe(g.config, keys) or g.label for g in groups]
 
 
 def k_varies(groups: Sequence[Group]) -> bool:
@@ -436,10 +450,8 @@ def plot_metric_vs_k(groups: Sequence[Group], metric: str, path: str | Path) -> 
         stats = [mean_std(g.values(metric)) for g in members]
         means = [m for m, _ in stats]
         stds = [0.0 if math.isnan(s) else s for _, s in stats]
-        label = ",".join(
-            f"{short_key(k)}={format_value(rest[key][k])}" for k in keys if k in rest[key]
-        )
-        ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=label or "all")
+        label = describe(rest[key], keys) or "all"
+        ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=legend_text(label))
         all_k += ks
     if all_k and min(all_k) > 0 and max(all_k) / min(all_k) >= 10:
         ax.set_xscale("log")
