@@ -209,19 +209,24 @@ class LightGCN(Model):
             with torch.set_grad_enabled(graph):
                 final = self.propagate()
             if graph and final.requires_grad:
-                ref = weakref.ref(self)
-
-                def consumed(grad: torch.Tensor) -> None:  # back-propagated: the step is over
-                    model = ref()
-                    if model is not None:
-                        model._cache = None
-
-                final.register_hook(consumed)
+                self._release_when_consumed(final, "_cache")
             self._cache = (key, final, graph)
         final = self._cache[1]
         if not torch.is_grad_enabled():
             final = final.detach()
         return final[: self.n_users], final[self.n_users :]
+
+    def _release_when_consumed(self, tensor: torch.Tensor, cache: str) -> None:
+        """Drop the cache attribute ``cache`` once ``tensor``'s graph has been
+        back-propagated (the step is over); a weak reference, so no cycle keeps the model."""
+        ref = weakref.ref(self)
+
+        def consumed(grad: torch.Tensor) -> None:
+            model = ref()
+            if model is not None:
+                setattr(model, cache, None)
+
+        tensor.register_hook(consumed)
 
     def train(self, mode: bool = True) -> LightGCN:
         self._cache = self._step_layers = None  # a new phase: recompute once
@@ -258,14 +263,7 @@ class LightGCN(Model):
         if self._step_layers is None or self._step_layers[0] != key:
             total, last = self._layer_sum(self.config.layers - 1)
             self._step_layers = (key, total, last)
-            ref = weakref.ref(self)
-
-            def consumed(grad: torch.Tensor) -> None:  # back-propagated: the step is over
-                model = ref()
-                if model is not None:
-                    model._step_layers = None
-
-            total.register_hook(consumed)
+            self._release_when_consumed(total, "_step_layers")
         _, total, last = self._step_layers
         top = _RowsSpMM.apply(crow, self.adj_col[edges], self.adj_value[edges], last)  # [R, d]
         final = (total[rows] + top) / (self.config.layers + 1)  # [R, d]
