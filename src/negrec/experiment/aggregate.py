@@ -19,6 +19,7 @@ equal to negrec's default is left out of a label (plugin names are always shown)
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -145,8 +146,9 @@ def describe(config: dict[str, Any], keys: Sequence[str]) -> str:
     )
 
 
+@functools.cache
 def _default_config() -> dict[str, Any]:
-    """negrec's default config as dotted paths -> values."""
+    """negrec's default config as dotted paths -> values (built once; not to be mutated)."""
     return dict(flatten(ExperimentConfig.from_dict({}).to_toml_dict()))
 
 

@@ -67,11 +67,6 @@ from negrec.experiment import rundir
 from negrec.experiment.config import stored_run_config
 from negrec.experiment.grid import Grid, GridRun, flatten
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
-
 LOCK_NAME = ".sweep.lock"
 Status = Literal["done", "todo", "stale", "conflict"]
 Log = Callable[[str], None]

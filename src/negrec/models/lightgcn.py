@@ -109,7 +109,10 @@ def _float32_spmm(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 ROW_SUBSET_MAX_SHARE = 0.25  # of Â's non-zeros; above it the full last product is as cheap
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, value: torch.Tensor, shape: tuple[int, int]):
+def _csr(
+    crow: torch.Tensor, col: torch.Tensor, value: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A sparse CSR tensor over the given arrays (no copy, no invariant checks)."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
@@ -175,11 +178,7 @@ class LightGCN(Model):
     def adjacency(self) -> torch.Tensor:
         """Â [U + I, U + I] as a sparse CSR tensor over the buffers (no copy)."""
         n = self.n_users + self.n_items
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(
-                self.adj_crow, self.adj_col, self.adj_value, (n, n), check_invariants=False
-            )
+        return _csr(self.adj_crow, self.adj_col, self.adj_value, (n, n))
 
     def propagate(self) -> torch.Tensor:
         """Final embeddings [U + I, d]: the mean of E^(0) .. E^(L), E^(k+1) = Â E^(k)."""
