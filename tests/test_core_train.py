@@ -18,7 +18,14 @@ from negrec.errors import ConfigError
 from negrec.evaluate import EvalConfig, evaluate
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components
-from negrec.train import EarlyStopping, TrainingDiverged, TrainState, ValidationEval, fit
+from negrec.train import (
+    Callback,
+    EarlyStopping,
+    TrainingDiverged,
+    TrainState,
+    ValidationEval,
+    fit,
+)
 
 METRIC = "ndcg@10"
 EVAL = EvalConfig(ks=[10], auc=False)
@@ -239,3 +246,42 @@ def test_compiled_step_trains_like_the_eager_step(split, device, model, sampler,
 def test_compile_with_lazy_adam_is_a_config_error():
     with pytest.raises(ConfigError, match=r"train\.compile"):
         experiment(compile=True, optimizer="lazy_adam")
+
+
+# ----------------------------------------------------------------------------- lr schedule
+class ParameterSnapshots(Callback):
+    """The learning rate and a copy of the parameters at the end of every epoch."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.params: list[list[torch.Tensor]] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        assert state.optimizer is not None
+        self.lrs.append(state.optimizer.param_groups[0]["lr"])
+        self.params.append([p.detach().clone() for p in state.model.parameters()])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])  # lazy_adam, sgd: fused
+def test_step_decay_lowers_the_rate_each_optimizer_steps_with(split, optimizer):
+    lr = 1.0 if optimizer == "sgd" else 0.05
+    snapshots = ParameterSnapshots()
+    config = experiment(epochs=5, lr=lr, lr_decay=0.5, lr_decay_every=2, optimizer=optimizer)
+    train(split, config, [snapshots])
+    assert snapshots.lrs == [lr, lr, lr / 2, lr / 2, lr / 4]
+
+    # a rate decayed to almost nothing after epoch 1 freezes the weights from then on,
+    # which shows the optimizer (and the fused step) really steps with the scheduled rate
+    frozen = ParameterSnapshots()
+    train(split, experiment(epochs=2, lr=lr, lr_decay=1e-9, optimizer=optimizer), [frozen])
+    constant = ParameterSnapshots()
+    train(split, experiment(epochs=2, lr=lr, optimizer=optimizer), [constant])
+    for first, second, moved in zip(*frozen.params, constant.params[1], strict=True):
+        assert torch.allclose(first, second, atol=1e-6)
+        assert not torch.allclose(first, moved, atol=1e-3)  # without decay epoch 2 moves them
+
+
+@pytest.mark.parametrize("setting", [{"lr_decay": 0.0}, {"lr_decay": 1.5}, {"lr_decay_every": 0}])
+def test_bad_lr_schedule_is_a_config_error(setting):
+    with pytest.raises(ConfigError, match=r"train\.lr_decay"):
+        experiment(**setting)

@@ -106,6 +106,26 @@ def test_plan_skips_finished_redoes_stale_and_refuses_changed_runs(tmp_path):
     assert plan_sweep(moved)[0].status == "done"
 
 
+def test_data_root_spelled_another_way_is_the_same_run(tmp_path, monkeypatch):
+    """Regression: a sweep made with data.root=../shared/data refused to resume with
+    /work/shared/data (the same folder) because the stored root was compared as a string."""
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    config = tmp_path / "g.toml"
+    config.write_text(GRID.format(epochs=2))
+    made = load_grid(config, ["data.root=../shared/data"], folder=tmp_path / "runs")
+    fake_finished_run(made, 0)
+
+    for spelling in (str(tmp_path / "shared" / "data"), "../shared/./data/", "../shared/data"):
+        resumed = load_grid(config, [f"data.root={spelling}"], folder=tmp_path / "runs")
+        assert plan_sweep(resumed)[0].status == "done", spelling
+    elsewhere = load_grid(config, ["data.root=../other"], folder=tmp_path / "runs")
+    plan = plan_sweep(elsewhere)[0]
+    assert plan.status == "conflict" and "data.root: '../shared/data' in the run" in plan.detail
+
+
 def test_one_sweep_per_folder_and_threads_per_worker(tmp_path, monkeypatch):
     config = tmp_path / "g.toml"
     config.write_text(GRID.format(epochs=2))

@@ -58,6 +58,10 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 1024
     lr: float = 1e-3
+    # step decay: the lr is multiplied by lr_decay every lr_decay_every epochs (1.0: constant).
+    # The schedule of the hard-negative paper's code (Shi et al., WWW 2023): 0.95 every 5.
+    lr_decay: float = 1.0
+    lr_decay_every: int = 1
     weight_decay: float = 0.0  # Adam's coupled L2 on all parameters
     l2: float = 0.0  # explicit L2 on the embeddings a batch touched (see module doc)
     eval_every: int = 1  # evaluate on validation every N epochs
@@ -83,6 +87,8 @@ class TrainConfig:
         require(self.epochs >= 1, f"{prefix}.epochs", "must be >= 1")
         require(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
         require(self.lr > 0, f"{prefix}.lr", "must be > 0")
+        require(0 < self.lr_decay <= 1, f"{prefix}.lr_decay", "must be in (0, 1]")
+        require(self.lr_decay_every >= 1, f"{prefix}.lr_decay_every", "must be >= 1")
         require(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
         require(self.l2 >= 0, f"{prefix}.l2", "must be >= 0")
         require(self.eval_every >= 1, f"{prefix}.eval_every", "must be >= 1")
@@ -464,6 +470,8 @@ def fit(
 
     for epoch in range(first_epoch, config.epochs + 1):
         state.epoch, state.log = epoch, {"epoch": epoch}
+        # the lr is a function of the epoch alone, so a resumed run keeps its schedule
+        set_learning_rate(optimizer, scheduled_lr(config, epoch))
         model.train()
         start = time.perf_counter()
         step_losses: list[torch.Tensor] = []  # [] per step, on the device
@@ -507,6 +515,18 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def scheduled_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based) under the step decay of ``config``:
+    ``lr * lr_decay ** ((epoch - 1) // lr_decay_every)``."""
+    return config.lr * config.lr_decay ** ((epoch - 1) // config.lr_decay_every)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set ``lr`` on every parameter group (the optimizers and the fused step read it per step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def check_finite(losses: torch.Tensor, epoch: int, first_step: int = 1) -> None:

@@ -102,10 +102,21 @@ def staging_dirs(folder: Path, name: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and p.is_dir())
 
 
+#: config keys naming a folder: two spellings of one folder ("../shared/data" and
+#: "/work/shared/data", from the working directory the sweep runs in) are the same value
+FOLDER_KEYS = frozenset({"data.root"})
+
+
+def _same_folder(a: object, b: object) -> bool:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
 def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     """Keys where the config stored in run directory ``path`` differs from ``run``'s
     (ignoring ``output``, ``train.device`` and the ``[logging]`` section, which do not
-    change the experiment).
+    change the experiment, and reading ``data.root`` as the folder it names).
 
     The stored config is read with this version's defaults filled in
     (:func:`negrec.experiment.config.stored_run_config`), so a finished sweep stays
@@ -120,7 +131,12 @@ def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     ignored = {"output", "train.device"}
     old = {k: v for k, v in flatten(stored) if k not in ignored}
     new = {k: v for k, v in flatten(wanted) if k not in ignored}
-    keys = [k for k in {**new, **old} if old.get(k, "<unset>") != new.get(k, "<unset>")]
+    keys = [
+        k
+        for k in {**new, **old}
+        if old.get(k, "<unset>") != new.get(k, "<unset>")
+        and not (k in FOLDER_KEYS and _same_folder(old.get(k), new.get(k)))
+    ]
     return [
         f"{k}: {old.get(k, '<unset>')!r} in the run, {new.get(k, '<unset>')!r} now"
         for k in keys[:limit]
