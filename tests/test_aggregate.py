@@ -18,6 +18,7 @@ from negrec.cli import main
 from negrec.experiment.aggregate import (
     PairedTest,
     aggregate,
+    describe,
     group_runs,
     latex_table,
     legend_text,
@@ -225,3 +226,19 @@ def test_legend_text_wraps_long_labels_at_commas():
     assert ",".join(lines) == label  # nothing lost, every break at a comma
     assert len(lines) == 3 and all(len(line) <= 30 for line in lines)
     assert legend_text("loss=bpr") == "loss=bpr"
+
+
+def test_labels_read_defaults_from_each_runs_own_model():
+    """Regression (the simce preset's report): LightGCN groups beside MF ones read
+    ``model=lightgcn,model.layers=3`` although 3 is LightGCN's default: defaults came from
+    MF, which has no ``layers``. A non-default value of the run's own model still shows."""
+    keys = ["model.name", "model.layers", "loss.name", "loss.margin"]
+    lightgcn = {"model.name": "lightgcn", "model.layers": 3, "loss.name": "bpr"}
+    assert describe(lightgcn, keys) == "model=lightgcn,loss=bpr"
+    assert (
+        describe({**lightgcn, "model.layers": 2}, keys) == "model=lightgcn,model.layers=2,loss=bpr"
+    )
+    simce = {"model.name": "mf", "loss.name": "simce", "loss.margin": 16.0}
+    assert describe(simce, keys) == "model=mf,loss=simce,loss.margin=16.0"
+    unknown = {"model.name": "not-a-model", "model.layers": 3}  # a plugin from elsewhere
+    assert describe(unknown, keys) == "model=not-a-model,model.layers=3"

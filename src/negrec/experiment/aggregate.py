@@ -137,8 +137,10 @@ def _label(groups: list[Group]) -> None:
 
 def describe(config: dict[str, Any], keys: Sequence[str]) -> str:
     """``key=value`` of ``keys`` in ``config``, comma-joined in the grid's short form,
-    leaving out values equal to negrec's defaults (plugin names are always shown)."""
-    defaults = _default_config()
+    leaving out values equal to the defaults of the run's own model, sampler and loss
+    (so LightGCN's ``layers = 3`` is a default, MF has none; plugin names are always
+    shown)."""
+    defaults = _default_config(tuple(config.get(k) for k in PLUGIN_NAMES))
     return ",".join(
         f"{short_key(k)}={format_value(config[k])}"
         for k in keys
@@ -147,9 +149,19 @@ def describe(config: dict[str, Any], keys: Sequence[str]) -> str:
 
 
 @functools.cache
-def _default_config() -> dict[str, Any]:
-    """negrec's default config as dotted paths -> values (built once; not to be mutated)."""
-    return dict(flatten(ExperimentConfig.from_dict({}).to_toml_dict()))
+def _default_config(plugins: tuple[Any, ...]) -> dict[str, Any]:
+    """The default config of the given (model, loss, sampler) names as dotted paths ->
+    values (negrec's defaults for a name that is missing or unknown; built once per
+    combination, not to be mutated)."""
+    sections = {}
+    for key, name in zip(PLUGIN_NAMES, plugins, strict=True):
+        if isinstance(name, str):
+            sections[key.split(".")[0]] = {"name": name}
+    try:
+        config = ExperimentConfig.from_dict(sections)
+    except NegrecError:  # a plugin this negrec does not know: its labels keep every value
+        config = ExperimentConfig.from_dict({})
+    return dict(flatten(config.to_toml_dict()))
 
 
 def legend_text(label: str, width: int = 45) -> str:
