@@ -267,8 +267,9 @@ def test_step_decay_lowers_the_rate_each_optimizer_steps_with(split, optimizer):
     lr = 1.0 if optimizer == "sgd" else 0.05
     snapshots = ParameterSnapshots()
     config = experiment(epochs=5, lr=lr, lr_decay=0.5, lr_decay_every=2, optimizer=optimizer)
-    train(split, config, [snapshots])
+    state, _ = train(split, config, [snapshots])
     assert snapshots.lrs == [lr, lr, lr / 2, lr / 2, lr / 4]
+    assert [row["lr"] for row in state.history] == snapshots.lrs  # logged for plots
 
     # a rate decayed to almost nothing after epoch 1 freezes the weights from then on,
     # which shows the optimizer (and the fused step) really steps with the scheduled rate

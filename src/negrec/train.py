@@ -471,7 +471,10 @@ def fit(
     for epoch in range(first_epoch, config.epochs + 1):
         state.epoch, state.log = epoch, {"epoch": epoch}
         # the lr is a function of the epoch alone, so a resumed run keeps its schedule
-        set_learning_rate(optimizer, scheduled_lr(config, epoch))
+        lr = scheduled_lr(config, epoch)
+        set_learning_rate(optimizer, lr)
+        if config.lr_decay != 1.0:
+            state.log["lr"] = lr  # (a history column only when it changes)
         model.train()
         start = time.perf_counter()
         step_losses: list[torch.Tensor] = []  # [] per step, on the device
