@@ -27,7 +27,7 @@ from negrec.experiment.aggregate import (
     seeds_repeat,
     write_report,
 )
-from negrec.experiment.report import load_runs
+from negrec.experiment.report import comparison_table, load_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -242,3 +242,33 @@ def test_labels_read_defaults_from_each_runs_own_model():
     assert describe(simce, keys) == "model=mf,loss=simce,loss.margin=16.0"
     unknown = {"model.name": "not-a-model", "model.layers": 3}  # a plugin from elsewhere
     assert describe(unknown, keys) == "model=not-a-model,model.layers=3"
+
+
+def test_tables_show_the_cutoffs_the_runs_report(tmp_path):
+    """Regression (the hns runs, eval.ks = [5, 20, 50]): the run table printed empty
+    recall@10 / ndcg@10 columns and left out recall@50, the metric being compared."""
+    test = {"recall@5": 0.1, "ndcg@5": 0.2, "recall@50": 0.3, "ndcg@50": 0.4, "mrr": 0.5}
+    for seed in (0, 1):
+        write_fake_run(
+            tmp_path,
+            f"seed={seed}",
+            loss="bpr",
+            seed=seed,
+            k=1,
+            history=[{"epoch": 1, "loss": 1.0, "valid/ndcg@50": 0.1}],
+            valid={"ndcg@50": 0.1},
+            test=test,
+            config={
+                "train": {"seed": seed, "epochs": 3, "metric": "ndcg@50"},
+                "eval": {"ks": [5, 50]},
+            },
+        )
+    runs = load_runs([tmp_path])
+    header = comparison_table(runs).splitlines()[0]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    wanted = ["recall@5", "ndcg@5", "recall@50", "ndcg@50", "mrr"]
+    assert columns[-5:] == [f"test {m}" for m in wanted]
+    assert "test recall@10" not in columns
+    # the aggregate leads with the selection metric (ndcg@20 in these summaries, which
+    # the runs do not report), then the same columns
+    assert aggregate(runs).columns[1:] == [f"test {m}" for m in wanted]

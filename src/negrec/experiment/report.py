@@ -49,8 +49,19 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     return runs
 
 
-def comparison_table(runs: list[RunRecord], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
-    """Markdown table: one row per run, test metrics at the epoch selected on validation."""
+def run_metrics(runs: Sequence[RunRecord]) -> tuple[str, ...]:
+    """The test metrics to tabulate for ``runs``: recall and NDCG at every cut-off they
+    report (``eval.ks``), ascending, then MRR and AUC where present; ``DEFAULT_METRICS``
+    when they report none of these."""
+    present: set[str] = set().union(*(r.summary.get("test", {}) for r in runs))
+    cutoffs = sorted({int(m.split("@")[1]) for m in present if m.startswith(("recall@", "ndcg@"))})
+    ordered = [f"{name}@{k}" for k in cutoffs for name in ("recall", "ndcg")] + ["mrr", "auc"]
+    return tuple(m for m in ordered if m in present) or DEFAULT_METRICS
+
+
+def comparison_table(runs: list[RunRecord], metrics: tuple[str, ...] | None = None) -> str:
+    """Markdown table: one row per run, test metrics at the epoch selected on validation
+    (``metrics``: those of :func:`run_metrics` unless given)."""
     header, rows = comparison_rows(runs, metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
@@ -58,9 +69,10 @@ def comparison_table(runs: list[RunRecord], metrics: tuple[str, ...] = DEFAULT_M
 
 
 def comparison_rows(
-    runs: list[RunRecord], metrics: tuple[str, ...] = DEFAULT_METRICS
+    runs: list[RunRecord], metrics: tuple[str, ...] | None = None
 ) -> tuple[list[str], list[list[str]]]:
     """The cells of :func:`comparison_table` (header, one row per run), for any format."""
+    metrics = run_metrics(runs) if metrics is None else metrics
     selection = runs[0].summary.get("selection_metric", "ndcg@20") if runs else "ndcg@20"
     header = ["run", "model", "loss", "sampler", "K", "best epoch", f"valid {selection}"]
     header += [f"test {m}" for m in metrics]
