@@ -35,7 +35,7 @@ from negrec.atomic import save_figure
 from negrec.errors import NegrecError
 from negrec.experiment.config import ExperimentConfig, stored_run_config
 from negrec.experiment.grid import flatten, format_value, short_key
-from negrec.experiment.report import RunRecord, run_metrics
+from negrec.experiment.report import RunRecord, reported_metrics, run_metrics
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -201,7 +201,7 @@ def selection_metric(runs: Sequence[RunRecord]) -> str:
 
 def table_metrics(runs: Sequence[RunRecord], selection: str) -> list[str]:
     """Test metrics to tabulate: the selection metric, then those of :func:`run_metrics`."""
-    present = set().union(*(r.summary.get("test", {}) for r in runs)) if runs else set()
+    present = reported_metrics(runs)
     ordered = [selection, *(m for m in run_metrics(runs) if m != selection)]
     return [m for m in ordered if m in present]
 

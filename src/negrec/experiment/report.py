@@ -49,11 +49,16 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     return runs
 
 
+def reported_metrics(runs: Sequence[RunRecord]) -> set[str]:
+    """The names of the test metrics any of ``runs`` reports."""
+    return set().union(*(r.summary.get("test", {}) for r in runs))
+
+
 def run_metrics(runs: Sequence[RunRecord]) -> tuple[str, ...]:
     """The test metrics to tabulate for ``runs``: recall and NDCG at every cut-off they
     report (``eval.ks``), ascending, then MRR and AUC where present; ``DEFAULT_METRICS``
     when they report none of these."""
-    present: set[str] = set().union(*(r.summary.get("test", {}) for r in runs))
+    present = reported_metrics(runs)
     cutoffs = sorted({int(m.split("@")[1]) for m in present if m.startswith(("recall@", "ndcg@"))})
     ordered = [f"{name}@{k}" for k in cutoffs for name in ("recall", "ndcg")] + ["mrr", "auc"]
     return tuple(m for m in ordered if m in present) or DEFAULT_METRICS
