@@ -1,12 +1,19 @@
-"""Issue 4, loss-theory findings on Amazon-Beauty: reads a `beauty_loss_theory.toml` sweep
-folder and prints the test table (NDCG@10 and MRR, mean ± std over the seeds found) and the
-validation NDCG@10 per epoch; plots one panel per (model, K) with a curve per loss.
+"""Issue 4, loss-theory findings on Amazon-Beauty: reads one or more `beauty_loss_theory.toml`
+sweep folders and prints the test table (NDCG@10 and MRR, mean ± std over the seeds found),
+the validation NDCG@10 per epoch, and the two findings as numbers:
 
-Runs still in progress (the sweep's hidden ``.NAME.tmp-*`` staging folders) are read with
-``--partial``: their curves are drawn dashed and they are left out of the test table.
+1. K = 1: per (model, seed), the largest gap between the BPR and the CCE curves (training
+   loss and validation NDCG@10, epoch by epoch): the same function, so ~0 up to rounding.
+2. K = 100: per model, CCE minus BCE on validation NDCG@10 early (mean of epochs 1-5) and
+   late (mean of the last 5 epochs), and a paired t-test on test NDCG@10 over the seeds.
+
+It plots one panel per (model, K) with a curve per loss. Runs of one grid that ran in
+several folders (a GPU session, then CPU sessions) are read together; a run found twice is
+an error. Runs still in progress (the sweep's hidden ``.NAME.tmp-*`` staging folders) are
+read with ``--partial``: their curves are drawn dashed and they are left out of the tables.
 
     python benchmarks/loss_theory_curves.py benchmarks/out/beauty-loss-theory/beauty-loss-theory \\
-        [--partial] [--figure benchmarks/figures/beauty_loss_theory_valid_ndcg10.png]
+        [MORE_FOLDERS ...] [--partial] [--figure benchmarks/figures/beauty_loss_theory.png]
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hns_gowalla import spread  # beside this script: "mean ± std" over seeds
+from hns_gowalla import spread
+from scipy import stats  # beside this script: "mean ± std" over seeds
 
 NAME = re.compile(r"model=(\w+),sampler\.k=(\d+),loss=(\w+),seed=(\d+)")
 
@@ -34,12 +42,83 @@ def read(folder: Path, partial: bool) -> list[dict]:
             continue
         model, k, loss, seed = match.groups()
         run = {"model": model, "k": int(k), "loss": loss, "seed": int(seed), "finished": finished}
-        run["curve"] = pd.read_csv(path / "history.csv")["valid/ndcg@10"].dropna().to_numpy()
+        history = pd.read_csv(path / "history.csv")
+        run["curve"] = history["valid/ndcg@10"].dropna().to_numpy()
+        run["loss_curve"] = history["loss"].to_numpy()
+        run["path"] = path
         if finished:
             summary = json.loads((path / "summary.json").read_text())
             run.update(test=summary["test"], best_epoch=summary["best_epoch"])
         runs.append(run)
     return runs
+
+
+def read_all(folders: list[Path], partial: bool) -> list[dict]:
+    """The runs of every folder; the same (model, K, loss, seed) twice is an error."""
+    runs: list[dict] = []
+    seen: dict[tuple, Path] = {}
+    for folder in folders:
+        for run in read(folder, partial):
+            key = (run["model"], run["k"], run["loss"], run["seed"])
+            if key in seen:
+                raise SystemExit(f"{run['path']}: the same run as {seen[key]}; pass one of them")
+            seen[key] = run["path"]
+            runs.append(run)
+    return runs
+
+
+def finding_one(runs: list[dict]) -> list[str]:
+    """K = 1: the largest BPR-vs-CCE gap per (model, seed) over the epochs both have."""
+    by_key = {(r["model"], r["k"], r["loss"], r["seed"]): r for r in runs}
+    lines = []
+    for (model, k, loss, seed), bpr in sorted(by_key.items()):
+        cce = by_key.get((model, k, "cce", seed))
+        if k != 1 or loss != "bpr" or cce is None:
+            continue
+        n = min(len(bpr["curve"]), len(cce["curve"]))
+        ndcg_gap = np.abs(bpr["curve"][:n] - cce["curve"][:n]).max()
+        m = min(len(bpr["loss_curve"]), len(cce["loss_curve"]))
+        loss_gap = np.abs(bpr["loss_curve"][:m] - cce["loss_curve"][:m]) / bpr["loss_curve"][:m]
+        lines.append(
+            f"{model} seed {seed}, {n} epochs: max |BPR - CCE| validation NDCG@10 "
+            f"{ndcg_gap:.6f} (curve mean {bpr['curve'][:n].mean():.4f}); max relative "
+            f"training-loss gap {loss_gap.max():.2e}"
+        )
+    return lines
+
+
+def finding_two(runs: list[dict]) -> list[str]:
+    """K = 100: CCE - BCE early and late on validation, and on test with a paired t-test."""
+    lines = []
+    for model in sorted({r["model"] for r in runs}):
+        pairs = []
+        for seed in sorted({r["seed"] for r in runs}):
+            found = {
+                r["loss"]: r
+                for r in runs
+                if (r["model"], r["k"], r["seed"]) == (model, 100, seed) and r["finished"]
+            }
+            if "bce" in found and "cce" in found:
+                pairs.append((seed, found["cce"], found["bce"]))
+        if not pairs:
+            continue
+        for seed, cce, bce in pairs:
+            early = cce["curve"][:5].mean() - bce["curve"][:5].mean()
+            late = cce["curve"][-5:].mean() - bce["curve"][-5:].mean()
+            lines.append(
+                f"{model} seed {seed}: CCE - BCE validation NDCG@10, epochs 1-5 {early:+.4f}, "
+                f"last 5 epochs {late:+.4f}"
+            )
+        cce_test = np.array([c["test"]["ndcg@10"] for _, c, _ in pairs])
+        bce_test = np.array([b["test"]["ndcg@10"] for _, _, b in pairs])
+        diff = cce_test - bce_test
+        test = ""
+        if len(pairs) > 1:
+            test = f", paired t-test p = {stats.ttest_rel(cce_test, bce_test).pvalue:.3f}"
+        lines.append(
+            f"{model}: CCE - BCE test NDCG@10 {diff.mean():+.4f} over {len(pairs)} seed(s){test}"
+        )
+    return lines
 
 
 def table(runs: list[dict]) -> str:
@@ -97,12 +176,16 @@ def plot(runs: list[dict], figure: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", type=Path)
+    parser.add_argument("sweeps", type=Path, nargs="+", help="sweep folders of one grid")
     parser.add_argument("--partial", action="store_true", help="also unfinished runs")
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args()
-    runs = read(args.sweep, args.partial)
+    runs = read_all(args.sweeps, args.partial)
     print(table(runs))
+    print("\nfinding 1 (K = 1: BPR and CCE train identically):")
+    print("\n".join(finding_one(runs)) or "no K = 1 BPR / CCE pair yet")
+    print("\nfinding 2 (K = 100: CCE leads early, BCE catches up late):")
+    print("\n".join(finding_two(runs)) or "no finished K = 100 BCE / CCE pair yet")
     print("\nvalidation NDCG@10, every 3rd epoch from epoch 1:")
     for run in runs:
         state = "" if run["finished"] else f" (unfinished, {len(run['curve'])} epochs)"

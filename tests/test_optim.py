@@ -3,16 +3,17 @@ parameters and moments of untouched rows exactly as they were."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from negrec.optim import LazyAdam
 
 
-def _tables(sparse: bool) -> torch.nn.Embedding:
+def _tables(sparse: bool, n_rows: int = 6) -> torch.nn.Embedding:
     gen = torch.Generator().manual_seed(0)
-    table = torch.nn.Embedding(6, 3, sparse=sparse)
+    table = torch.nn.Embedding(n_rows, 3, sparse=sparse)
     with torch.no_grad():
-        table.weight.copy_(torch.randn(6, 3, generator=gen))
+        table.weight.copy_(torch.randn(n_rows, 3, generator=gen))
     return table
 
 
@@ -57,22 +58,31 @@ def test_lazy_adam_updates_dense_parameters_like_adam():
     assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_compiled_row_update_equals_the_torch_path(monkeypatch):
-    """The numba kernel (float32 CPU tables) and the torch fallback give the same steps."""
+@pytest.mark.parametrize(
+    "n_rows, n_ids",
+    [(6, 7), (6, 60), (50, 7)],
+    ids=["ids-longer-than-table", "many-repeats", "ids-shorter-than-table"],
+)
+def test_compiled_row_update_equals_the_torch_path(monkeypatch, n_rows: int, n_ids: int):
+    """The numba kernel (float32 CPU tables) and the torch fallback give the same steps,
+    both when the kernel scans the touched flags (as many ids as rows, or more: K
+    negatives) and when it walks the ids themselves (fewer ids than rows)."""
     import negrec.optim
 
     results = []
     for compiled in (True, False):
         monkeypatch.setattr(negrec.optim, "_compiled_ok", lambda p, c=compiled: c)
-        table = _tables(True)
+        table = _tables(True, n_rows)
         lazy = LazyAdam(table.parameters(), lr=0.05, weight_decay=0.01)
         gen = torch.Generator().manual_seed(3)
         for _ in range(4):
-            rows = torch.randint(0, 6, (7,), generator=gen)  # repeats and untouched rows
+            rows = torch.randint(0, 6, (n_ids,), generator=gen)  # repeats and untouched rows
             lazy.zero_grad()
-            (table(rows) * torch.randn(7, 3, generator=gen)).sum().backward()
+            (table(rows) * torch.randn(n_ids, 3, generator=gen)).sum().backward()
             lazy.step()
         state = lazy.state[table.weight]
+        assert not state["touched"].any() and not state["buffer"].any()  # scratch cleared
         results.append((table.weight.detach().clone(), state["exp_avg"], state["exp_avg_sq"]))
     for fast, slow in zip(*results, strict=True):
         assert torch.allclose(fast, slow, atol=1e-6, rtol=1e-5)
+    assert torch.equal(results[0][0][6:], _tables(True, n_rows).weight[6:])  # never drawn

@@ -1,0 +1,149 @@
+"""The fused MF step's compiled kernel (``negrec._kernels.mf_row_step``) against the same
+kernel at an earlier git revision, and the fused step against the autograd path, for K
+negatives per positive (issues 2 and 7).
+
+Part 1 (``--against REV``) loads ``src/negrec/_kernels.py`` as it was at ``REV`` beside the
+working tree's and times one ``mf_row_step`` call (LazyAdam update included) on random
+batches shaped like the suite's rows: batch 1024, dim 64, tables of ML-100K, ML-1M,
+Gowalla and the scale benchmark, K in {1, 100}. The two kernels alternate, 3 rounds, and
+the medians and their ratio are printed, so the ratio is measured under one load.
+
+Part 2 times MF + CCE epochs on ML-100K with K = 100 uniform negatives (the suite's K = 100
+row) under ``optimizer = "adam"`` (autograd) and ``"lazy_adam"`` (the fused step), in
+alternating rounds:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_row_step.py --data ../shared/data --against 21d8894
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROOT = Path(__file__).resolve().parents[1]
+#: (label, n_users, n_items, batch, width = 1 + K)
+SHAPES = [
+    ("ML-100K, K = 100", 943, 1682, 1024, 101),
+    ("ML-1M, K = 1", 6040, 3706, 1024, 2),
+    ("ML-1M, K = 100", 6040, 3706, 1024, 101),
+    ("Gowalla, K = 1", 29858, 40981, 1024, 2),
+    ("Gowalla, K = 100", 29858, 40981, 1024, 101),
+    ("scale (1M x 200k), K = 10, batch 8192", 1_000_000, 200_000, 8192, 11),
+]
+
+
+def kernels_at(revision: str) -> ModuleType:
+    """``negrec._kernels`` as it was at ``revision``, imported from a temporary file."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:src/negrec/_kernels.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / f"kernels_{revision}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_step(kernels: ModuleType, batch: tuple, repeats: int) -> float:
+    """Median ms of one ``mf_row_step`` call (a warm-up call compiles it first)."""
+    args = (*batch, True, 1e-3, 0.9, 0.999, 1e-8, 0.0, (0.1, 0.001), (0.1, 0.001))
+    kernels.mf_row_step(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernels.mf_row_step(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def random_batch(n_users: int, n_items: int, size: int, width: int, dim: int = 64) -> tuple:
+    rng = np.random.default_rng(0)
+    users_t = rng.normal(size=(n_users, dim)).astype(np.float32)
+    items_t = rng.normal(size=(n_items, dim)).astype(np.float32)
+
+    def state(table: np.ndarray) -> tuple:
+        blank = [np.zeros_like(table) for _ in range(3)]
+        return (*blank, np.zeros(table.shape[0], dtype=bool))
+
+    users = rng.integers(n_users, size=size)
+    items = rng.integers(n_items, size=(size, width))
+    grad = (rng.normal(size=(size, width)) * 1e-3).astype(np.float32)
+    return (users_t, items_t, users, items, grad, 0.0, state(users_t), state(items_t))
+
+
+def kernel_ab(revision: str, rounds: int, repeats: int) -> None:
+    from negrec import _kernels as current
+
+    before = kernels_at(revision)
+    print(f"mf_row_step, one call (ms): {revision} vs working tree, median of {rounds} rounds")
+    print(f"| batch shape | {revision} | now | speed-up |\n|---|---:|---:|---:|")
+    for label, n_users, n_items, size, width in SHAPES:
+        batch = random_batch(n_users, n_items, size, width)
+        old, new = [], []
+        for _ in range(rounds):
+            old.append(time_step(before, batch, repeats))
+            new.append(time_step(current, batch, repeats))
+        a, b = float(np.median(old)), float(np.median(new))
+        print(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f}x |", flush=True)
+
+
+def fused_vs_autograd(data: Path, rounds: int) -> None:
+    import torch
+    from suite import load_splits, negrec_epochs
+
+    from negrec.models.base import ModelConfig
+    from negrec.models.mf import MF
+    from negrec.samplers.uniform import UniformConfig, UniformSampler
+
+    split = load_splits(data)["ml-100k"]
+    seconds: dict[str, list[float]] = {"adam": [], "lazy_adam": []}
+    for _ in range(rounds):
+        for optimizer in seconds:
+            model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
+            sampler = UniformSampler(UniformConfig(k=100), split.train)
+            run = negrec_epochs(model, sampler, "cce", split, epochs=3, optimizer=optimizer)
+            seconds[optimizer] += run["seconds"]
+    adam, lazy = (float(np.median(seconds[o])) for o in ("adam", "lazy_adam"))
+    print(
+        f"\nMF + CCE epoch, ML-100K, K = 100, batch 1024 (median of {rounds} x 3 epochs): "
+        f"Adam (autograd) {adam:.3f} s, LazyAdam (fused step) {lazy:.3f} s, "
+        f"fused speed-up {adam / lazy:.2f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="the shared data folder (for part 2)")
+    parser.add_argument("--against", help="a git revision to compare the kernel with (part 1)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15, help="calls timed per round")
+    args = parser.parse_args()
+    if args.against is None and args.data is None:
+        parser.error("give --against REV, --data FOLDER, or both")
+    import torch
+
+    torch.set_num_threads(1)
+    if args.against:
+        kernel_ab(args.against, args.rounds, args.repeats)
+    if args.data:
+        fused_vs_autograd(args.data, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
