@@ -3,8 +3,8 @@
 Users and items get latent vectors drawn around ``n_clusters`` planted taste centres; item
 popularity follows a power law (Zipf exponent ``popularity_exponent``), and so do user
 activity levels. Each user's items are drawn without replacement with probability
-proportional to ``popularity_i * exp(affinity * <u, v_i>)`` (Gumbel top-k, vectorised),
-so a model that learns the latent structure ranks far better than a popularity ranking,
+proportional to ``popularity_i * exp(affinity * <u, v_i>)`` (Gumbel top-k, vectorised over
+blocks of users, so memory grows with the block, not with n_users x n_items), so a model that learns the latent structure ranks far better than a popularity ranking,
 while the popularity skew makes negative sampling choices matter as on real data.
 Defaults give about the size of MovieLens-100K (943 users, 1,682 items, ~100k rows).
 """
@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from negrec.data.interactions import Interactions
+
+#: user x item entries scored at a time (float64 keys: 32 MiB per block)
+BLOCK_ENTRIES = 1 << 22
 
 
 def synthetic_interactions(
@@ -45,17 +48,37 @@ def synthetic_interactions(
     degrees = np.clip(np.rint(activity / activity.mean() * mean_degree), 5, n_items // 2)
     degrees = degrees.astype(np.int64)
 
-    # Gumbel top-k: sampling without replacement proportionally to exp(logits)
-    logits = log_popularity[None, :] + affinity * users @ items.T  # [n_users, n_items]
-    keys = logits + rng.gumbel(size=logits.shape)
-    order = np.argsort(-keys, axis=1)  # [n_users, n_items], most likely first
-    take = np.arange(n_items)[None, :] < degrees[:, None]
-    user_idx = np.broadcast_to(np.arange(n_users)[:, None], order.shape)[take]
-    item_idx = order[take]
+    # Gumbel top-k: sampling without replacement proportionally to exp(logits), a block of
+    # users at a time so memory stays O(block x n_items), not O(n_users x n_items); the
+    # generator fills arrays in row-major order, so blocks draw the same noise as one array
+    user_idx, item_idx = [], []
+    block = max(1, BLOCK_ENTRIES // n_items)
+    for start in range(0, n_users, block):
+        rows = slice(start, min(start + block, n_users))
+        logits = log_popularity[None, :] + affinity * users[rows] @ items.T  # [b, n_items]
+        keys = logits + rng.gumbel(size=logits.shape)
+        chosen = _top_in_order(keys, degrees[rows])  # [b, max degree], most likely first
+        take = np.arange(chosen.shape[1])[None, :] < degrees[rows, None]
+        user_idx.append(np.broadcast_to(np.arange(start, rows.stop)[:, None], take.shape)[take])
+        item_idx.append(chosen[take])
+    users_all, items_all = np.concatenate(user_idx), np.concatenate(item_idx)
     return Interactions.from_arrays(
-        user_idx,
-        item_idx,
+        users_all,
+        items_all,
         n_users=n_users,
         n_items=n_items,
-        timestamps=rng.random(item_idx.size),
+        timestamps=rng.random(items_all.size),
     )
+
+
+def _top_in_order(keys: np.ndarray, degrees: np.ndarray) -> np.ndarray:
+    """Per row of ``keys`` [b, n], the column ids of its ``degrees.max()`` largest keys,
+    largest first: what a full descending argsort starts with, found by a partition and a
+    sort of those few (continuous Gumbel keys tie with probability 0)."""
+    width = int(degrees.max())
+    if width < keys.shape[1]:
+        top = np.argpartition(-keys, width - 1, axis=1)[:, :width]  # [b, width], unordered
+    else:
+        top = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
+    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
+    return np.take_along_axis(top, order, axis=1)
