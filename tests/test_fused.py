@@ -234,7 +234,7 @@ def test_value_and_grad_equals_autograd_of_the_loss(
     corrected: bool,
     reduction: str,
 ) -> None:
-    """``Loss.value_and_grad`` (closed form for BPR) against autograd through the pure
+    """``Loss.value_and_grad`` (closed form for BPR and CCE) against autograd through the pure
     loss, with masked negatives, importance weights, logQ and both reductions."""
     gen = torch.Generator().manual_seed(seed)
     scores = torch.randn(rows, 1 + k, generator=gen, dtype=torch.float64) * 3

@@ -96,6 +96,31 @@ def bpr_value_and_grad(
     return per_neg.sum() * scale, grad
 
 
+def cce_value_and_grad(
+    scores: torch.Tensor, log_q: torch.Tensor | None, weights: torch.Tensor | None, mean: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CCE of ``scores`` [B, 1 + K] (column 0 the positive) and its gradient [B, 1 + K] in
+    closed form: ``(softmax(logits) - onehot(0)) / B``, where ``logits`` are the scores with
+    :func:`cce`'s offsets (logQ, log weights, log K), constants in the scores. With K = 100
+    autograd's engine took ~1.7 ms of a ~8 ms fused MF step on CPU."""
+    k = scores.shape[1] - 1
+    logits = scores.clone()  # [B, 1 + K]
+    neg = logits[:, 1:]  # a view: the offsets land in ``logits``
+    if log_q is not None:
+        neg -= log_q + math.log(k)
+    if weights is not None:
+        neg += torch.log(weights)
+    if mean:
+        neg -= math.log(k)
+    top = logits.max(dim=1, keepdim=True).values  # [B, 1], finite: the positive is
+    mass = logits.sub_(top).exp_()  # [B, 1 + K], in place: one exp pass serves both
+    total = mass.sum(dim=1, keepdim=True)  # [B, 1]
+    value = (total[:, 0].log() + top[:, 0] - scores[:, 0]).mean()  # logsumexp - s+
+    grad = mass.div_(total * scores.shape[0])  # softmax / B
+    grad[:, 0] -= 1.0 / scores.shape[0]
+    return value, grad
+
+
 def bce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
     """Binary cross-entropy: softplus(-s+) + sum_j softplus(s_j), batch mean."""
     per_neg = F.softplus(neg)  # [B, K]
@@ -261,13 +286,16 @@ class Loss:
         """The loss of ``scores`` [B, 1 + K] (column 0 the positive, the rest its negatives,
         those where ``valid`` is False masked) and its gradient with respect to ``scores``,
         for steps that back-propagate into the model themselves (:mod:`negrec.fused`).
-        BPR in closed form (:func:`bpr_value_and_grad`), every other loss by autograd
+        BPR and CCE in closed form (:func:`bpr_value_and_grad`,
+        :func:`cce_value_and_grad`), every other loss by autograd
         through its pure function; the same value and gradient either way."""
         scores = scores.detach()
         if valid is not None:
             scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(~valid, NEG_INF)], 1)
         if self.fn is bpr:
             return bpr_value_and_grad(scores, weights, self.config.neg_reduction == "mean")
+        if self.fn is cce:
+            return cce_value_and_grad(scores, log_q, weights, self.config.neg_reduction == "mean")
         scores.requires_grad_(True)
         value = self(scores[:, 0], scores[:, 1:], log_q=log_q, weights=weights)
         (grad,) = torch.autograd.grad(value, scores)

@@ -4,8 +4,9 @@ Users and items get latent vectors drawn around ``n_clusters`` planted taste cen
 popularity follows a power law (Zipf exponent ``popularity_exponent``), and so do user
 activity levels. Each user's items are drawn without replacement with probability
 proportional to ``popularity_i * exp(affinity * <u, v_i>)`` (Gumbel top-k, vectorised over
-blocks of users, so memory grows with the block, not with n_users x n_items), so a model that learns the latent structure ranks far better than a popularity ranking,
-while the popularity skew makes negative sampling choices matter as on real data.
+blocks of users, so memory grows with the block, not with n_users x n_items). A model that
+learns the latent structure ranks far better than a popularity ranking, while the
+popularity skew makes negative sampling choices matter as on real data.
 Defaults give about the size of MovieLens-100K (943 users, 1,682 items, ~100k rows).
 """
 
