@@ -76,6 +76,8 @@ def config(name: str, **options: Any):
 def test_theoretical_beta() -> None:
     assert H.theoretical_beta(config("dns", k=5, pool=200)) == pytest.approx(0.025)
     assert H.theoretical_beta(config("softmax_v", rho=2.0, pool=10)) == pytest.approx(math.exp(-2))
+    # exp(-10) asks for more than a pool of 200 gives: floored at its top 1 of 200
+    assert H.theoretical_beta(config("softmax_v", rho=10.0, pool=200)) == pytest.approx(1 / 200)
     assert H.theoretical_beta(config("uniform")) == 1.0
     assert H.theoretical_beta(config("full")) == 1.0
     assert H.theoretical_beta(config("popularity")) is None
