@@ -583,9 +583,10 @@ def mf_row_step(
     Pass 1 sums, from the parameters before the step, each touched row's gradient
     (``d/dp_u = sum_w g[b, w] q_i``, ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term)
     into the buffers; pass 2 is LazyAdam's (or SGD's) row update. Both prefetch the rows a few
-    steps ahead. Returns the L2 penalty's sum of squared rows (one per occurrence, as
-    ``MF.l2_penalty``), 0 when ``l2_scale`` is 0. Serial: rows repeat within a batch, and
-    a parallel pass would race on them. (A compact per-step gradient scratch instead of
+    steps ahead (pass 1 only for narrow rows, ``PREFETCH_MAX_WIDTH``). Returns the L2
+    penalty's sum of squared rows (one per occurrence, as ``MF.l2_penalty``), 0 when
+    ``l2_scale`` is 0. Serial: rows repeat within a batch, and a parallel pass would race
+    on them. (A compact per-step gradient scratch instead of
     the [n, d] buffers was faster in isolation but slower inside training; not kept.)"""
     user_m, user_v, user_buf, user_touched = user_state
     item_m, item_v, item_buf, item_touched = item_state
