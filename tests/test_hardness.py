@@ -157,6 +157,54 @@ def test_softmax_v_hardness_grows_with_rho() -> None:
     assert betas[0] > betas[1] > betas[2]
 
 
+def _planted_false_negatives() -> tuple[Interactions, Interactions, MF]:
+    """50 users x 240 items: each user trains on 40 items, holds out item ``u`` (not among
+    them), and the model scores that held-out item above every other item."""
+    rng = np.random.default_rng(3)
+    rows = [rng.choice(np.setdiff1d(np.arange(60, 240), [u]), 40, replace=False) for u in range(50)]
+    train = Interactions.from_arrays(
+        np.repeat(np.arange(50), 40), np.concatenate(rows), n_users=50, n_items=240
+    )
+    held = Interactions.from_arrays(np.arange(50), np.arange(50), n_users=50, n_items=240)
+    model = MF(ModelConfig(name="mf", dim=50, init_std=0.0), train, torch.Generator())
+    with torch.no_grad():  # score(u, i) = 1 if i == u else 0
+        model.user.weight.copy_(torch.eye(50))
+        model.item.weight.zero_()
+        model.item.weight[:50] = torch.eye(50)
+    return train, held, model
+
+
+def test_held_out_counts_leave_out_training_items_and_repeats() -> None:
+    def part(users: list[int], items: list[int]) -> Interactions:
+        return Interactions.from_arrays(np.array(users), np.array(items), n_users=3, n_items=5)
+
+    train, valid, test = (
+        part([0, 0, 1], [1, 2, 0]),
+        part([0, 0, 1], [2, 3, 4]),
+        part([0, 1], [3, 1]),
+    )
+    # user 0: {2, 3} held out, 2 is a training item -> 1; user 1: {4, 1} -> 2; user 2: none
+    counts = H.held_out_counts(torch.tensor([0, 1, 2]), (valid, test), train)
+    assert counts.tolist() == [1, 2, 0]
+
+
+def test_dns_over_all_negatives_draws_the_planted_false_negative() -> None:
+    """DNS(1) over every negative keeps the top-scored one: the held-out item, every time;
+    uniform draws over the 200 negatives hit it 1 time in 200."""
+    train, held, model = _planted_false_negatives()
+    users = torch.arange(50)
+    for name, options, share in (
+        ("dns", {"k": 1, "pool": 200, "replacement": False}, 1.0),
+        ("full", {}, 1 / 200),
+    ):
+        sampler = build(name, train, **options)
+        g = torch.Generator().manual_seed(0)
+        result = H.measure(model, train, sampler, users, draws=2, generator=g, held_out=(held,))
+        assert result.held_out_share == pytest.approx(share)
+        assert result.held_out_uniform == pytest.approx(1 / 200)
+    assert measure(build("uniform", k=4)).held_out_share is None  # not asked for
+
+
 def test_inbatch_and_popularity_are_measured() -> None:
     for sampler in (build("inbatch"), build("popularity", alpha=1.0)):
         result = measure(sampler)
@@ -247,7 +295,10 @@ def test_command_dns(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
         "ratio",
         "beta_theory",
         "beta_measured",
+        "held_out_share",
+        "held_out_uniform",
     ]
+    assert "false negatives: " in out and "of the drawn weight falls on the user's" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, csv.name])
     assert main(argv) == 0  # deterministic under the seed
     assert capsys.readouterr().out == out

@@ -32,6 +32,7 @@ Ranks follow the metrics' rule: 1 + the number of non-positive items scored stri
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,11 @@ class Hardness:
     beta_measured: float
     n_users: int
     n_rows: int  # (user, positive) rows drawn: users x draws
+    # share of the drawn weight on the users' held-out positives (false negatives), and
+    # what uniform draws from each user's non-training items would give; None unless
+    # measure() was given held-out parts
+    held_out_share: float | None = None
+    held_out_uniform: float | None = None
 
     @property
     def max_rank(self) -> int:
@@ -197,6 +203,28 @@ def _ranks_by_user(
     return torch.cat(ranks), torch.cat(n_neg)
 
 
+def held_out_counts(
+    users: torch.Tensor, parts: Sequence[Interactions], train: Interactions
+) -> torch.Tensor:
+    """Per user of ``users`` [U]: its distinct items in ``parts`` that are not training
+    items [U], the held-out positives a sampler excluding training items could draw."""
+    device = users.device
+    keys = []
+    for part in parts:
+        indptr, indices = part.torch_csr(device)
+        start, counts = indptr[users], indptr[users + 1] - indptr[users]  # [U]
+        row = torch.repeat_interleave(torch.arange(users.numel(), device=device), counts)
+        first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        items = indices[start[row] + torch.arange(row.numel(), device=device) - first]
+        keys.append(row * part.n_items + items)  # [T] (user slot, item) as one key
+    if not keys:
+        return torch.zeros(users.numel(), dtype=torch.int64, device=device)
+    unique = torch.unique(torch.cat(keys))
+    row, items = unique // train.n_items, unique % train.n_items
+    fresh = ~train.contains(users[row], items)
+    return torch.bincount(row[fresh], minlength=users.numel())
+
+
 def measure(
     model: Model,
     train: Interactions,
@@ -206,6 +234,7 @@ def measure(
     draws: int = 4,
     generator: torch.Generator,
     block_users: int = BLOCK_USERS,
+    held_out: Sequence[Interactions] = (),
 ) -> Hardness:
     """Draw ``draws`` rows per user in ``users`` [U] (each row: the user and one of their
     training positives, uniformly), sample negatives, and rank them by ``model``'s scores.
@@ -213,6 +242,10 @@ def measure(
     Every user needs at least one training positive and one non-positive item. Scores are
     ranked ``block_users`` users at a time, so memory holds [block_users, n_items] score
     matrices, never [U, n_items].
+
+    ``held_out`` (e.g. the validation and test parts): also measure how much of the drawn
+    weight falls on the users' held-out positives, items they do interact with that the
+    sampler may not exclude: the false negatives a hard sampler is prone to pick.
     """
     if block_users < 1:
         raise ValueError(f"block_users must be >= 1, got {block_users}")
@@ -251,6 +284,15 @@ def measure(
 
     weights = row_weights((rows.numel(), c), neg.weights, neg.valid, device)  # [R, C]
     max_rank = int(n_neg.max())
+    held_share = held_uniform = None
+    if held_out:
+        held = torch.zeros(ids.shape, dtype=torch.bool, device=device)  # [R, C]
+        for part in held_out:
+            held |= part.contains(rows.unsqueeze(1), ids)
+        counted = weights.sum(dim=1) > 0  # [R]: rows with a drawn negative
+        n_held = held_out_counts(users, held_out, train).repeat(c_draws)  # [R]
+        held_share = float((weights * held).sum() / counted.sum().clamp_min(1))
+        held_uniform = float((n_held.double() / n_neg.double())[counted].mean())
     return Hardness(
         sampler=sampler.config.name,
         cumulative=cumulative_distribution(ranks, weights, max_rank),
@@ -259,6 +301,8 @@ def measure(
         beta_measured=measured_beta(ranks, weights, n_neg),
         n_users=u,
         n_rows=rows.numel(),
+        held_out_share=held_share,
+        held_out_uniform=held_uniform,
     )
 
 

@@ -5,9 +5,11 @@
 ``config.toml`` and ``best.pt``, rebuilds its split and model, draws negatives with the
 given sampler (default: the run's own) for sampled validation users, and prints the
 cumulative probability of drawing a top-r negative against uniform sampling, with the
-implied beta of OPAUC(beta) (see :mod:`negrec.hardness`; Figure 7 of Shi et al., WWW 2023).
-It writes ``hardness-<label>.png`` and ``hardness-<label>.csv`` (atomically) to ``--out``,
-by default the run directory. Bad input raises :class:`negrec.errors.NegrecError`.
+implied beta of OPAUC(beta) (see :mod:`negrec.hardness`; Figure 7 of Shi et al., WWW 2023),
+and how much of the drawn weight falls on the user's validation and test items (false
+negatives: positives the sampler cannot know of), against uniform draws. It writes
+``hardness-<label>.png`` and ``hardness-<label>.csv`` (atomically) to ``--out``, by default
+the run directory. Bad input raises :class:`negrec.errors.NegrecError`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def add_commands(subparsers: Any) -> None:
         help="sampling distribution of a sampler over a trained run's score ranks",
         description="For a run directory and a sampler config: the probability that a drawn "
         "negative is among the user's top-r negatives by the run's model, against uniform "
-        "sampling (Figure 7 of Shi et al., WWW 2023), and the implied beta of OPAUC(beta). "
-        "Prints a table; writes a PNG and a CSV.",
+        "sampling (Figure 7 of Shi et al., WWW 2023), the implied beta of OPAUC(beta), and "
+        "the share of drawn negatives that are the user's validation or test items (false "
+        "negatives). Prints a table; writes a PNG and a CSV.",
     )
     p.add_argument("run", metavar="RUN_DIR", help="a run directory (config.toml and best.pt)")
     p.add_argument("--sampler", help="sampler name (default: the run's sampler and options)")
@@ -171,7 +174,15 @@ def run_hardness(args: argparse.Namespace) -> int:
     chosen = np.sort(rng.choice(eligible, size=min(args.users, eligible.size), replace=False))
     users = torch.as_tensor(chosen, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    result = H.measure(model, train, sampler, users, draws=args.draws, generator=generator)
+    result = H.measure(
+        model,
+        train,
+        sampler,
+        users,
+        draws=args.draws,
+        generator=generator,
+        held_out=(split.valid, split.test),
+    )
 
     label = _label(options, args.set)
     table = result.table(ranks)
@@ -190,12 +201,19 @@ def run_hardness(args: argparse.Namespace) -> int:
     theory = "n/a" if result.beta_theory is None else f"{result.beta_theory:.4g}"
     print(f"implied beta of OPAUC(beta): theory {theory}, measured {result.beta_measured:.4g}")
     print("  (measured: 2 E[(rank - 1/2) / n-], the top fraction with the same mean rank)")
+    print(
+        f"false negatives: {result.held_out_share:.4g} of the drawn weight falls on the "
+        f"user's validation or test items (uniform: {result.held_out_uniform:.4g})"
+    )
 
     out = Path(args.out) if args.out else run
     csv = H.atomic_write(
         out / f"hardness-{label}.csv",
         lambda tmp: table.assign(
-            beta_theory=result.beta_theory, beta_measured=result.beta_measured
+            beta_theory=result.beta_theory,
+            beta_measured=result.beta_measured,
+            held_out_share=result.held_out_share,
+            held_out_uniform=result.held_out_uniform,
         ).to_csv(tmp, index=False),
     )
     png = H.plot(result, out / f"hardness-{label}.png", label=label)
