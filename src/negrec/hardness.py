@@ -216,7 +216,7 @@ def held_out_counts(
         row = torch.repeat_interleave(torch.arange(users.numel(), device=device), counts)
         first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         items = indices[start[row] + torch.arange(row.numel(), device=device) - first]
-        keys.append(row * part.n_items + items)  # [T] (user slot, item) as one key
+        keys.append(row * train.n_items + items)  # [T] (user slot, item) as one key
     if not keys:
         return torch.zeros(users.numel(), dtype=torch.int64, device=device)
     unique = torch.unique(torch.cat(keys))
