@@ -12,28 +12,16 @@ from negrec.data.synthetic import synthetic_interactions
 
 
 def whole_matrix_reference(
-    n_users: int,
-    n_items: int,
-    mean_degree: float,
-    *,
-    n_clusters: int = 12,
-    dim: int = 16,
-    affinity: float = 6.0,
-    popularity_exponent: float = 0.7,
-    seed: int = 0,
+    n_users: int, n_items: int, mean_degree: float, seed: int
 ) -> Interactions:
-    """The generator before it worked in blocks: every user's keys at once, a full argsort."""
+    """The generator before it worked in blocks, at the default cluster count, dimension,
+    affinity and popularity exponent: every user's keys at once, a full argsort (the
+    planted structure is drawn by the same code, so the draw is what is compared)."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, dim))
-    users = centres[rng.integers(n_clusters, size=n_users)] + 0.5 * rng.normal(size=(n_users, dim))
-    items = centres[rng.integers(n_clusters, size=n_items)] + 0.5 * rng.normal(size=(n_items, dim))
-    users /= np.linalg.norm(users, axis=1, keepdims=True)
-    items /= np.linalg.norm(items, axis=1, keepdims=True)
-    log_popularity = -popularity_exponent * np.log(rng.permutation(n_items) + 1.0)
-    activity = rng.lognormal(mean=0.0, sigma=0.8, size=n_users)
-    degrees = np.clip(np.rint(activity / activity.mean() * mean_degree), 5, n_items // 2)
-    degrees = degrees.astype(np.int64)
-    logits = log_popularity[None, :] + affinity * users @ items.T
+    users, items, log_popularity, degrees = synthetic.latent_structure(
+        rng, n_users, n_items, mean_degree, n_clusters=12, dim=16, popularity_exponent=0.7
+    )
+    logits = log_popularity[None, :] + 6.0 * users @ items.T  # affinity 6
     keys = logits + rng.gumbel(size=logits.shape)
     order = np.argsort(-keys, axis=1)
     take = np.arange(n_items)[None, :] < degrees[:, None]

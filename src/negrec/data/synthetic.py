@@ -36,18 +36,9 @@ def synthetic_interactions(
     Timestamps are a random order of each user's items, so leave-last-out splits work too.
     """
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, dim))
-    users = centres[rng.integers(n_clusters, size=n_users)] + 0.5 * rng.normal(size=(n_users, dim))
-    items = centres[rng.integers(n_clusters, size=n_items)] + 0.5 * rng.normal(size=(n_items, dim))
-    users /= np.linalg.norm(users, axis=1, keepdims=True)
-    items /= np.linalg.norm(items, axis=1, keepdims=True)
-
-    # Zipf popularity with a random item order, so item id carries no signal.
-    log_popularity = -popularity_exponent * np.log(rng.permutation(n_items) + 1.0)
-    # log-normal user activity scaled to the requested mean degree, at least 5 items each
-    activity = rng.lognormal(mean=0.0, sigma=0.8, size=n_users)
-    degrees = np.clip(np.rint(activity / activity.mean() * mean_degree), 5, n_items // 2)
-    degrees = degrees.astype(np.int64)
+    users, items, log_popularity, degrees = latent_structure(
+        rng, n_users, n_items, mean_degree, n_clusters, dim, popularity_exponent
+    )
 
     # Gumbel top-k: sampling without replacement proportionally to exp(logits), a block of
     # users at a time so memory stays O(block x n_items), not O(n_users x n_items); the
@@ -83,3 +74,28 @@ def _top_in_order(keys: np.ndarray, degrees: np.ndarray) -> np.ndarray:
         top = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
     order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
     return np.take_along_axis(top, order, axis=1)
+
+
+def latent_structure(
+    rng: np.random.Generator,
+    n_users: int,
+    n_items: int,
+    mean_degree: float,
+    n_clusters: int,
+    dim: int,
+    popularity_exponent: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The planted structure, drawn from ``rng`` in a fixed order: unit user and item
+    vectors around ``n_clusters`` centres ([n_users, dim], [n_items, dim]), Zipf log
+    popularities [n_items] in a random item order, and user degrees [n_users]."""
+    centres = rng.normal(size=(n_clusters, dim))
+    users = centres[rng.integers(n_clusters, size=n_users)] + 0.5 * rng.normal(size=(n_users, dim))
+    items = centres[rng.integers(n_clusters, size=n_items)] + 0.5 * rng.normal(size=(n_items, dim))
+    users /= np.linalg.norm(users, axis=1, keepdims=True)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    # Zipf popularity with a random item order, so item id carries no signal.
+    log_popularity = -popularity_exponent * np.log(rng.permutation(n_items) + 1.0)
+    # log-normal user activity scaled to the requested mean degree, at least 5 items each
+    activity = rng.lognormal(mean=0.0, sigma=0.8, size=n_users)
+    degrees = np.clip(np.rint(activity / activity.mean() * mean_degree), 5, n_items // 2)
+    return users, items, log_popularity, degrees.astype(np.int64)
