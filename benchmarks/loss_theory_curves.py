@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hns_gowalla import spread
-from scipy import stats  # beside this script: "mean ± std" over seeds
+from hns_gowalla import spread  # beside this script: "mean ± std" over seeds
+from scipy import stats
 
 NAME = re.compile(r"model=(\w+),sampler\.k=(\d+),loss=(\w+),seed=(\d+)")
 

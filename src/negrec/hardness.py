@@ -42,6 +42,7 @@ import torch
 
 from negrec.atomic import atomic_write
 from negrec.data.interactions import Interactions
+from negrec.evaluate import padded_rows
 from negrec.models.base import Model
 from negrec.samplers.base import Sampler, SamplerConfig
 
@@ -208,17 +209,13 @@ def held_out_counts(
 ) -> torch.Tensor:
     """Per user of ``users`` [U]: its distinct items in ``parts`` that are not training
     items [U], the held-out positives a sampler excluding training items could draw."""
-    device = users.device
     keys = []
     for part in parts:
-        indptr, indices = part.torch_csr(device)
-        start, counts = indptr[users], indptr[users + 1] - indptr[users]  # [U]
-        row = torch.repeat_interleave(torch.arange(users.numel(), device=device), counts)
-        first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-        items = indices[start[row] + torch.arange(row.numel(), device=device) - first]
-        keys.append(row * train.n_items + items)  # [T] (user slot, item) as one key
+        items, valid = padded_rows(part, users)  # [U, P]
+        row, col = valid.nonzero(as_tuple=True)
+        keys.append(row * train.n_items + items[row, col])  # [T] (user slot, item) as one key
     if not keys:
-        return torch.zeros(users.numel(), dtype=torch.int64, device=device)
+        return torch.zeros(users.numel(), dtype=torch.int64, device=users.device)
     unique = torch.unique(torch.cat(keys))
     row, items = unique // train.n_items, unique % train.n_items
     fresh = ~train.contains(users[row], items)

@@ -103,15 +103,8 @@ def cce_value_and_grad(
     closed form: ``(softmax(logits) - onehot(0)) / B``, where ``logits`` are the scores with
     :func:`cce`'s offsets (logQ, log weights, log K), constants in the scores. With K = 100
     autograd's engine took ~1.7 ms of a ~8 ms fused MF step on CPU."""
-    k = scores.shape[1] - 1
-    logits = scores.clone()  # [B, 1 + K]
-    neg = logits[:, 1:]  # a view: the offsets land in ``logits``
-    if log_q is not None:
-        neg -= log_q + math.log(k)
-    if weights is not None:
-        neg += torch.log(weights)
-    if mean:
-        neg -= math.log(k)
+    neg = _cce_negative_logits(scores[:, 1:], log_q, weights, mean)  # [B, K]
+    logits = torch.cat([scores[:, :1], neg], dim=1)  # [B, 1 + K]
     top = logits.max(dim=1, keepdim=True).values  # [B, 1], finite: the positive is
     mass = logits.sub_(top).exp_()  # [B, 1 + K], in place: one exp pass serves both
     total = mass.sum(dim=1, keepdim=True)  # [B, 1]
@@ -127,19 +120,29 @@ def bce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
     return (F.softplus(-pos) + _reduce_neg(per_neg, weights, neg_reduction == "mean")).mean()
 
 
+def _cce_negative_logits(
+    neg: torch.Tensor, log_q: torch.Tensor | None, weights: torch.Tensor | None, mean: bool
+) -> torch.Tensor:
+    """The negatives' logits [B, K] in CCE's softmax: their scores with the logQ correction
+    (Yi et al., RecSys 2019), the log importance weights (weight 0 -> -inf -> no mass) and,
+    for ``neg_reduction = "mean"``, log K subtracted."""
+    k = neg.shape[1]
+    logits = neg
+    if log_q is not None:
+        logits = logits - (log_q + math.log(k))
+    if weights is not None:
+        logits = logits + torch.log(weights)
+    if mean:
+        logits = logits - math.log(k)
+    return logits
+
+
 def cce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
     """Sampled softmax cross-entropy: logsumexp([s+, s_j]) - s+, batch mean.
 
     With ``neg_reduction="mean"`` the negatives' mass is divided by K (log K subtracted).
     """
-    k = neg.shape[1]
-    logits = neg
-    if log_q is not None:
-        logits = logits - (log_q + math.log(k))  # logQ correction, Yi et al. RecSys 2019
-    if weights is not None:
-        logits = logits + torch.log(weights)  # weight 0 -> -inf -> no mass
-    if neg_reduction == "mean":
-        logits = logits - math.log(k)
+    logits = _cce_negative_logits(neg, log_q, weights, neg_reduction == "mean")
     all_logits = torch.cat([pos.unsqueeze(1), logits], dim=1)  # [B, 1 + K]
     return (torch.logsumexp(all_logits, dim=1) - pos).mean()
 
