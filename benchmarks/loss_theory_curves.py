@@ -7,6 +7,9 @@ the validation NDCG@10 per epoch, and the two findings as numbers:
 2. K = 100: per model, CCE minus BCE on validation NDCG@10 early (mean of epochs 1-5) and
    late (mean of the last 5 epochs), and a paired t-test on test NDCG@10 over the seeds.
 
+and, per (model, K), every pair of losses on test NDCG@10 over the seeds both finished:
+the relative difference of the means and a paired t-test's p-value.
+
 It plots one panel per (model, K) with a curve per loss. Runs of one grid that ran in
 several folders (a GPU session, then CPU sessions) are read together; a run found twice is
 an error. Runs still in progress (the sweep's hidden ``.NAME.tmp-*`` staging folders) are
@@ -121,6 +124,39 @@ def finding_two(runs: list[dict]) -> list[str]:
     return lines
 
 
+def paired_tests(runs: list[dict]) -> str:
+    """Per (model, K): each pair of losses on test NDCG@10 over their common seeds, as the
+    relative difference of the means and a paired t-test (p shown with 2 or more seeds)."""
+    pairs = (("cce", "bpr"), ("bce", "bpr"), ("cce", "bce"))
+    header = " | ".join(f"{a.upper()} vs {b.upper()}" for a, b in pairs)
+    lines = [f"| model | K | {header} |", "|---|---|" + "---|" * len(pairs)]
+    test = {
+        (r["model"], r["k"], r["loss"], r["seed"]): r["test"]["ndcg@10"]
+        for r in runs
+        if r["finished"]
+    }
+    for model, k in sorted({(m, k) for m, k, _, _ in test}):
+        cells = []
+        for a, b in pairs:
+            seeds = sorted(
+                s
+                for m, kk, loss, s in test
+                if (m, kk, loss) == (model, k, a) and (model, k, b, s) in test
+            )
+            if not seeds:
+                cells.append("–")
+                continue
+            first = np.array([test[model, k, a, s] for s in seeds])
+            second = np.array([test[model, k, b, s] for s in seeds])
+            plural = "s" if len(seeds) > 1 else ""
+            cell = f"{first.mean() / second.mean() - 1:+.1%} ({len(seeds)} seed{plural}"
+            if len(seeds) > 1:
+                cell += f", p = {stats.ttest_rel(first, second).pvalue:.3f}"
+            cells.append(cell + ")")
+        lines.append(f"| {model} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(runs: list[dict]) -> str:
     lines = [
         "| model | K | loss | seeds | test NDCG@10 | test MRR | best epoch(s) |",
@@ -182,6 +218,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = read_all(args.sweeps, args.partial)
     print(table(runs))
+    print("\ntest NDCG@10, loss against loss (relative difference of the means, paired t-test):")
+    print(paired_tests(runs))
     print("\nfinding 1 (K = 1: BPR and CCE train identically):")
     print("\n".join(finding_one(runs)) or "no K = 1 BPR / CCE pair yet")
     print("\nfinding 2 (K = 100: CCE leads early, BCE catches up late):")

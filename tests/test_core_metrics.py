@@ -168,6 +168,27 @@ def test_evaluate_with_an_empty_split_part():
     assert result.per_user["auc"].tolist() == [1.5 / 3, 1.0]  # above 1, tied 1, below 1
 
 
+def test_a_user_without_negatives_leaves_the_summary_auc_defined():
+    """Regression: a user who had seen or held out every item has no negatives; its AUC was
+    0/0 = NaN and the plain mean turned the dataset's AUC and every OPAUC into NaN (so
+    early stopping on AUC never improved). Undefined for that user, averaged over others."""
+    split = Split(  # user 1 holds every item: train {0, 1}, valid {2}, test {3}
+        train=make_interactions([[0], [0, 1]], 4),
+        valid=make_interactions([[1], [2]], 4),
+        test=make_interactions([[2], [3]], 4),
+    )
+    scores = np.array([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
+    result = evaluate(FixedScores(scores), split, "test", EvalConfig(ks=[1], betas=[0.5]))
+    assert result.per_user["auc"][0] == 1.0  # item 2 above the one negative, item 3
+    assert np.isnan(result.per_user["auc"][1]) and np.isnan(result.per_user["opauc@0.5"][1])
+    assert result.summary["auc"] == 1.0
+    assert result.summary["mrr"] == pytest.approx((1.0 + 1.0) / 2)  # top-K keeps both users
+    parts = (split.train, split.valid, split.test)
+    only_user_1 = Split(*(make_interactions([[], part.items_of(1).tolist()], 4) for part in parts))
+    alone = evaluate(FixedScores(scores), only_user_1, "test", EvalConfig(ks=[1]))
+    assert math.isnan(alone.summary["auc"]) and alone.summary["mrr"] == 1.0
+
+
 def test_positions_of_tied_positives_are_consecutive():
     ranks = torch.tensor([[1.0, 1.0, 1.0], [3.0, 3.0, 5.0], [2.0, 6.0, 2.0], [4.0, 1.0, 0.0]])
     valid = torch.tensor([[True] * 3, [True] * 3, [True] * 3, [True, True, False]])

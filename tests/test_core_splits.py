@@ -120,6 +120,30 @@ def test_leave_one_out_known_answer(tiny_interactions):
     assert [split.train.items_of(u).tolist() for u in range(4)] == [[0, 2], [3, 4, 7], [2], [4]]
 
 
+def test_leave_one_out_with_tied_timestamps_holds_out_the_last_items_of_the_sequence():
+    """Regression: ranking negated times held out the *smallest* id among same-second items,
+    while the sequential models order ties by ascending id, so items they place after the
+    test item stayed in train and in the test context. Same-second ratings are common in
+    MovieLens."""
+    # user 0: items 0..3 at times 1, 5, 5, 5; user 1: items 4, 2, 6 all at time 7
+    data = Interactions.from_arrays(
+        np.array([0, 0, 0, 0, 1, 1, 1]),
+        np.array([0, 1, 2, 3, 4, 2, 6]),
+        n_users=2,
+        n_items=7,
+        timestamps=np.array([1.0, 5, 5, 5, 7, 7, 7]),
+    )
+    split = leave_one_out_split(data)
+    assert [split.test.items_of(u).tolist() for u in range(2)] == [[3], [6]]
+    assert [split.valid.items_of(u).tolist() for u in range(2)] == [[2], [4]]
+    for u, sequence in enumerate(data.sequences()):  # held out = the sequence's last two
+        assert split.valid.items_of(u).tolist() + split.test.items_of(u).tolist() == (
+            sequence[-2:].tolist()
+        )
+    train_and_valid = carve_validation(data, data.subset(np.zeros(data.nnz, bool)), "last", 0)
+    assert [train_and_valid.valid.items_of(u).tolist() for u in range(2)] == [[3], [6]]
+
+
 def test_leave_one_out_needs_timestamps():
     data = Interactions.from_arrays(np.zeros(3, int), np.arange(3), n_users=1, n_items=3)
     with pytest.raises(ValueError, match="timestamps"):

@@ -55,14 +55,24 @@ class EvalConfig:
 
 @dataclass
 class EvalResult:
-    """Per-user metric values (``users`` [U] in id order) and their means."""
+    """Per-user metric values (``users`` [U] in id order) and their means.
+
+    AUC and OPAUC are NaN for a user with no candidate negative (every item seen in train or
+    held out): they are undefined there, and :attr:`summary` averages each metric over the
+    users where it is defined, so one such user cannot turn the dataset's AUC into NaN."""
 
     users: np.ndarray
     per_user: dict[str, np.ndarray]
 
     @property
     def summary(self) -> dict[str, float]:
-        return {k: float(v.mean()) if v.size else float("nan") for k, v in self.per_user.items()}
+        return {k: _mean_where_defined(v) for k, v in self.per_user.items()}
+
+
+def _mean_where_defined(values: np.ndarray) -> float:
+    """Mean of the non-NaN entries; NaN when there are none (no users, or none defined)."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
 
 
 def padded_rows(data: Interactions, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

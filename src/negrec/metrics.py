@@ -72,6 +72,7 @@ def partial_auc(
 
     The j-th highest negative counts a positive as above it if j > above + tied, half if
     above < j <= above + tied; summing j over the first n_beta negatives gives the formula.
+    A user with no negatives (``n_neg`` = 0) gets NaN: the ratio is undefined there.
     """
     n_beta = torch.floor(beta * n_neg.to(torch.float64) + 1e-9).unsqueeze(1)  # [B, 1]
     above = above.to(torch.float64)
@@ -80,7 +81,8 @@ def partial_auc(
     full = (n_beta - above - tied).clamp(min=0)
     per_pos = torch.where(valid, full + 0.5 * half, 0.0)
     n_pos = valid.sum(dim=1).to(torch.float64)
-    return per_pos.sum(dim=1) / (n_pos * n_neg.to(torch.float64))
+    pairs = n_pos * n_neg.to(torch.float64)  # [B], 0 only for a user without negatives
+    return torch.where(pairs > 0, per_pos.sum(dim=1) / pairs.clamp(min=1), torch.nan)
 
 
 def metric_names(ks: list[int], betas: list[float], with_auc: bool) -> list[str]:

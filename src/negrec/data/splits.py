@@ -70,9 +70,13 @@ def last_items_mask(data: Interactions, n_last: int = 1, *, min_train: int = 1) 
         raise NoTimeOrder("leave-last-out needs timestamps (or sequence positions)")
     degrees = data.user_degrees
     n_out = np.minimum(n_last, np.maximum(degrees - min_train, 0))
-    # latest first: rank by negated time; ties broken by item id
-    position = _rank_within_user(data, -data.timestamps)
-    return position < np.repeat(n_out, degrees)
+    # Count from the end of the ascending time order (ties by item id), the order that
+    # `Interactions.sequences` and `sequences.time_ordered` give the sequential models, so
+    # the held-out items are the last ones of those sequences even when timestamps tie.
+    # (Ranking negated times instead broke ties the other way: among same-second items it
+    # held out the smallest id, leaving items ordered after it in train and in the context.)
+    from_end = np.repeat(degrees, degrees) - 1 - _rank_within_user(data, data.timestamps)
+    return from_end < np.repeat(n_out, degrees)
 
 
 def random_split(data: Interactions, test_fraction: float, valid: float | str, seed: int) -> Split:
