@@ -148,7 +148,12 @@ def cce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
 
 
 def simce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
-    """SimCE: relu(margin - s+ + max_j s_j), batch mean (the hardest sampled negative)."""
+    """SimCE: relu(margin - s+ + max_j s_j), batch mean (the hardest sampled negative).
+
+    Weights only select: the max runs over the negatives with a positive weight. DNS(M, N)
+    keeps the pool's top M, whose max is the pool's top one, so SimCE with DNS(M, N)
+    trains exactly as with DNS(1, N). (The SimCE paper draws its negatives uniformly.)
+    """
     if weights is not None:
         neg = neg.masked_fill(weights <= 0, NEG_INF)
     hardest = neg.max(dim=1).values  # [B]
