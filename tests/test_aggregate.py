@@ -15,6 +15,7 @@ import pytest
 from conftest import write_fake_run
 
 from negrec.cli import main
+from negrec.errors import NegrecError
 from negrec.experiment.aggregate import (
     PairedTest,
     aggregate,
@@ -75,6 +76,22 @@ def test_groups_are_configs_minus_seeds(runs_dir):
         assert [dict(s)["train.seed"] for s in group.seeds] == [0, 1, 2]
         assert "train.seed" not in group.config and "name" not in group.config
     assert seeds_repeat(load_runs([runs_dir]))
+
+
+def test_a_repeated_seed_in_one_group_is_refused_naming_both_runs(runs_dir):
+    """Regression: a rerun saved beside the original (``NAME-2``) was counted as a fourth
+    replicate: n = 4, a shrunken std, and by_seed kept only one of the two."""
+    write_run(runs_dir, "loss=bpr,seed=0-2", "bpr", 0, VALUES["bpr"][0])
+    with pytest.raises(NegrecError, match=r"loss=bpr,seed=0 and .*loss=bpr,seed=0-2") as info:
+        group_runs(load_runs([runs_dir]))
+    assert "train.seed = 0" in str(info.value)
+    assert main(["report", str(runs_dir)]) == 2  # the CLI prints it and exits 2
+
+
+def test_a_run_folder_named_twice_is_read_once(runs_dir):
+    runs = load_runs([runs_dir, runs_dir / "loss=bpr,seed=1", runs_dir / ".." / "sweep"])
+    assert len(runs) == 9
+    assert all(g.n == 3 for g in group_runs(runs))
 
 
 def test_means_and_sample_stds_match_hand_computation(runs_dir):

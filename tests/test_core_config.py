@@ -113,6 +113,36 @@ def test_presplit_and_split_method_must_agree():
     assert config_error(raw).key == "split.method"
 
 
+@pytest.mark.parametrize(
+    ("split", "key"),
+    [
+        ({"method": "leave_one_out", "test_fraction": 0.3}, "split.test_fraction"),
+        ({"method": "leave_one_out", "valid": 0.3}, "split.valid"),
+        ({"method": "leave_one_out", "seed": 4}, "split.seed"),
+        ({"method": "random", "valid": "last", "seed": 4}, None),  # test hold-out is drawn
+        ({"method": "leave_one_out", "valid": "last"}, None),  # says what it does
+    ],
+)
+def test_split_keys_the_method_does_not_read_are_refused(split, key):
+    """Regression: leave-one-out ignored split.test_fraction, split.valid and split.seed
+    while storing them, so a config said one thing and the split did another."""
+    if key is None:
+        ExperimentConfig.from_dict({"split": split})
+    else:
+        assert config_error({"split": split}).key == key
+
+
+def test_a_given_test_split_refuses_a_test_fraction_and_an_unused_seed():
+    presplit = {"source": "presplit", "train": "a.csv", "test": "b.csv"}
+    given = {"method": "given", "valid": "last"}
+    for extra, key in (
+        ({"test_fraction": 0.3}, "split.test_fraction"),
+        ({"seed": 2}, "split.seed"),
+    ):
+        assert config_error({"data": presplit, "split": {**given, **extra}}).key == key
+    ExperimentConfig.from_dict({"data": presplit, "split": {"method": "given", "seed": 2}})
+
+
 # ----------------------------------------------------------------------------- overrides
 @pytest.mark.parametrize(
     ("text", "path", "value"),

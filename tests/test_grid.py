@@ -149,6 +149,13 @@ def test_names_are_sanitised_and_collisions_disambiguated():
         ),
         ('[grid]\nseeds = [1]\n"train.seed" = [1, 2]\n', "grid.seeds"),
         ('[[grid.runs]]\nloss.name = "cce"\n[[grid.runs]]\nloss.name = "cce"\n', "grid.runs[1]"),
+        # distinct as written, one config once typed: the same run twice (counted twice)
+        ('[grid]\n"loss.margin" = [1, 1.0]\n', "grid"),
+        (
+            '[[grid.runs]]\nname = "a"\nmodel.dim = 8\n'  # the base already has dim 8
+            '[[grid.runs]]\nname = "b"\nmodel.name = "mf"\n',  # and model mf
+            "grid",
+        ),
     ],
 )
 def test_bad_grids_fail_naming_the_key(text, key):

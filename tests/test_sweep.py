@@ -246,3 +246,26 @@ def test_failed_run_reports_its_message_not_its_index(tmp_path):
     assert set(result.failed) == set(NAMES)
     for message in result.failed.values():
         assert isinstance(message, str) and "missing.csv" in message
+
+
+def test_a_failed_hand_over_to_the_only_worker_does_not_hang_the_sweep(tmp_path, monkeypatch):
+    """Regression: when sending a run to a worker failed (the worker had died) and no other
+    worker was busy, the sweep waited on an empty list of connections, forever."""
+    from multiprocessing.connection import Connection
+
+    def broken_send(self, obj):
+        raise BrokenPipeError("the worker is gone")
+
+    monkeypatch.setattr(Connection, "send", broken_send)  # this process only
+    text = GRID.format(epochs=1).replace("seeds = [0, 1, 2]", "seeds = [0]")
+    (tmp_path / "g.toml").write_text(
+        text.replace('name = "resume"', f'name = "hang"\noutput = "{tmp_path}/out"')
+    )
+    grid = load_grid(tmp_path / "g.toml", [])
+    outcome: queue.Queue = queue.Queue()
+    sweep = threading.Thread(
+        target=lambda: outcome.put(run_sweep(grid, workers=1, log=lambda line: None)), daemon=True
+    )
+    sweep.start()
+    result = outcome.get(timeout=120)  # queue.Empty here is the hang
+    assert list(result.failed) == ["seed=0"]

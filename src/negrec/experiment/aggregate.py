@@ -105,8 +105,23 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
         order = sorted(range(group.n), key=lambda i: repr(group.seeds[i]))
         group.runs = [group.runs[i] for i in order]
         group.seeds = [group.seeds[i] for i in order]
+        _reject_repeated_seeds(group)
     _label(result)
     return result
+
+
+def _reject_repeated_seeds(group: Group) -> None:
+    """Two runs of one config with the same seeds are one replicate run twice (a rerun
+    saved as ``NAME-2``, or a folder passed twice): counted twice they would shrink the
+    std and pair wrongly, so the report stops and names both."""
+    for i in range(1, group.n):
+        if group.seeds[i] == group.seeds[i - 1]:
+            seeds = ", ".join(f"{k} = {v}" for k, v in group.seeds[i]) or "no seed keys"
+            raise NegrecError(
+                f"{group.runs[i - 1].path} and {group.runs[i].path} are the same experiment "
+                f"with the same seeds ({seeds}); one replicate would count twice in mean ± std "
+                "and the t-test: report one of them"
+            )
 
 
 def varying_keys(configs: Sequence[dict[str, Any]]) -> list[str]:

@@ -97,6 +97,31 @@ class SplitConfig:
             require(self.valid == "last", f"{prefix}.valid", "expected a fraction or 'last'")
         else:
             require(0 < self.valid < 1, f"{prefix}.valid", "must lie in (0, 1) or be 'last'")
+        # Keys a method does not read are refused rather than stored: a config that says
+        # test_fraction = 0.3 must not produce a split that ignored it (and two runs that
+        # differ only in an ignored value would land in different report groups).
+        default = SplitConfig()
+        if self.method != "random":
+            require(
+                self.test_fraction == default.test_fraction,
+                f"{prefix}.test_fraction",
+                f"split.method = '{self.method}' does not read it (the test split is "
+                + ("each user's last item" if self.method == "leave_one_out" else "given")
+                + "); remove it",
+            )
+        if self.method == "leave_one_out":
+            require(
+                self.valid in (default.valid, "last"),
+                f"{prefix}.valid",
+                "split.method = 'leave_one_out' validates on each user's second-last item; "
+                "remove it (or set 'last')",
+            )
+        uses_seed = self.method == "random" or (self.method == "given" and self.valid != "last")
+        require(
+            uses_seed or self.seed == default.seed,
+            f"{prefix}.seed",
+            "this split draws nothing at random (leave-one-out, or validation = 'last'); remove it",
+        )
 
 
 @dataclass

@@ -293,6 +293,9 @@ def split_grid(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | No
     return base, table
 
 
+RESERVED_RUN = ("name", "output")  # differ between runs by construction
+
+
 def expand_grid(raw: dict[str, Any], *, folder: str | Path | None = None) -> Grid:
     """Expand a raw config dict (TOML as parsed, overrides applied) into its runs.
 
@@ -345,7 +348,25 @@ def expand_grid(raw: dict[str, Any], *, folder: str | Path | None = None) -> Gri
             message = str(err).removeprefix(f"config key '{err.key}': ")
             raise ConfigError(err.key, f"{message} (in grid run '{name}')") from None
         grid.runs.append(GridRun(name, values, config))
+    _reject_identical_runs(grid.runs)
     return grid
+
+
+def _reject_identical_runs(runs: list[GridRun]) -> None:
+    """Two grid points that resolve to one config (``margin = [1, 1.0]``, or two labelled
+    entries that both leave the base unchanged) would train the same run twice and count
+    it twice in the report: refuse them, naming both."""
+    first: dict[str, str] = {}
+    for run in runs:
+        identity = {k: v for k, v in run.config.to_toml_dict().items() if k not in RESERVED_RUN}
+        key = repr(sorted(flatten(identity)))
+        if key in first:
+            raise ConfigError(
+                GRID,
+                f"runs '{first[key]}' and '{run.name}' resolve to the same config; "
+                "list each value (or entry) once",
+            )
+        first[key] = run.name
 
 
 def read_source(source: str | Path) -> dict[str, Any]:

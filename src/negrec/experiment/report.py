@@ -32,7 +32,8 @@ class RunRecord:
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
-    """Runs at ``paths``; a directory holding run directories stands for all of them."""
+    """Runs at ``paths``; a directory holding run directories stands for all of them. The
+    same run directory reached twice (``runs/`` and ``runs/x``) is read once."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -42,8 +43,11 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
             found.extend(children)
         else:
             raise NegrecError(f"{path}: not a run directory (no config.toml, summary.json...)")
-    runs = []
+    runs, seen = [], set()
     for path in found:
+        if path.resolve() in seen:  # a folder named twice is read once
+            continue
+        seen.add(path.resolve())
         summary = json.loads((path / "summary.json").read_text())
         runs.append(RunRecord(path, summary, pd.read_csv(path / "history.csv")))
     return runs

@@ -29,6 +29,7 @@ import pandas as pd
 import tomli_w
 import torch
 
+from negrec.atomic import atomic_write, atomic_write_text
 from negrec.errors import NegrecError
 
 FILES = ("config.toml", "environment.json", "history.csv", "summary.json")
@@ -116,27 +117,39 @@ def find_resumable(path: Path) -> Path:
 
 
 def publish(tmp: Path, final: Path) -> Path:
-    """Move a finished staging directory into place (atomic rename on one filesystem)."""
+    """Move a finished staging directory into place (atomic rename on one filesystem),
+    then sync the parent folder so the rename itself survives a power cut. The files were
+    synced as they were written, so a published run is never a set of empty files."""
     os.replace(tmp, final)
+    _sync_directory(final.parent)
     return final
 
 
+def _sync_directory(folder: Path) -> None:
+    if os.name != "posix":  # pragma: no cover - directories cannot be opened for fsync
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(tomli_w.dumps(data))
+    atomic_write_text(path, tomli_w.dumps(data))
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
 
 
 def write_per_user(path: Path, users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
-    pd.DataFrame({"user": users, **per_user}).to_csv(path, index=False, float_format="%.6g")
+    table = pd.DataFrame({"user": users, **per_user})
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def is_run_dir(path: Path) -> bool:

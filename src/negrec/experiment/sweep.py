@@ -491,6 +491,8 @@ def _execute(
                 worker.index = i
                 log(f"[{counter}/{total}] start  {name} (worker pid {pid})")
             busy = [w for w in workers if w.index is not None]
+            if not busy:  # every send just failed: wait([]) would block forever
+                continue
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for worker in busy:
                 if worker.conn not in ready and worker.process.sentinel not in ready:
