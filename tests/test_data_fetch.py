@@ -46,6 +46,7 @@ class Behaviour:
     status: int = 200
     truncate_first: int = 0  # this many responses send only half the body, then hang up
     honour_range: bool = True
+    chunked: bool = False  # HTTP/1.1 chunked body: no Content-Length, so no size known
     served: int = 0
 
 
@@ -69,6 +70,8 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
+            if (route := server.routes.get(self.path)) is not None and route.chunked:
+                self.protocol_version = "HTTP/1.1"  # chunked bodies need 1.1
             byte_range = self.headers.get("Range")
             server.requests.append((self.path, byte_range))
             route = server.routes.get(self.path)
@@ -89,9 +92,20 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             payload = body[start:]
+            route.served += 1
+            if route.chunked:  # one chunk announced whole; a cut sends half and hangs up
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                cut = route.served <= route.truncate_first
+                sent = payload[: len(payload) // 2] if cut else payload
+                self.wfile.write(f"{len(payload):x}\r\n".encode() + sent)
+                if not cut:
+                    self.wfile.write(b"\r\n0\r\n\r\n")
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            route.served += 1
             if route.served <= route.truncate_first:
                 self.wfile.write(payload[: len(payload) // 2])
                 self.wfile.flush()
@@ -207,6 +221,21 @@ def test_fetch_verifies_unpacks_prepares_and_caches(server: Server, cache: Path)
     fetch(spec, cache, force=True, min_rating=5.0)
     assert len(server.requests) == n
     assert load_prepared("tiny")[2].min_rating == 5.0
+    fetch(spec, cache, min_rating=5.0)  # what is cached: returned as it is
+
+
+def test_a_cached_entry_prepared_otherwise_is_not_returned_as_asked(
+    server: Server, cache: Path
+) -> None:
+    """Regression: fetching with other min_rating / k_core than the cached entry's
+    returned the cached data unchanged; only a log line (hidden by --quiet) said so."""
+    spec = spec_for(server, make_zip({"tiny/ratings.dat": RATINGS}))
+    fetch(spec, cache)  # the registry recipe: min_rating 3
+    with pytest.raises(FetchError, match=r"min_rating = 3\.0 \(asked: 5\.0\).*--force"):
+        fetch(spec, cache, min_rating=5.0)
+    with pytest.raises(FetchError, match=r"k_core = None \(asked: 2\)"):
+        fetch(spec, cache, k_core=2)
+    assert load_prepared("tiny")[2].min_rating == 3.0  # the entry is untouched
 
 
 def test_checksum_mismatch_deletes_the_download_and_caches_nothing(
@@ -244,6 +273,25 @@ def test_truncated_transfer_is_an_error_and_keeps_the_part_for_resume(
     parts = list((cache / "downloads").rglob("*.part"))
     assert len(parts) == 1 and 0 < parts[0].stat().st_size < len(server.routes["/tiny.zip"].body)
     assert len(server.requests) == 2  # bounded: one request per try
+
+
+def test_a_cut_transfer_of_unknown_size_is_never_taken_as_complete(
+    server: Server, cache: Path
+) -> None:
+    """Regression: with no size announced (a chunked reply) and none pinned, a transfer
+    that ended in a read error was accepted whole, and with no pinned checksum the short
+    file's sha256 was recorded as the reference, so the right file failed later."""
+    body = make_zip({"tiny/ratings.dat": RATINGS})
+    spec = spec_for(server, body, sha256=None)
+    route = server.routes["/tiny.zip"]
+    route.chunked, route.truncate_first = True, 100
+    with pytest.raises(FetchError, match="interrupted"):
+        fetch(spec, cache, attempts=2)
+    assert recorded_checksums(cache) == {} and not is_prepared("tiny")
+    route.truncate_first = route.served + 1  # one more cut answer, then whole ones
+    fetch(spec, cache)
+    assert recorded_checksums(cache)[spec.sources[0].url]["sha256"] == sha(body)
+    assert load_prepared("tiny")[2].rows_read == 48
 
 
 def test_resume_after_interruption_within_one_run(server: Server, cache: Path) -> None:

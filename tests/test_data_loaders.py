@@ -263,6 +263,22 @@ def test_load_split_harmonises_id_types(tmp_path):
     assert table["item"].dtype == np.int64
 
 
+def test_zero_padded_ids_stay_text_and_match_across_a_split(tmp_path):
+    """Regression: "007" and "7" became the same int id 7 (two items merged), and in a
+    pre-split pair whose test file fell back to strings, train's "0007" came back as "7"
+    and no longer matched test's "0007" (an unseen-item error, or a silent drop)."""
+    path = write(tmp_path, "x.csv", "u,i\nu1,7\nu1,007\nu2,0\n")
+    assert rows(load_delimited(path, user="u", item="i"), "item") == [("7",), ("007",), ("0",)]
+    plain = write(tmp_path, "plain.csv", "u,i\nu1,7\nu2,0\nu3,-12\n")
+    assert load_delimited(plain, user="u", item="i")["item"].tolist() == [7, 0, -12]
+    minus_zero = write(tmp_path, "m.csv", "u,i\nu1,-0\nu2,0\n")
+    assert load_delimited(minus_zero, user="u", item="i")["item"].tolist() == ["-0", "0"]
+    train = write(tmp_path, "train.inter", "user_id:token\titem_id:token\n1\t0007\n2\t42\n")
+    test = write(tmp_path, "test.inter", "user_id:token\titem_id:token\n2\t0007\n1\tB00X\n")
+    table = load_split(train, test)
+    assert table["item"].tolist() == ["0007", "42", "0007", "B00X"]
+
+
 def test_load_split_parts_must_have_the_same_columns(tmp_path):
     train = write(tmp_path, "train.inter", "user_id:token\titem_id:token\trating:float\n1\t2\t3\n")
     test = write(tmp_path, "test.inter", "user_id:token\titem_id:token\n1\t2\n")

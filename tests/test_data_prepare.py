@@ -227,6 +227,19 @@ def test_prepare_split_k_core_counts_both_parts():
     assert report.dropped_kcore == 1  # user 3 has one interaction
 
 
+def test_prepare_split_dropping_unseen_test_rows_keeps_the_k_core():
+    """Regression: k-core ran once, before unseen test rows were dropped, so a user whose
+    second interaction was such a row ended with one interaction in a "2-core"."""
+    # user 3: train item 1, test item 3 (item 3 also has user 0's test row, none in train)
+    frame = split_table([(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2), (3, 1)], [(0, 3), (3, 3)])
+    train, test, report = prepare_split(frame, k_core=2, on_unseen="drop")
+    assert raw_pairs(train) == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert raw_pairs(test) == []
+    assert (report.dropped_unseen, report.dropped_kcore) == (2, 1)
+    degrees = np.bincount(train.to_coo()[0]) + np.bincount(test.to_coo()[0], minlength=3)
+    assert degrees.min() >= 2
+
+
 def test_unseen_check_on_arrays():
     train_u, train_i = np.array([0, 1]), np.array([5, 6])
     keep = check_test_in_train(

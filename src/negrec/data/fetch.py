@@ -46,6 +46,7 @@ from negrec.data.cache import (
     cache_root,
     entry_dir,
     is_prepared,
+    read_meta,
     save_prepared,
     staging_dir,
 )
@@ -222,6 +223,7 @@ def download(
             if total is None and source.size is not None:
                 total = source.size
             bar = _progress_bar(source.filename, total, offset, progress)
+            cut = False  # did this transfer end in a read error?
             try:
                 with open(part, "ab" if resumed else "wb") as out:
                     while True:
@@ -231,15 +233,19 @@ def download(
                         out.write(chunk)
                         bar(len(chunk))
             except (http.client.IncompleteRead, TimeoutError, ConnectionError, OSError) as err:
-                problem = f"{type(err).__name__}"
+                problem, cut = f"{type(err).__name__}", True
             finally:
                 bar(None)
         size = part.stat().st_size
-        if total is None or size >= total:
+        # Complete only when the read loop ended cleanly: with no size announced (or
+        # pinned), a read error is the only sign the file is short, and a short file
+        # accepted here would have its checksum recorded as the reference.
+        if not cut and (total is None or size >= total):
             complete = True
             break
         problem = problem or "connection closed early"
-        log(f"transfer of {source.url} cut short at {size:,} of {total:,} bytes; resuming")
+        of_total = f" of {total:,}" if total is not None else ""
+        log(f"transfer of {source.url} cut short at {size:,}{of_total} bytes; resuming")
     if not complete:
         size = part.stat().st_size if part.is_file() else 0
         of_total = f" of {total:,}" if total is not None else ""
@@ -463,6 +469,25 @@ def _meta(spec: DatasetSpec, recipe: Recipe, fmt: str, source: dict[str, Any]) -
     }
 
 
+PREPARING = ("min_rating", "k_core", "on_unseen")  # recipe fields that change the data
+
+
+def _check_cached_recipe(name: str, root: Path, wanted: Recipe) -> None:
+    """A cached entry prepared with other settings than ``wanted`` is not what was asked
+    for: returning it would hand back other data under the same name, so refuse."""
+    stored = read_meta(name, root).get("recipe") or {}
+    differ = [
+        f"{key} = {stored.get(key)!r} (asked: {getattr(wanted, key)!r})"
+        for key in PREPARING
+        if key in stored and stored[key] != getattr(wanted, key)
+    ]
+    if differ:
+        raise FetchError(
+            f"{name} is cached with {', '.join(differ)}; run again with --force to prepare "
+            "it with the new settings (this replaces the cached entry)"
+        )
+
+
 def fetch_dataset(
     spec: DatasetSpec | str,
     *,
@@ -485,7 +510,9 @@ def fetch_dataset(
     spec = get_spec(spec) if isinstance(spec, str) else spec
     root = cache_root(cache_dir)
     final = entry_dir(spec.name, root)
+    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
     if is_prepared(spec.name, root) and not force:
+        _check_cached_recipe(spec.name, root, recipe)
         log(f"{spec.name} is already prepared in {final} (use --force to prepare it again)")
         return final
     if not spec.downloadable:
@@ -494,7 +521,6 @@ def fetch_dataset(
             f"page); download it from {spec.homepage} and run "
             f"`negrec data import {spec.name} PATH`"
         )
-    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
     downloads = root / "downloads" / spec.name
     hashes: dict[str, str] = {}
     paths = []

@@ -272,7 +272,10 @@ def _describe_delimiter(delimiter: str | None) -> str:
 
 
 def _auto_ids(values: pd.Series) -> np.ndarray:
-    """Raw ids as int64 when every one is an ASCII integer, else as an array of strings."""
+    """Raw ids as int64 when every one is an integer written the one way ``str(int)``
+    writes it, else as an array of strings. "007" keeps the file as strings: as an int it
+    would merge with "7", and a pre-split partner file read as strings would no longer
+    match it (:func:`load_split` turns int ids back into text)."""
     try:
         array = values.to_numpy(dtype=str).astype(np.bytes_)  # fails on non-ASCII ids
     except UnicodeEncodeError:
@@ -280,9 +283,11 @@ def _auto_ids(values: pd.Series) -> np.ndarray:
     if array.size:
         negative = np.strings.startswith(array, b"-")
         digits = np.where(negative, np.strings.slice(array, 1, None), array)
+        leading_zero = np.strings.startswith(digits, b"0") & ((digits != b"0") | negative)
         if (
             np.strings.isdigit(digits).all()
             and (np.strings.str_len(digits) <= _MAX_INT_DIGITS).all()
+            and not leading_zero.any()  # "0" is canonical; "00", "07" and "-0" are not
         ):
             return array.astype(np.int64)
     return values.to_numpy(dtype=object)

@@ -17,7 +17,8 @@ The steps run in a fixed order, each counted in a :class:`PrepareReport`:
 A pre-split table (a ``part`` column from :func:`negrec.data.loaders.load_split`) is
 de-duplicated within each part, k-cored on train and test together, checked for test
 users and items that never occur in train (:func:`check_test_in_train_table`) and
-encoded with one vocabulary, so train and test share an id space.
+encoded with one vocabulary, so train and test share an id space. Where unseen test rows
+are dropped, k-core and that check repeat until neither removes a row.
 """
 
 from __future__ import annotations
@@ -335,6 +336,16 @@ def prepare_split(
         raise ValueError(f"'part' must be 'train' or 'test', found {sorted(map(str, parts))}")
     table, counts = _filter(table, min_rating, k_core)
     table, dropped_unseen = check_test_in_train_table(table, on_unseen=on_unseen)
+    last_drop = dropped_unseen if k_core is not None and on_unseen == "drop" else 0
+    while last_drop:  # dropping test rows can push a user or item under k: k-core again
+        keep, rounds = k_core_mask(table["user"].to_numpy(), table["item"].to_numpy(), k_core)
+        if keep.all():
+            break
+        table = table[keep]
+        counts["dropped_kcore"] += int((~keep).sum())
+        counts["kcore_rounds"] += rounds
+        table, last_drop = check_test_in_train_table(table, on_unseen="drop")
+        dropped_unseen += last_drop
     unseen_kept = 0
     if on_unseen == "keep":
         is_test = (table["part"] == "test").to_numpy()
