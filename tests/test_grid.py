@@ -141,6 +141,8 @@ def test_names_are_sanitised_and_collisions_disambiguated():
         ('[grid]\n"sampler.k" = 3\n', "grid.sampler.k"),  # not a list
         ('[grid]\n"sampler.k" = [1, 1]\n', "grid.sampler.k"),  # repeated value
         ("[grid]\nseeds = [0, 0]\n", "grid.seeds"),
+        ("[grid]\nseeds = []\n", "grid.seeds"),  # ran the base once, as if unset
+        ("[grid]\nseeds = [-1]\n", "grid.seeds"),
         ('[grid]\nseeds = ["a"]\n', "grid.seeds"),
         ('[grid]\nname = ["x"]\n', "grid.name"),  # names are derived
         (

@@ -348,6 +348,7 @@ def test_sampler_options_follow_pool_for_weighted_pools() -> None:
         (["--users", "0"], "--users must be >= 1"),
         (["--ranks", "1,x"], "--ranks must be comma-separated integers"),
         (["--device", "nodevice"], "--device nodevice"),
+        (["--ranks", "99999"], "every rank is beyond"),  # wrote a CSV of headers only
     ],
 )
 def test_command_bad_input_is_one_line(

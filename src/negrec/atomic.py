@@ -38,6 +38,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def staging_folder(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new hidden folder in ``parent`` to fill and later rename into place, with the
+    usual folder mode (``mkdtemp`` makes it 0700, which a renamed run or cache entry would
+    keep, unreadable to the rest of a group or a Ray cluster's other users)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, 0o777 & ~_umask())
+    return folder
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

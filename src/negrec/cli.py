@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from negrec.argtypes import seed as seed_type
 from negrec.errors import NegrecError
 
 if TYPE_CHECKING:
@@ -102,6 +103,12 @@ def _report(args: argparse.Namespace) -> int:
     runs = load_runs(args.runs)
     print(comparison_table(runs))
     metric = args.metric or runs[0].summary.get("selection_metric", "ndcg@20")
+    columns = {c for r in runs for c in r.history.columns}
+    if f"valid/{metric}" not in columns:
+        known = sorted(c.removeprefix("valid/") for c in columns if c.startswith("valid/"))
+        raise NegrecError(
+            f"--metric {metric}: no run has it per epoch (they have: {', '.join(known)})"
+        )
     plot = plot_curves(runs, metric, args.plot or Path(args.runs[0]).parent / f"valid-{metric}.png")
     print(f"\nplot: {plot}")
     plots = [plot]
@@ -154,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set loss.name=cce --set sampler.k=16",
     )
     run.add_argument("--output", help="parent directory of the run directories (default: runs)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the default comparison")
+    run.add_argument("--seed", type=seed_type, default=0, help="seed of the default comparison")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--resume",
@@ -222,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stderr.close()
         return 0
+    except OSError as err:  # a path the user gave that cannot be used: one line, not a trace
+        if err.filename is None:
+            raise
+        where = f"{err.filename} -> {err.filename2}" if err.filename2 else f"{err.filename}"
+        print(f"negrec: error: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

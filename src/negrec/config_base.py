@@ -8,6 +8,7 @@ its error (nanoGPT-style overrides, LensKit-style per-component configs).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar, get_args, get_origin
@@ -51,6 +52,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(key, f"expected None, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan or inf: no setting of negrec means either
+                raise ConfigError(key, f"expected a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -83,6 +86,10 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
         obj = cls(**kwargs)
     except TypeError as err:  # a required field is missing
         raise ConfigError(prefix or cls.__name__, str(err)) from None
+    for name in ("seed",):  # numpy's generators refuse negative seeds: say so up front
+        value = getattr(obj, name, None)
+        full = f"{prefix}.{name}" if prefix else name
+        require(not isinstance(value, int) or value >= 0, full, f"must be >= 0, got {value}")
     check = getattr(obj, "validate", None)
     if check is not None:
         check(prefix)

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from negrec.argtypes import seed as seed_type
 from negrec.config_base import to_dict
-from negrec.errors import NegrecError
+from negrec.errors import ConfigError, NegrecError
 
 DEFAULT_USERS = 500
 
@@ -55,7 +56,7 @@ def add_commands(subparsers: Any) -> None:
         help=f"validation users to sample (default {DEFAULT_USERS})",
     )
     p.add_argument("--draws", type=int, default=4, help="positives drawn per user (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of users, positives and sampler")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of users, positives and sampler")
     p.add_argument("--ranks", help="comma-separated r of the table (default 1,5,10,50,100,...)")
     p.add_argument("--out", help="directory for the PNG and CSV (default: RUN_DIR)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default cpu)")
@@ -131,9 +132,9 @@ def run_hardness(args: argparse.Namespace) -> int:
     ranks = _parse_ranks(args.ranks)
     try:
         device = resolve_device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise NegrecError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+    except ConfigError as err:
+        detail = str(err).removeprefix(f"config key '{err.key}': ")
+        raise NegrecError(f"--device {detail}") from None
 
     config = load_config(run / "config.toml")
     options = sampler_options(to_dict(config.sampler), args.sampler, args.set)
@@ -185,6 +186,11 @@ def run_hardness(args: argparse.Namespace) -> int:
     )
 
     label = _label(options, args.set)
+    if ranks is not None and min(ranks) > result.max_rank:
+        raise NegrecError(
+            f"--ranks {args.ranks}: every rank is beyond the {result.max_rank:,} negatives a "
+            "user has here"
+        )
     table = result.table(ranks)
     print(
         f"Hardness of sampler {label} under the model of {run} "

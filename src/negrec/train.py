@@ -40,7 +40,7 @@ from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
-from negrec.errors import NegrecError
+from negrec.errors import ConfigError, NegrecError
 from negrec.evaluate import EvalConfig, evaluate
 from negrec.fused import fused_step
 from negrec.losses import Loss, catalogue_scores
@@ -102,10 +102,17 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU."""
+    """``"auto"`` picks CUDA when available, else CPU. A name torch does not know, or a
+    device this machine lacks (``cuda`` on a CPU-only build), is a ConfigError on
+    ``train.device``, not torch's traceback from deep inside the first tensor op."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)  # fails here if the machine has no such device
+    except (RuntimeError, AssertionError) as err:
+        raise ConfigError("train.device", f"{name}: {str(err).splitlines()[0]}") from None
+    return device
 
 
 class TrainingDiverged(NegrecError):

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 import zipfile
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from negrec.atomic import staging_folder
 from negrec.data.interactions import Interactions
 from negrec.data.prepare import PrepareReport
 from negrec.errors import NegrecError
@@ -98,7 +98,7 @@ def is_prepared(name: str, cache_dir: PathLike | None = None) -> bool:
 def staging_dir(root: Path, name: str) -> Iterator[Path]:
     """A temporary folder inside ``root`` (same file system), removed on exit."""
     root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    folder = staging_folder(root, prefix=f".{name}.", suffix=".tmp")
     try:
         yield folder
     finally:

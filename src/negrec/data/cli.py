@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from negrec.argtypes import positive_int
+from negrec.argtypes import positive_int, positive_seconds
 from negrec.data.cache import cache_root, load_prepared, prepared_names
 from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
@@ -235,7 +235,7 @@ def _add_registry_commands(
     fetch.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
+        type=positive_seconds,
         default=60.0,
         help="give up on a connection or read that stalls this long (default: 60)",
     )

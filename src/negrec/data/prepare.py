@@ -336,8 +336,8 @@ def prepare_split(
         raise ValueError(f"'part' must be 'train' or 'test', found {sorted(map(str, parts))}")
     table, counts = _filter(table, min_rating, k_core)
     table, dropped_unseen = check_test_in_train_table(table, on_unseen=on_unseen)
-    last_drop = dropped_unseen if k_core is not None and on_unseen == "drop" else 0
-    while last_drop:  # dropping test rows can push a user or item under k: k-core again
+    last_drop = dropped_unseen if on_unseen == "drop" else 0
+    while last_drop and k_core is not None:  # dropped test rows can leave some under k
         keep, rounds = k_core_mask(table["user"].to_numpy(), table["item"].to_numpy(), k_core)
         if keep.all():
             break

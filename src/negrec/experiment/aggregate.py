@@ -60,8 +60,11 @@ def run_config(run: RunRecord) -> dict[str, Any]:
     try:
         return dict(flatten(stored_run_config(run.path)))
     except NegrecError:
-        text = (run.path / "config.toml").read_text(encoding="utf-8")
-        return dict(flatten(tomllib.loads(text)))
+        path = run.path / "config.toml"
+        try:
+            return dict(flatten(tomllib.loads(path.read_text(encoding="utf-8"))))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise NegrecError(f"{path}: not valid TOML ({err})") from None
 
 
 @dataclass

@@ -43,6 +43,17 @@ class SyntheticConfig:
     popularity_exponent: float = 0.7
     seed: int = 0
 
+    def validate(self, prefix: str) -> None:
+        require(self.n_users >= 1, f"{prefix}.n_users", "must be >= 1")
+        require(self.n_items >= 2, f"{prefix}.n_items", "must be >= 2 (a positive and a negative)")
+        require(
+            0 < self.mean_degree < self.n_items,
+            f"{prefix}.mean_degree",
+            f"must lie in (0, n_items = {self.n_items})",
+        )
+        require(self.n_clusters >= 1, f"{prefix}.n_clusters", "must be >= 1")
+        require(self.affinity >= 0, f"{prefix}.affinity", "must be >= 0")
+
 
 @dataclass
 class DataConfig:
@@ -225,6 +236,12 @@ class ExperimentConfig:
             eval=from_dict(EvalConfig, raw.get("eval", {}), prefix="eval"),
             monitor=from_dict(MonitorConfig, raw.get("monitor", {}), prefix="monitor"),
             logging=from_dict(LoggingConfig, raw.get("logging", {}), prefix="logging"),
+        )
+        require(
+            config.name not in ("", ".", "..") and not set(config.name) & set("/\\\0"),
+            "name",
+            f"{config.name!r} names the run's folder: it must be non-empty, not '.' or '..', "
+            "without '/' or '\\'",
         )
         config.check_combinations()
         return config

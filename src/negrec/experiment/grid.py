@@ -187,10 +187,12 @@ def _parse_entries(raw: Any, axes: dict[str, list[Any]]) -> tuple[list[dict[str,
 
 def _parse_seeds(table: dict[str, Any], taken: set[str]) -> tuple[list[int], tuple[str, ...]]:
     seeds = table.get("seeds", [])
+    if "seeds" in table and seeds == []:
+        raise ConfigError("grid.seeds", "an empty list runs nothing: list seeds, or leave it out")
     if not isinstance(seeds, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
     ):
-        raise ConfigError("grid.seeds", f"expected a list of integers, got {seeds!r}")
+        raise ConfigError("grid.seeds", f"expected a list of integers >= 0, got {seeds!r}")
     _check_distinct(seeds, "grid.seeds")
     keys = table.get("seed_keys", list(DEFAULT_SEED_KEYS))
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):

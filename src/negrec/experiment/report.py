@@ -48,9 +48,23 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
         if path.resolve() in seen:  # a folder named twice is read once
             continue
         seen.add(path.resolve())
-        summary = json.loads((path / "summary.json").read_text())
-        runs.append(RunRecord(path, summary, pd.read_csv(path / "history.csv")))
+        runs.append(_read_run(path))
     return runs
+
+
+def _read_run(path: Path) -> RunRecord:
+    """One run's summary and history; a damaged file is an error naming it."""
+    try:
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise NegrecError(f"{path / 'summary.json'}: not valid JSON ({err})") from None
+    if not isinstance(summary, dict):
+        raise NegrecError(f"{path / 'summary.json'}: expected a JSON object")
+    try:
+        history = pd.read_csv(path / "history.csv", encoding="utf-8")
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' parse errors are ValueErrors
+        raise NegrecError(f"{path / 'history.csv'}: not a readable CSV table ({err})") from None
+    return RunRecord(path, summary, history)
 
 
 def reported_metrics(runs: Sequence[RunRecord]) -> set[str]:

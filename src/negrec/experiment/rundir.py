@@ -18,7 +18,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -29,7 +28,7 @@ import pandas as pd
 import tomli_w
 import torch
 
-from negrec.atomic import atomic_write, atomic_write_text
+from negrec.atomic import atomic_write, atomic_write_text, staging_folder
 from negrec.errors import NegrecError
 
 FILES = ("config.toml", "environment.json", "history.csv", "summary.json")
@@ -85,7 +84,7 @@ def staging_dir(parent: Path, name: str, existing: Path | None = None) -> Iterat
     If the block raises before any epoch finished, the directory is removed; once a
     checkpoint exists it is kept, so the run can be resumed (``negrec run --resume``)."""
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = existing or Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    tmp = existing or staging_folder(parent, prefix=f".{name}.tmp-")
     try:
         yield tmp
     except BaseException:

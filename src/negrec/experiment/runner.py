@@ -22,7 +22,7 @@ import torch
 from negrec.data.interactions import NoTimeOrder
 from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
-from negrec.errors import ConfigError
+from negrec.errors import ConfigError, NegrecError
 from negrec.evaluate import evaluate
 from negrec.experiment import rundir
 from negrec.experiment.config import ExperimentConfig
@@ -189,7 +189,14 @@ def run_experiment(
     output = Path(config.output) if resume_dir is None else resume_dir.parent
     resume = None
     if resume_dir is not None:
-        resume = torch.load(resume_dir / rundir.CHECKPOINT, weights_only=True)
+        path = resume_dir / rundir.CHECKPOINT
+        try:
+            resume = torch.load(path, weights_only=True)
+        except Exception as err:  # cut short, empty or not a checkpoint: say which file
+            raise NegrecError(
+                f"{path}: cannot read the checkpoint ({str(err).splitlines()[0] or type(err)}); "
+                "delete the interrupted run's folder to start it over"
+            ) from None
     with _staging(world, output, config.name, resume_dir) as tmp:
         if tmp is not None and progress:
             print(f"negrec: training into {tmp}", file=sys.stderr)

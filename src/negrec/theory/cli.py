@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from negrec.argtypes import seed as seed_type
 from negrec.atomic import atomic_write
 from negrec.errors import NegrecError
 from negrec.theory import bounds as B
@@ -446,7 +447,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--ks", default=DEFAULT_KS, help=f"comma-separated cut-offs K <= N- (default {DEFAULT_KS})"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="random seed (default 0)")
     p.add_argument(
         "--out", default="runs/theory/opauc", help="output directory (default runs/theory/opauc)"
     )
@@ -465,5 +466,5 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         default=200_000,
         help="Monte-Carlo draws per paper (a) check (default 200000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="random seed (default 0)")
     p.set_defaults(func=run_check)
