@@ -81,17 +81,21 @@ def write_fake_run(
     folder: Path,
     name: str,
     *,
-    loss: str,
-    seed: int,
-    k: int,
-    history: list[dict[str, float]],
-    valid: dict[str, float],
-    test: dict[str, float],
+    loss: str = "bpr",
+    seed: int = 0,
+    k: int = 1,
+    history: list[dict[str, float]] | None = None,
+    valid: dict[str, float] | None = None,
+    test: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Path:
     """A complete run directory written by hand (no training): the resolved config (MF,
     uniform sampler, 3 epochs, plus ``config`` sections), ``history`` rows, and a summary
-    with best epoch 3 and the given ``valid`` / ``test`` metrics."""
+    with best epoch 3 and the given ``valid`` / ``test`` metrics (by default one epoch
+    and NDCG@20 = 0.1 everywhere)."""
+    history = history or [{"epoch": 1, "loss": 1.0, "valid/ndcg@20": 0.1}]
+    valid = valid or {"ndcg@20": 0.1}
+    test = test or {"ndcg@20": 0.1}
     raw: dict[str, Any] = {
         "name": name,
         "output": str(folder),

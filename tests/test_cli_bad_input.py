@@ -107,19 +107,6 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, capsys):
     assert rundir.CHECKPOINT in line and "cannot read the checkpoint" in line
 
 
-def fake_run(folder: Path, name: str = "r", seed: int = 0) -> Path:
-    return write_fake_run(
-        folder,
-        name,
-        loss="bpr",
-        seed=seed,
-        k=1,
-        history=[{"epoch": 1, "loss": 1.0, "valid/ndcg@20": 0.1}],
-        valid={"ndcg@20": 0.1},
-        test={"ndcg@20": 0.1},
-    )
-
-
 @pytest.mark.parametrize(
     ("damaged", "content"),
     [
@@ -130,7 +117,7 @@ def fake_run(folder: Path, name: str = "r", seed: int = 0) -> Path:
     ],
 )
 def test_report_on_a_damaged_run_names_the_file(tmp_path, capsys, damaged, content):
-    run = fake_run(tmp_path / "runs")
+    run = write_fake_run(tmp_path / "runs", "r")
     target = run / damaged
     target.write_bytes(content if isinstance(content, bytes) else content.encode())
     assert main(["report", str(run)]) == 2
@@ -140,14 +127,14 @@ def test_report_on_a_damaged_run_names_the_file(tmp_path, capsys, damaged, conte
 def test_a_malformed_stored_config_names_the_file(tmp_path):
     runs = tmp_path / "runs"
     for seed in (0, 1):
-        fake_run(runs, f"r{seed}", seed)
+        write_fake_run(runs, f"r{seed}", seed=seed)
     (runs / "r1" / "config.toml").write_text("[train\n")
     with pytest.raises(NegrecError, match=r"r1/config\.toml: not valid TOML"):
         group_runs(load_runs([runs]))
 
 
 def test_report_metric_that_no_run_has_lists_the_ones_they_have(tmp_path, capsys):
-    run = fake_run(tmp_path / "runs")
+    run = write_fake_run(tmp_path / "runs", "r")
     assert main(["report", str(run), "--metric", "nosuch"]) == 2
     line = one_error_line(capsys)
     assert "--metric nosuch" in line and "ndcg@20" in line

@@ -6,12 +6,16 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """A whole number >= 1, with a one-line argparse error otherwise."""
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1, with a one-line argparse error otherwise."""
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -19,10 +23,7 @@ def positive_int(text: str) -> int:
 
 def seed(text: str) -> int:
     """A random seed: a whole number >= 0 (numpy refuses negative seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"a seed must be at least 0, got {value}")
     return value
