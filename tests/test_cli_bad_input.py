@@ -17,7 +17,7 @@ from conftest import write_fake_run
 
 from negrec.atomic import staging_folder
 from negrec.cli import main
-from negrec.errors import NegrecError
+from negrec.errors import NegrecError, first_line
 from negrec.experiment import rundir
 from negrec.experiment.aggregate import group_runs
 from negrec.experiment.config import ExperimentConfig
@@ -170,3 +170,11 @@ def test_staging_folders_get_the_usual_mode_not_mkdtemps_0700(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_an_error_with_an_empty_message_is_quoted_by_its_type():
+    """``str(err).splitlines()[0]`` raised IndexError on an empty message (EOFError())."""
+    assert first_line(EOFError()) == "EOFError"
+    assert (
+        first_line(RuntimeError("Expected one of cpu, cuda\nmore")) == "Expected one of cpu, cuda"
+    )

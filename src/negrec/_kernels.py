@@ -586,8 +586,8 @@ def mf_row_step(
     steps ahead (pass 1 only for narrow rows, ``PREFETCH_MAX_WIDTH``). Returns the L2
     penalty's sum of squared rows (one per occurrence, as ``MF.l2_penalty``), 0 when
     ``l2_scale`` is 0. Serial: rows repeat within a batch, and a parallel pass would race
-    on them. (A compact per-step gradient scratch instead of
-    the [n, d] buffers was faster in isolation but slower inside training; not kept.)"""
+    on them. (A compact per-step gradient scratch instead of the [n, d] buffers was faster
+    in isolation but slower inside training; not kept.)"""
     user_m, user_v, user_buf, user_touched = user_state
     item_m, item_v, item_buf, item_touched = item_state
     n_rows, width = items.shape

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from negrec.errors import NegrecError
+from negrec.errors import NegrecError, first_line
 
 #: what torchrun sets for every rank
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -325,8 +325,7 @@ def launched(device: str) -> Iterator[World]:
     try:
         yield world
     except dist.DistError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DistributedError(
             f"rank {rank}: a collective failed, most likely because another rank stopped "
-            f"(see its message): {first_line}"
+            f"(see its message): {first_line(err)}"
         ) from err

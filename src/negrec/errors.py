@@ -9,6 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name when the message is empty
+    (``str(EOFError())`` is ""), for quoting a library's error in one line."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 class NegrecError(Exception):
     """Base class for errors caused by user input (files, configs, arguments)."""
 

@@ -24,7 +24,7 @@ import torch
 
 from negrec.argtypes import seed as seed_type
 from negrec.config_base import to_dict
-from negrec.errors import ConfigError, NegrecError
+from negrec.errors import ConfigError, NegrecError, first_line
 
 DEFAULT_USERS = 500
 
@@ -156,7 +156,7 @@ def run_hardness(args: argparse.Namespace) -> int:
         model.load_state_dict(state)
     except Exception as err:  # corrupt file, or weights of another model
         raise NegrecError(
-            f"{run / 'best.pt'}: cannot load the run's weights ({str(err).splitlines()[0]})"
+            f"{run / 'best.pt'}: cannot load the run's weights ({first_line(err)})"
         ) from None
     model.to(device)
     sampler = SAMPLERS.get(name, "sampler.name")(sampler_config, split.train)

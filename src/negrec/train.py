@@ -40,7 +40,7 @@ from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
-from negrec.errors import ConfigError, NegrecError
+from negrec.errors import ConfigError, NegrecError, first_line
 from negrec.evaluate import EvalConfig, evaluate
 from negrec.fused import fused_step
 from negrec.losses import Loss, catalogue_scores
@@ -111,7 +111,7 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
         torch.empty(0, device=device)  # fails here if the machine has no such device
     except (RuntimeError, AssertionError) as err:
-        raise ConfigError("train.device", f"{name}: {str(err).splitlines()[0]}") from None
+        raise ConfigError("train.device", f"{name}: {first_line(err)}") from None
     return device
 
 

@@ -244,19 +244,22 @@ def download(
             complete = True
             break
         problem = problem or "connection closed early"
-        of_total = f" of {total:,}" if total is not None else ""
-        log(f"transfer of {source.url} cut short at {size:,}{of_total} bytes; resuming")
+        log(f"transfer of {source.url} cut short at {size:,}{_of(total)} bytes; resuming")
     if not complete:
         size = part.stat().st_size if part.is_file() else 0
-        of_total = f" of {total:,}" if total is not None else ""
         raise FetchError(
-            f"download of {source.url} interrupted after {size:,}{of_total} bytes "
+            f"download of {source.url} interrupted after {size:,}{_of(total)} bytes "
             f"({problem}, {attempts} tries); nothing was cached; run the same command again "
             f"to resume from {part}"
         )
     sha256 = _verify(source, part, root, log)
     os.replace(part, dest)
     return sha256
+
+
+def _of(total: int | None) -> str:
+    """The " of 1,234" in "N bytes of TOTAL" when the size is known, else nothing."""
+    return f" of {total:,}" if total is not None else ""
 
 
 def _progress_bar(

@@ -45,9 +45,10 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
             raise NegrecError(f"{path}: not a run directory (no config.toml, summary.json...)")
     runs, seen = [], set()
     for path in found:
-        if path.resolve() in seen:  # a folder named twice is read once
+        key = path.resolve()
+        if key in seen:  # a folder named twice is read once
             continue
-        seen.add(path.resolve())
+        seen.add(key)
         runs.append(_read_run(path))
     return runs
 

@@ -22,7 +22,7 @@ import torch
 from negrec.data.interactions import NoTimeOrder
 from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
-from negrec.errors import ConfigError, NegrecError
+from negrec.errors import ConfigError, NegrecError, first_line
 from negrec.evaluate import evaluate
 from negrec.experiment import rundir
 from negrec.experiment.config import ExperimentConfig
@@ -194,7 +194,7 @@ def run_experiment(
             resume = torch.load(path, weights_only=True)
         except Exception as err:  # cut short, empty or not a checkpoint: say which file
             raise NegrecError(
-                f"{path}: cannot read the checkpoint ({str(err).splitlines()[0] or type(err)}); "
+                f"{path}: cannot read the checkpoint ({first_line(err)}); "
                 "delete the interrupted run's folder to start it over"
             ) from None
     with _staging(world, output, config.name, resume_dir) as tmp:
