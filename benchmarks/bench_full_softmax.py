@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from negrec.data.batches import Batch
 from negrec.data.prepare import prepare_presplit
 from negrec.data.splits import Split, carve_validation
 from negrec.losses import Loss, LossConfig
@@ -42,9 +43,7 @@ from negrec.models.sasrec import SASRec, SASRecConfig
 from negrec.samplers.base import Sampler
 from negrec.samplers.full import FullCatalogue, FullConfig
 from negrec.train import (
-    Batch,
     TrainConfig,
-    make_batches,
     make_optimizer,
     score_and_loss,
     score_batch,
@@ -117,7 +116,7 @@ def bench(
     device = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
     batches = []
-    for batch in make_batches(model, split.train, batch_size, device).epoch(generator):
+    for batch in model.make_batches(split.train, batch_size, device).epoch(generator):
         batches.append(batch)
         if len(batches) == warmup + steps:
             break

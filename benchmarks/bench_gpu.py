@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from suite import load_splits  # noqa: E402  (beside this script)
 
-from negrec.evaluate import EvalConfig, evaluate  # noqa: E402
+from negrec.evaluation import EvalConfig, evaluate  # noqa: E402
 from negrec.losses import Loss, LossConfig  # noqa: E402
 from negrec.models import MF, ModelConfig  # noqa: E402
 from negrec.models.lightgcn import LightGCN, LightGCNConfig  # noqa: E402

@@ -1,8 +1,8 @@
-"""The fused MF step's compiled kernel (``negrec._kernels.mf_row_step``) against the same
+"""The fused MF step's compiled kernel (``negrec._fast.kernels.mf_row_step``) against the same
 kernel at an earlier git revision, and the fused step against the autograd path, for K
 negatives per positive (issues 2 and 7).
 
-Part 1 (``--against REV``) loads ``src/negrec/_kernels.py`` as it was at ``REV`` beside the
+Part 1 (``--against REV``) loads ``src/negrec/_fast/kernels.py`` as it was at ``REV`` beside the
 working tree's and times one ``mf_row_step`` call (LazyAdam update included) on random
 batches shaped like the suite's rows: batch 1024, dim 64, tables of ML-100K, ML-1M,
 Gowalla and the scale benchmark, K in {1, 100}. The two kernels alternate, 3 rounds, and
@@ -43,9 +43,9 @@ SHAPES = [
 
 
 def kernels_at(revision: str) -> ModuleType:
-    """``negrec._kernels`` as it was at ``revision``, imported from a temporary file."""
+    """``negrec._fast.kernels`` as it was at ``revision``, imported from a temporary file."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:src/negrec/_kernels.py"],
+        ["git", "show", f"{revision}:src/negrec/_fast/kernels.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -88,7 +88,7 @@ def random_batch(n_users: int, n_items: int, size: int, width: int, dim: int = 6
 
 
 def kernel_ab(revision: str, rounds: int, repeats: int) -> None:
-    from negrec import _kernels as current
+    from negrec._fast import kernels as current
 
     before = kernels_at(revision)
     print(f"mf_row_step, one call (ms): {revision} vs working tree, median of {rounds} rounds")

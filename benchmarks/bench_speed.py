@@ -24,7 +24,7 @@ import torch
 
 from negrec.data.prepare import prepare_presplit
 from negrec.data.splits import carve_validation
-from negrec.evaluate import EvalConfig, evaluate
+from negrec.evaluation import EvalConfig, evaluate
 from negrec.losses import Loss, LossConfig
 from negrec.models import MF, ModelConfig
 from negrec.samplers.uniform import UniformConfig, UniformSampler

@@ -3,7 +3,7 @@
 Generates a seeded synthetic dataset of that size (power-law item popularity, log-normal
 user activity), builds the CSR ``Interactions``, a random per-user hold-out split, the
 uniform sampler's complement index, trains ONE MF epoch (dim 64, uniform K = 10, BPR) with
-``negrec.train.fit`` and evaluates a sample of test users with ``negrec.evaluate``. Records
+``negrec.train.fit`` and evaluates a sample of test users with ``negrec.evaluation``. Records
 wall time and peak resident memory of every phase.
 
 Usage:  python benchmarks/scale.py [--scale 1.0] [--threads 1] [--optimizers lazy_adam adam]
@@ -51,13 +51,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from negrec.data.batches import PairBatches  # noqa: E402
 from negrec.data.interactions import Interactions  # noqa: E402
 from negrec.data.splits import random_split  # noqa: E402
-from negrec.evaluate import EvalConfig, evaluate  # noqa: E402
+from negrec.evaluation import EvalConfig, evaluate  # noqa: E402
 from negrec.losses import Loss, LossConfig  # noqa: E402
 from negrec.models import MF, ModelConfig  # noqa: E402
 from negrec.samplers.uniform import UniformConfig, UniformSampler  # noqa: E402
-from negrec.train import PairBatches, TrainConfig, fit  # noqa: E402
+from negrec.train import TrainConfig, fit  # noqa: E402
 
 GIB = 1024**3
 

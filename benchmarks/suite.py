@@ -101,7 +101,7 @@ def write_atomic(split: Any, folder: Path, name: str, sequential: bool = False) 
             text = "user_id:token\titem_id:token\n" + lines
             _write_if_changed(folder / f"{atomic_name(name)}.{part}.inter", text)
         return
-    from negrec.sequences import time_ordered
+    from negrec.models.sequential import time_ordered
 
     rows = []
     for data in parts.values():
@@ -160,9 +160,9 @@ def negrec_epochs(
     import torch
 
     from negrec.losses import Loss, LossConfig
-    from negrec.train import TrainConfig, fit, make_batches
+    from negrec.train import TrainConfig, fit
 
-    full = make_batches(model, split.train, batch_size, torch.device("cpu"))
+    full = model.make_batches(split.train, batch_size, torch.device("cpu"))
     steps = len(full)
     timed = min(max_steps or steps, steps)
     if timed < steps:  # fit asks the model for its batches: hand it the cut ones
@@ -176,7 +176,7 @@ def negrec_epochs(
 
 
 def negrec_eval_seconds(model: Any, split: Any, repeats: int, auc: bool) -> list[float]:
-    from negrec.evaluate import EvalConfig, evaluate
+    from negrec.evaluation import EvalConfig, evaluate
 
     config = EvalConfig(ks=[10, 20], auc=auc, batch_size=512)
     times = []
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
 
         # negrec's epochs are timed before and after RecBole's and implicit's, and the
         # median of both is reported: the machine's load drifts within minutes
-        optimizers = ("adam", "lazy_adam")  # lazy_adam: the fused MF step (negrec.fused)
+        optimizers = ("adam", "lazy_adam")  # lazy_adam: the fused MF step (negrec._fast.fused)
         before = {opt: mf_bpr_epochs(opt) for opt in optimizers}
         theirs = recbole(
             args,

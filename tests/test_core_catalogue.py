@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from negrec.data.batches import Batch
 from negrec.data.interactions import Interactions
 from negrec.data.synthetic import synthetic_interactions
 from negrec.losses import LOSSES, Loss, LossConfig, catalogue_scores, cce_catalogue
@@ -26,7 +27,7 @@ from negrec.models import MF, ModelConfig
 from negrec.models.base import Model
 from negrec.models.sasrec import SASRec, SASRecConfig
 from negrec.samplers.full import FullCatalogue, FullConfig
-from negrec.train import Batch, make_batches, score_and_loss, score_batch
+from negrec.train import score_and_loss, score_batch
 
 B, N = 6, 11
 
@@ -175,7 +176,7 @@ def step(model: Model, fn) -> tuple[float, dict[str, torch.Tensor]]:
 def test_trainer_step_equals_the_previous_step(data, model_name, exclude_positives, name):
     model = build(model_name, data)
     model.train()
-    batches = make_batches(model, data, 64, torch.device("cpu"))
+    batches = model.make_batches(data, 64, torch.device("cpu"))
     batch: Batch = next(iter(batches.epoch(torch.Generator().manual_seed(1))))
     sampler = FullCatalogue(FullConfig(name="full", exclude_positives=exclude_positives), data)
     negatives = sampler.sample(batch.users, batch.pos, 1, generator=torch.Generator())

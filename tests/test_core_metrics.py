@@ -1,7 +1,7 @@
 """Metrics and the full-ranking evaluator against a brute-force reference.
 
 Checks, with frequent ties (scores drawn from a few values):
-- ``negrec.evaluate.evaluate`` (train items masked; validation items too when testing)
+- ``negrec.evaluation.evaluate`` (train items masked; validation items too when testing)
   equals a plain-Python reference for recall/precision/NDCG/hit@K, MRR, AUC and OPAUC(beta)
   that follows the tie rules documented in ``negrec.metrics``, for every user;
 - the THEORY.md section 2.4 worked example, through the evaluator;
@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from negrec.data.splits import Split
-from negrec.evaluate import EvalConfig, evaluate
+from negrec.evaluation import EvalConfig, evaluate
 from negrec.metrics import opauc_name, positions_from_ranks
 
 # the package re-exports the ``evaluate`` function under the module's name
-ev = importlib.import_module("negrec.evaluate")
+ev = importlib.import_module("negrec.evaluation")
 
 KS = [1, 2, 3, 5]
 BETAS = [0.1, 0.25, 0.4, 0.5, 1.0]
@@ -245,7 +245,7 @@ def test_numba_and_torch_counts_agree(seed, b, n, p, block):
 @given(seed=st.integers(0, 2**31 - 1), n_items=st.sampled_from([127, 128, 129, 700]))
 def test_capped_topk_ranks_equal_exact_ranks_on_catalogues_wider_than_a_block(seed, n_items):
     """The top-K path stops counting a target once max K items beat it, one 128-item
-    block at a time (negrec._kernels.count_above_capped); the small catalogues above never
+    block at a time (negrec._fast.kernels.count_above_capped); the small catalogues above never
     reach a second block. Top-K metrics and MRR must equal the exact (AUC) path, ties
     included (scores are small integers)."""
     rng = np.random.default_rng(seed)
@@ -346,7 +346,7 @@ def test_torch_and_numba_target_counts_agree_on_cpu():
     four counts as the numba kernel, ties and padding included."""
     import importlib
 
-    ev = importlib.import_module("negrec.evaluate")
+    ev = importlib.import_module("negrec.evaluation")
     gen = torch.Generator().manual_seed(3)
     scores = torch.randint(0, 4, (6, 12), generator=gen).float()
     pos_items = torch.randint(0, 12, (6, 5), generator=gen)
@@ -364,7 +364,7 @@ def test_masking_keeps_a_target_that_also_sits_in_a_masked_part(layout):
     """Given train/test files may overlap: a test item that is also a training item must
     stay a candidate and not count among the masked items (so AUC's negatives are right).
     Both masking paths: the CPU kernel (contiguous scores) and the torch scatter."""
-    from negrec.evaluate import mask_seen_
+    from negrec.evaluation import mask_seen_
 
     train = make_interactions([[1, 2, 3], [0], []], 6)
     valid = make_interactions([[4], [], [5]], 6)

@@ -262,7 +262,7 @@ def test_compiled_uniform_ranks_equal_the_torch_expression():
     """The CPU draw computes ranks in one compiled pass; they equal the torch expression
     (float32 product, truncated, capped at available - 1) for the same uniforms, at the
     edges of [0, 1) included, so CPU draws map to the same items as on other devices."""
-    from negrec._kernels import uniform_ranks
+    from negrec._fast.kernels import uniform_ranks
     from negrec.data.synthetic import synthetic_interactions
     from negrec.samplers.uniform import ComplementIndex
 

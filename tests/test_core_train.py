@@ -15,7 +15,7 @@ from torch import nn
 from negrec.data.splits import Split, random_split
 from negrec.data.synthetic import synthetic_interactions
 from negrec.errors import ConfigError
-from negrec.evaluate import EvalConfig, evaluate
+from negrec.evaluation import EvalConfig, evaluate
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components
 from negrec.train import (

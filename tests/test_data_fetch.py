@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from negrec.cli import main
-from negrec.data import registry
+from negrec.data import datasets as registry
 from negrec.data.cache import is_prepared, load_prepared, read_meta
+from negrec.data.datasets import DatasetSpec, Recipe, Source
 from negrec.data.fetch import FetchError, download, fetch_dataset, recorded_checksums
-from negrec.data.registry import DatasetSpec, Recipe, Source
 from negrec.errors import DataError
 
 TIMEOUT = 5.0

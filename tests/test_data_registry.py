@@ -29,11 +29,11 @@ from negrec.data.cache import (
     remove_prepared,
     save_prepared,
 )
+from negrec.data.datasets import REGISTRY, Recipe, UnknownDataset, get_spec
 from negrec.data.fetch import import_dataset, locate_files
 from negrec.data.interactions import Interactions
 from negrec.data.loaders import FORMATS, load
 from negrec.data.prepare import prepare
-from negrec.data.registry import REGISTRY, Recipe, UnknownDataset, get_spec
 from negrec.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,4 +1,4 @@
-"""The fused MF step (negrec.fused) against the autograd path it replaces.
+"""The fused MF step (negrec._fast.fused) against the autograd path it replaces.
 
 The fused step must give the autograd path's updates (``optimizer = "lazy_adam"`` or
 ``"sgd"``, ``fused = false``) up to float rounding, for every loss, with the samplers that attach
@@ -17,12 +17,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from negrec._fast.fused import FusedMFStep, fused_step
 from negrec.data.splits import random_split
 from negrec.data.synthetic import synthetic_interactions
 from negrec.distributed import LOCAL
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components
-from negrec.fused import FusedMFStep, fused_step
 from negrec.losses import LOSSES, Loss, LossConfig
 from negrec.samplers.base import Negatives
 from negrec.train import TrainConfig, TrainingDiverged, fit, make_optimizer

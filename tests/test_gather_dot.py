@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from negrec.gather_dot import gather_dot, gather_dot_reference
+from negrec._fast.gather_dot import gather_dot, gather_dot_reference
 
 
 @pytest.mark.parametrize("k", [1, 7])

@@ -23,18 +23,19 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
+from negrec.data.batches import Batch
 from negrec.data.splits import Split, leave_one_out_split
 from negrec.data.synthetic import synthetic_interactions
 from negrec.errors import ConfigError
-from negrec.evaluate import EvalConfig, evaluate
+from negrec.evaluation import EvalConfig, evaluate
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components, run_experiment
 from negrec.losses import LOSSES
 from negrec.models import MODELS, Model
 from negrec.models.base import squared_norms
+from negrec.models.sequential import contexts_for
 from negrec.samplers import SAMPLERS
-from negrec.sequences import contexts_for
-from negrec.train import Batch, fit, make_batches, score_batch
+from negrec.train import fit, score_batch
 
 SYNTHETIC = {"n_users": 16, "n_items": 30, "mean_degree": 7.0, "n_clusters": 3, "seed": 3}
 DATA = synthetic_interactions(**{k: v for k, v in SYNTHETIC.items()})
@@ -64,7 +65,7 @@ def params(model: Model) -> dict[str, torch.Tensor]:
 
 
 def first_batch(model: Model, split: Split = SPLIT, seed: int = 0) -> Batch:
-    batches = make_batches(model, split.train, 32, next(model.parameters()).device)
+    batches = model.make_batches(split.train, 32, next(model.parameters()).device)
     device = next(model.parameters()).device
     batch: Batch = next(iter(batches.epoch(torch.Generator(device=device).manual_seed(seed))))
     return batch

@@ -19,11 +19,11 @@ import torch
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split, leave_one_out_split
 from negrec.data.synthetic import synthetic_interactions
-from negrec.evaluate import EvalConfig, evaluate
+from negrec.evaluation import EvalConfig, evaluate
 from negrec.losses import Loss, LossConfig
 from negrec.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from negrec.samplers import SAMPLERS
-from negrec.train import TrainConfig, ValidationEval, fit, make_batches
+from negrec.train import TrainConfig, ValidationEval, fit
 
 #: 4 users x 5 items; user 3 and item 4 are isolated
 ROWS = [[0, 1], [1, 2, 3], [3], []]
@@ -165,7 +165,7 @@ def test_one_propagation_per_training_step_and_per_evaluation(split: Split) -> N
     options = {"name": "dns", "k": 2, "pool": 5}
     sampler = sampler_cls(SAMPLERS.config("dns", options, "sampler"), split.train)
     config = TrainConfig(epochs=2, batch_size=16, l2=1e-4, metric="ndcg@10")
-    steps = len(make_batches(model, split.train, 16, torch.device("cpu")))
+    steps = len(model.make_batches(split.train, 16, torch.device("cpu")))
     evaluation = ValidationEval(EvalConfig(ks=[10], auc=False, batch_size=7))
     fit(model, sampler, Loss(LossConfig(name="bpr")), split, config, callbacks=[evaluation])
     assert steps > 1 and split.n_users > 7

@@ -1,4 +1,4 @@
-"""Sequential models (SASRec, GRU4Rec) and their plumbing in :mod:`negrec.sequences`.
+"""Sequential models (SASRec, GRU4Rec) and their plumbing in :mod:`negrec.models.sequential`.
 
 - training rows: every position of every user's time-ordered training sequence exactly
   once per epoch, the next item as the positive, the history cut into ``max_len`` windows;
@@ -22,11 +22,11 @@ import torch
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split, leave_one_out_split
 from negrec.errors import ConfigError
-from negrec.evaluate import evaluate
+from negrec.evaluation import evaluate
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components, run_experiment
 from negrec.models import MODELS
-from negrec.sequences import (
+from negrec.models.sequential import (
     HistoryContexts,
     SequenceBatches,
     SequenceContext,

@@ -23,7 +23,7 @@ from torch import nn
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
 from negrec.errors import ConfigError
-from negrec.evaluate import EvalConfig
+from negrec.evaluation import EvalConfig
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.data import build_split
 from negrec.experiment.runner import build_components

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from negrec.optim import LazyAdam
+from negrec._fast.optim import LazyAdam
 
 
 def _tables(sparse: bool, n_rows: int = 6) -> torch.nn.Embedding:
@@ -67,11 +67,11 @@ def test_compiled_row_update_equals_the_torch_path(monkeypatch, n_rows: int, n_i
     """The numba kernel (float32 CPU tables) and the torch fallback give the same steps,
     both when the kernel scans the touched flags (as many ids as rows, or more: K
     negatives) and when it walks the ids themselves (fewer ids than rows)."""
-    import negrec.optim
+    import negrec._fast.optim
 
     results = []
     for compiled in (True, False):
-        monkeypatch.setattr(negrec.optim, "_compiled_ok", lambda p, c=compiled: c)
+        monkeypatch.setattr(negrec._fast.optim, "_compiled_ok", lambda p, c=compiled: c)
         table = _tables(True, n_rows)
         lazy = LazyAdam(table.parameters(), lr=0.05, weight_decay=0.01)
         gen = torch.Generator().manual_seed(3)

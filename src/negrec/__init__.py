@@ -12,7 +12,7 @@ from negrec.data.splits import (
 )
 from negrec.data.synthetic import synthetic_interactions
 from negrec.errors import ConfigError, DataError, NegrecError
-from negrec.evaluate import EvalConfig, EvalResult, evaluate
+from negrec.evaluation import EvalConfig, EvalResult, evaluate
 from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce
 from negrec.models import MF, MODELS, Model, ModelConfig
 from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig

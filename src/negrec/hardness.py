@@ -42,7 +42,7 @@ import torch
 
 from negrec.atomic import atomic_write
 from negrec.data.interactions import Interactions
-from negrec.evaluate import padded_rows
+from negrec.evaluation import padded_rows
 from negrec.models.base import Model
 from negrec.samplers.base import Sampler, SamplerConfig
 

@@ -293,7 +293,7 @@ class Loss:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss of ``scores`` [B, 1 + K] (column 0 the positive, the rest its negatives,
         those where ``valid`` is False masked) and its gradient with respect to ``scores``,
-        for steps that back-propagate into the model themselves (:mod:`negrec.fused`).
+        for steps that back-propagate into the model themselves (:mod:`negrec._fast.fused`).
         BPR and CCE in closed form (:func:`bpr_value_and_grad`,
         :func:`cce_value_and_grad`), every other loss by autograd
         through its pure function; the same value and gradient either way."""

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from negrec.data.splits import Split
 from negrec.errors import NegrecError
-from negrec.theory.bounds import LOSSES, bound_probability
+from negrec.theory.bounds import BOUND_LOSSES, bound_probability
 from negrec.train import Callback, TrainState
 
 #: prefix of every history column the monitor writes
@@ -112,16 +112,16 @@ class BoundMonitor(Callback):
         users: int = 256,
         seed: int = 0,
         batch_size: int = 256,
-        losses: Sequence[str] = LOSSES,
+        losses: Sequence[str] = BOUND_LOSSES,
     ):
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise NegrecError(f"bound monitor: K values must be >= 1, got {list(ks)}")
         if users < 1 or batch_size < 1:
             raise NegrecError("bound monitor: users and batch_size must be >= 1")
-        unknown = [name for name in losses if name not in LOSSES]
+        unknown = [name for name in losses if name not in BOUND_LOSSES]
         if unknown:
-            raise NegrecError(f"bound monitor: unknown losses {unknown}; expected {LOSSES}")
+            raise NegrecError(f"bound monitor: unknown losses {unknown}; expected {BOUND_LOSSES}")
         self.ks: list[int] = ks
         self.n_users = int(users)
         self.seed = int(seed)

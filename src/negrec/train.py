@@ -9,7 +9,7 @@ split, early stopping with best-weight restore, checkpoints, progress bars and t
 monitor are callbacks.
 
 MF with ``optimizer = "lazy_adam"`` or ``"sgd"`` on one CPU process takes a fused step instead
-of the autograd one (:mod:`negrec.fused`): same update up to float rounding, fewer passes.
+of the autograd one (:mod:`negrec._fast.fused`): same update up to float rounding, fewer passes.
 
 Regularisation, two documented knobs:
 - ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.
@@ -36,16 +36,16 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from negrec._fast.fused import fused_step
+from negrec._fast.optim import LazyAdam
 from negrec.config_base import require
-from negrec.data.interactions import Interactions
+from negrec.data.batches import Batch
 from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
 from negrec.errors import ConfigError, NegrecError, first_line
-from negrec.evaluate import EvalConfig, evaluate
-from negrec.fused import fused_step
+from negrec.evaluation import EvalConfig, evaluate
 from negrec.losses import Loss, catalogue_scores
 from negrec.models.base import Model
-from negrec.optim import LazyAdam
 from negrec.samplers.base import Negatives, Sampler
 
 NEG_INF = float("-inf")
@@ -69,7 +69,7 @@ class TrainConfig:
     metric: str = "ndcg@20"  # validation metric for early stopping and model selection
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
-    # "lazy_adam": row-sparse embedding gradients, only touched rows updated (negrec.optim);
+    # "lazy_adam": row-sparse embedding gradients, only touched rows updated (negrec._fast.optim);
     # "sgd": plain minibatch SGD, p -= lr * grad (the optimizer of the BPR paper and of
     # `implicit`; the loss is a batch mean, so it needs a far larger lr than Adam)
     optimizer: Literal["adam", "lazy_adam", "sgd"] = "adam"
@@ -79,7 +79,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the scoring + loss of a step (see loss_step)
     # MF + lazy_adam (or sgd) on one CPU process: scores, row gradients and the update of
-    # the touched rows in compiled passes (negrec.fused); the autograd path's update up to
+    # the touched rows in compiled passes (negrec._fast.fused); the autograd path's update up to
     # float rounding, ~2x faster at K = 1
     fused: bool = True
 
@@ -117,50 +117,6 @@ def resolve_device(name: str) -> torch.device:
 
 class TrainingDiverged(NegrecError):
     """The loss became NaN or infinite."""
-
-
-# ---------------------------------------------------------------------------- batching
-@dataclass
-class Batch:
-    """One training batch: model context, user ids [B] and positive item ids [B]."""
-
-    ctx: Any
-    users: torch.Tensor
-    pos: torch.Tensor
-
-
-class PairBatches:
-    """Shuffled (user, positive item) pairs of the training split, for user-id models."""
-
-    def __init__(self, train: Interactions, batch_size: int, device: torch.device):
-        users, items = train.to_coo()
-        self.users = torch.from_numpy(users).to(device)
-        self.items = torch.from_numpy(items.copy()).to(device)
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        return math.ceil(self.users.numel() / self.batch_size)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        order = torch.randperm(self.users.numel(), generator=generator, device=self.users.device)
-        # one gather per epoch; the batches are views (two index ops per batch cost ~0.1 ms)
-        shuffled_users, shuffled_items = self.users[order], self.items[order]
-        for start in range(0, order.numel(), self.batch_size):
-            users = shuffled_users[start : start + self.batch_size]
-            yield Batch(ctx=users, users=users, pos=shuffled_items[start : start + self.batch_size])
-
-
-#: model.input_kind -> batch factory(train split, batch size, device)
-BATCHERS: dict[str, Callable[..., Any]] = {"user": PairBatches}
-
-
-def make_batches(model: Model, train: Interactions, batch_size: int, device: torch.device) -> Any:
-    """The model's own batch factory when it has one (``model.make_batches``: sequential
-    models cut histories into ``max_len`` windows), else ``BATCHERS[model.input_kind]``."""
-    own = getattr(model, "make_batches", None)
-    if own is not None:
-        return own(train, batch_size, device)
-    return BATCHERS[model.input_kind](train, batch_size, device)
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -464,7 +420,7 @@ def fit(
         device=device,
         world=world,
     )  # None unless MF + lazy_adam or sgd on one CPU process
-    batches = make_batches(model, split.train, config.batch_size, device)
+    batches = model.make_batches(split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
     state.optimizer, state.generator = optimizer, generator
@@ -621,9 +577,7 @@ def _restore(state: TrainState, callbacks: Sequence[Callback], resume: dict[str,
     state.model.load_state_dict(resume["model"])
     state.optimizer.load_state_dict(resume["optimizer"])
     state.generator.set_state(resume["generator"])
-    make_dropout_generator = getattr(state.model, "dropout_generator", None)
-    if make_dropout_generator is not None:  # created lazily on first use: create it now
-        make_dropout_generator(state.device)
+    state.model.dropout_generator(state.device)  # created lazily on first use: create it now
     owned = dict(model_generators(state.model))
     for name, rng_state in resume["model_generators"].items():
         if name not in owned:

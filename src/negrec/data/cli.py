@@ -18,11 +18,11 @@ import numpy as np
 
 from negrec.argtypes import positive_int, positive_seconds
 from negrec.data.cache import cache_root, load_prepared, prepared_names
+from negrec.data.datasets import REGISTRY, DatasetSpec, get_spec
 from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
 from negrec.data.loaders import FORMATS, detect_format, load, load_split
 from negrec.data.prepare import PrepareReport, prepare, prepare_split
-from negrec.data.registry import REGISTRY, DatasetSpec, get_spec
 from negrec.errors import NegrecError
 
 #: Degree quantiles shown by ``data stats``, with their column labels.

@@ -4,7 +4,7 @@
 downloaded over HTTP(S) into ``<cache>/downloads/NAME/`` (a partial download is kept as
 ``FILE.part`` and resumed with an HTTP ``Range`` request, on the next try or the next
 run), verified (pinned sha256, the publisher's md5, or the sha256 recorded on the first
-download -- see :mod:`negrec.data.registry`), unpacked (zip, tar, gzip), loaded with the
+download -- see :mod:`negrec.data.datasets`), unpacked (zip, tar, gzip), loaded with the
 dataset's format, prepared with its recipe and stored in the cache
 (:mod:`negrec.data.cache`). :func:`import_dataset` is ``negrec data import NAME PATH``:
 the same from a file, archive or folder the user already has (the offline path).
@@ -50,10 +50,10 @@ from negrec.data.cache import (
     save_prepared,
     staging_dir,
 )
+from negrec.data.datasets import DatasetSpec, Recipe, Source, get_spec
 from negrec.data.interactions import Interactions
 from negrec.data.loaders import detect_format, load, load_split
 from negrec.data.prepare import PrepareReport, prepare, prepare_split
-from negrec.data.registry import DatasetSpec, Recipe, Source, get_spec
 from negrec.errors import DataError, NegrecError
 
 #: Seconds to wait for a server before giving up on a connection or a read.
@@ -380,7 +380,7 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def _presplit_names(like: str) -> str:
     """Pre-split datasets, those whose name starts with ``like`` first (if any)."""
-    from negrec.data.registry import REGISTRY
+    from negrec.data.datasets import REGISTRY
 
     names = [name for name, spec in REGISTRY.items() if spec.presplit]
     close = [name for name in names if name.startswith(like + "-")]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from negrec.config_base import from_dict, require, to_dict
 from negrec.errors import ConfigError
-from negrec.evaluate import EvalConfig
+from negrec.evaluation import EvalConfig
 from negrec.losses import LossConfig
 from negrec.metrics import metric_names
 from negrec.models import MODELS, ModelConfig

@@ -23,14 +23,14 @@ from negrec.data.interactions import NoTimeOrder
 from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
 from negrec.errors import ConfigError, NegrecError, first_line
-from negrec.evaluate import evaluate
+from negrec.evaluation import evaluate
 from negrec.experiment import rundir
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.data import build_split
 from negrec.losses import Loss
 from negrec.models import MODELS, Model
+from negrec.models.sequential import contexts_for
 from negrec.samplers import SAMPLERS, Sampler
-from negrec.sequences import contexts_for
 from negrec.train import (
     Callback,
     Checkpoint,

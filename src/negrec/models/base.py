@@ -10,6 +10,7 @@ squared norm of all their parameters instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,7 +18,9 @@ import torch
 from torch import nn
 
 from negrec.config_base import require
+from negrec.data.batches import Batches, PairBatches
 from negrec.data.interactions import Interactions
+from negrec.data.splits import Split
 from negrec.registry import Registry
 
 
@@ -62,6 +65,22 @@ class Model(nn.Module):
 
     def l2_penalty(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # abstract
+
+    # ------------------------------------------------------------ optional hooks
+    def make_batches(self, train: Interactions, batch_size: int, device: torch.device) -> Batches:
+        """The training batches this model reads: shuffled (user, positive) pairs by
+        default; sequential models override it to cut histories into windows."""
+        return PairBatches(train, batch_size, device)
+
+    def eval_contexts(self, split: Split, part: str) -> Callable[[torch.Tensor], Any] | None:
+        """``users -> ctx`` for evaluating on ``part`` of ``split``; None (the default)
+        when the user ids are the context. Sequential models return the histories."""
+        return None
+
+    def dropout_generator(self, device: torch.device) -> torch.Generator | None:
+        """The generator that drives this model's dropout on ``device`` (saved in
+        checkpoints so a resumed run draws the same masks), or None without dropout."""
+        return None
 
 
 def squared_norms(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:

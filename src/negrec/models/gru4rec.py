@@ -7,7 +7,7 @@ GRU output, as in the authors' later code (``dropout_p_embed``, ``dropout_p_hidd
 
 Differences from the paper, on purpose: a user's whole time-ordered history is one
 "session", windows of ``max_len`` replace session-parallel mini-batches
-(:mod:`negrec.sequences`), the input is an embedding rather than one-hot, and the loss and
+(:mod:`negrec.models.sequential`), the input is an embedding rather than one-hot, and the loss and
 negatives come from negrec's loss and sampler like any other model. Histories are
 right-padded, so the recurrence reaches every real position before any padding.
 """
@@ -22,7 +22,7 @@ from torch import nn
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.models.base import MODELS
-from negrec.sequences import SequentialConfig, SequentialModel
+from negrec.models.sequential import SequentialConfig, SequentialModel
 
 
 @dataclass

@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from negrec._fast.gather_dot import gather_dot
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
-from negrec.gather_dot import gather_dot
 from negrec.models.base import MODELS, Model, ModelConfig, squared_norms
 
 

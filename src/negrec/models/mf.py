@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from negrec._fast.gather_dot import gather_dot
 from negrec.data.interactions import Interactions
-from negrec.gather_dot import gather_dot
 from negrec.models.base import MODELS, Model, ModelConfig, squared_norms
 
 

@@ -7,7 +7,7 @@ through ``blocks`` causal self-attention blocks, each
 position t scores the next item by its dot product with the *shared* item embedding.
 Attention weights get dropout as in the authors' code.
 
-Histories are right-padded (:mod:`negrec.sequences`): with the causal mask a real position
+Histories are right-padded (:mod:`negrec.models.sequential`): with the causal mask a real position
 attends only to real positions, so padding never reaches a scored row; pad embeddings are
 zeroed as well. Positions count from the first item of the window (0 .. max_len - 1), so the
 state after a prefix depends on that prefix only, in training and in evaluation alike.
@@ -27,7 +27,7 @@ from torch import nn
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.models.base import MODELS
-from negrec.sequences import SequentialConfig, SequentialModel
+from negrec.models.sequential import SequentialConfig, SequentialModel
 
 
 @dataclass

@@ -12,7 +12,7 @@ row's own positive item is masked. ``k`` is ignored (K = B), as the ``full`` sam
 ignores it.
 
 ``log_q``: the probability that a given slot of the batch holds item ``j`` is its share of
-training pairs, ``q_j = count_j / nnz``, because :class:`negrec.train.PairBatches` draws
+training pairs, ``q_j = count_j / nnz``, because :class:`negrec.data.batches.PairBatches` draws
 training pairs uniformly (shuffled epochs). This is the usual stand-in for the streaming
 frequency estimate of Yi et al.; with the losses' convention ``s_j - log(K q_j)`` and K = B,
 ``B q_j`` is the expected number of copies of ``j`` in a batch.

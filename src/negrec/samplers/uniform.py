@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from negrec._kernels import complement_items, uniform_ranks
+from negrec._fast.kernels import complement_items, uniform_ranks
 from negrec.data.interactions import Interactions
 from negrec.errors import ConfigError
 from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig

@@ -14,7 +14,7 @@ Statements marked DERIVED in the docstrings were re-derived from the papers' cla
 """
 
 from negrec.theory.bounds import (
-    LOSSES,
+    BOUND_LOSSES,
     METRICS,
     auc,
     bit_length,
@@ -78,7 +78,7 @@ from negrec.theory.simulate import (
 )
 
 __all__ = [
-    "LOSSES",
+    "BOUND_LOSSES",
     "METRICS",
     "BoundCheck",
     "EmpiricalBounds",

@@ -44,7 +44,7 @@ from negrec.errors import NegrecError
 
 Loss: TypeAlias = Literal["cce", "bpr", "bce"]
 Metric: TypeAlias = Literal["ndcg", "mrr"]
-LOSSES: tuple[Loss, ...] = ("cce", "bpr", "bce")
+BOUND_LOSSES: tuple[Loss, ...] = ("cce", "bpr", "bce")
 METRICS: tuple[Metric, ...] = ("ndcg", "mrr")
 
 ArrayLike: TypeAlias = npt.ArrayLike
@@ -100,8 +100,8 @@ def _check_problem(n_neg: ArrayLike, k: ArrayLike, rank: ArrayLike) -> tuple[Int
 
 
 def _check_loss(loss: str) -> Loss:
-    if loss not in LOSSES:
-        raise NegrecError(f"unknown loss '{loss}'; expected one of {', '.join(LOSSES)}")
+    if loss not in BOUND_LOSSES:
+        raise NegrecError(f"unknown loss '{loss}'; expected one of {', '.join(BOUND_LOSSES)}")
     return loss
 
 

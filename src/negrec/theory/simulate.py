@@ -156,9 +156,9 @@ def empirical_bound_probabilities(
     rank = int(B.rank_of_positive(s_pos, sn))
     n0 = int(B.gamma0_count(sn))
     targets = {m: float(B.neg_log_metric(m, rank)) for m in B.METRICS}
-    hits = {(loss, m): 0 for loss in B.LOSSES for m in B.METRICS}
-    low: dict[str, float] = dict.fromkeys(B.LOSSES, math.inf)
-    high: dict[str, float] = dict.fromkeys(B.LOSSES, -math.inf)
+    hits = {(loss, m): 0 for loss in B.BOUND_LOSSES for m in B.METRICS}
+    low: dict[str, float] = dict.fromkeys(B.BOUND_LOSSES, math.inf)
+    high: dict[str, float] = dict.fromkeys(B.BOUND_LOSSES, -math.inf)
     rows = max(1, _CHUNK_ELEMENTS // max(k, 1) // 4)
     for step in _chunks(draws, rows):
         idx = sample_without_replacement(n_neg, k, step, rng)  # [step, K]
@@ -171,7 +171,7 @@ def empirical_bound_probabilities(
             "bpr": B.lower_bound_bpr(gamma),
             "bce": B.lower_bound_bce(gamma0, pos),
         }
-        for loss in B.LOSSES:
+        for loss in B.BOUND_LOSSES:
             value = B.sampled_loss(loss, pos, scores)  # [step]
             gap = value - lemma[loss]
             low[loss] = min(low[loss], float(gap.min()))
@@ -249,7 +249,7 @@ def check_worst_case(n_neg: int, k: int, rank: int, *, draws: int, seed: Seed) -
     s_pos, s_neg = B.worst_case_scores(n_neg, rank)
     emp = empirical_bound_probabilities(s_pos, s_neg, k, draws, seed)
     out = []
-    for loss in B.LOSSES:
+    for loss in B.BOUND_LOSSES:
         tight = emp.lemma_gap[loss] >= -1e-9 and emp.worst_gap[loss] <= 1e-9
         for metric in B.METRICS:
             exact = float(
@@ -286,7 +286,7 @@ def check_random_scores(
     s_neg = rng.standard_normal(n_neg)  # [N_-]
     emp = empirical_bound_probabilities(s_pos, s_neg, k, draws, rng)
     out = []
-    for loss in B.LOSSES:
+    for loss in B.BOUND_LOSSES:
         ok = emp.lemma_gap[loss] >= -1e-9
         for metric in B.METRICS:
             exact = float(
@@ -413,7 +413,7 @@ def check_bounded_minimum(
     rng = _rng(seed)
     x0s = rng.uniform(-bound, bound, size=(starts, k + 1))  # [starts, K + 1]
     out = []
-    for loss in B.LOSSES:
+    for loss in B.BOUND_LOSSES:
         best: optimize.OptimizeResult | None = None
         for x0 in x0s:
             res = optimize.minimize(

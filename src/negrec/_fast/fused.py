@@ -30,11 +30,11 @@ import math
 
 import torch
 
-from negrec._kernels import gather_dot_forward, mf_row_step
+from negrec._fast.kernels import gather_dot_forward, mf_row_step
+from negrec._fast.optim import LazyAdam
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
-from negrec.optim import LazyAdam
 from negrec.samplers.base import Negatives
 
 

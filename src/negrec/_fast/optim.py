@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from negrec._kernels import lazy_adam_rows
+from negrec._fast.kernels import lazy_adam_rows
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -109,7 +109,7 @@ class LazyAdam(torch.optim.Optimizer):
     def row_state(self, p: torch.Tensor) -> dict[str, Any]:
         """:meth:`moments` plus the scratch of a row-sparse update: ``buffer`` (the summed
         gradient per row) and ``touched`` flags, both all zero between steps. Public for
-        fused steps that update rows themselves (:mod:`negrec.fused`)."""
+        fused steps that update rows themselves (:mod:`negrec._fast.fused`)."""
         state = self.moments(p)
         if "buffer" not in state:
             state["buffer"] = torch.zeros_like(p)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from negrec._kernels import (
+from negrec._fast.kernels import (
     gather_dot_backward_table,
     gather_dot_backward_vectors,
     gather_dot_forward,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from negrec._kernels import count_above_capped, count_above_equal, mask_seen_items
+from negrec._fast.kernels import count_above_capped, count_above_equal, mask_seen_items
 from negrec.config_base import require
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
@@ -153,7 +153,7 @@ def _topk_ranks(
     each row exactly (MRR). Enough for every top-K metric with K <= ``k_max``.
 
     CPU: each target is counted only until ``k_max`` items beat it
-    (:func:`negrec._kernels.count_above_capped`). Elsewhere: only targets scoring at least
+    (:func:`negrec._fast.kernels.count_above_capped`). Elsewhere: only targets scoring at least
     the K-th highest score are counted, the others rank beyond K."""
     k_max = min(k_max, scores.shape[1])
     best = valid & (pos_scores == pos_scores.max(dim=1, keepdim=True).values)  # [B, P]

@@ -40,20 +40,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from negrec.config_base import require
+from negrec.data.batches import Batch
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
 from negrec.errors import ConfigError
 from negrec.models.base import Model, ModelConfig, squared_norms
-
-if TYPE_CHECKING:
-    from negrec.train import Batch
 
 
 # ---------------------------------------------------------------------------- the context
@@ -195,7 +193,6 @@ class SequenceBatches:
         return math.ceil(self.n_rows / self.batch_size)
 
     def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        from negrec.train import Batch  # here: negrec.train imports the models package
 
         device = self.seq.device
         order = torch.randperm(self.user.numel(), generator=generator, device=device)  # windows
@@ -349,5 +346,4 @@ class SequentialModel(Model):
 
 def contexts_for(model: Model, split: Split, part: str) -> Callable[[torch.Tensor], Any] | None:
     """The evaluator's ``contexts`` for ``model`` on ``part`` (None for user-id models)."""
-    make = getattr(model, "eval_contexts", None)
-    return None if make is None else make(split, part)
+    return model.eval_contexts(split, part)
