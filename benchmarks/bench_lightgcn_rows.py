@@ -19,12 +19,9 @@ used at most ``ROW_SUBSET_MAX_SHARE`` = 25%).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:

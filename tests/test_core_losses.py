@@ -1,4 +1,5 @@
-"""Losses: hand-computed values (THEORY.md 1.3 and 1.4), batch averaging, ``neg_reduction``,
+"""Losses: hand-computed values (docs/theory.md#loss-chain, docs/theory.md#bpr-equals-cce),
+batch averaging, ``neg_reduction``,
 importance weights and the logQ correction as documented in ``negrec.losses``, -inf
 negatives contributing nothing (with finite gradients), BPR == CCE in value and gradient
 at K = 1, and numerical stability at scores of +-1e4.
@@ -19,7 +20,7 @@ from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce
 
 SAMPLED = {"bpr": bpr, "bce": bce, "cce": cce, "simce": simce, "hinge": hinge}
 
-# THEORY.md 1.3: s+ = 2 and ten negatives
+# docs/theory.md#loss-chain: s+ = 2 and ten negatives
 S_POS = 2.0
 S_NEG = [3.0, 2.5, 1.0, 0.5, -0.5, -1.0, -2.0, -3.0, 0.0, 2.2]
 

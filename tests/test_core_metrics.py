@@ -4,7 +4,7 @@ Checks, with frequent ties (scores drawn from a few values):
 - ``negrec.evaluation.evaluate`` (train items masked; validation items too when testing)
   equals a plain-Python reference for recall/precision/NDCG/hit@K, MRR, AUC and OPAUC(beta)
   that follows the tie rules documented in ``negrec.metrics``, for every user;
-- the THEORY.md section 2.4 worked example, through the evaluator;
+- the docs/theory.md#theorem-3 worked example, through the evaluator;
 - the numba counting kernel (CPU path) and the torch counting path agree exactly;
 - evaluation never writes into a model's parameters when ``score_all`` returns a view.
 """
@@ -138,7 +138,7 @@ def test_evaluator_matches_brute_force_reference(case, batch_size):
 
 
 def test_theory_worked_example_through_evaluator():
-    """THEORY.md 2.4: labels by rank [1,0,1,0,0,1,0,0], K = 2, beta = 0.4; plus a train
+    """docs/theory.md#theorem-3: labels by rank [1,0,1,0,0,1,0,0], K = 2, beta = 0.4; plus a train
     item and a validation item scored above everything, which testing must mask."""
     scores = np.array([[8, 7, 6, 5, 4, 3, 2, 1, 100, 50]], dtype=np.float32)
     split = Split(

@@ -8,24 +8,35 @@ that keeps the loader contract and prepares into valid :class:`Interactions`, or
 :class:`~negrec.errors.NegrecError` whose message is one line and names the file. Any
 other exception is a crash.
 
-CI runs ``FUZZ_EXAMPLES`` (default 200) inputs per loader, derandomized;
-``benchmarks/fuzz_loaders.py`` reuses :func:`fuzz_input` and :func:`check_input` for
-10,000 per loader. The named regression tests at the end pin bugs fuzzing found.
+CI runs ``FUZZ_EXAMPLES`` (default 200) inputs per loader, derandomized. The deep run,
+``FUZZ_DEEP_EXAMPLES`` (default 10,000) inputs per loader without shrinking, is marked
+``fuzz`` and deselected by default (15-30 minutes on two cores)::
+
+    python -m pytest -m fuzz tests/test_data_fuzz.py -rA       # every loader
+    FUZZ_DEEP_EXAMPLES=500 python -m pytest -m fuzz tests/test_data_fuzz.py -k lightgcn -rA
+
+It prints one line per loader (inputs, loaded, one-line errors, crashes, seconds) and fails
+on any crash, showing the first crashing input and its traceback. The named regression
+tests at the end pin bugs fuzzing found.
 """
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import os
 import tempfile
+import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from negrec.data.loaders import FORMATS, load, load_split
@@ -33,6 +44,7 @@ from negrec.data.prepare import prepare, prepare_split
 from negrec.errors import NegrecError
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
+FUZZ_DEEP_EXAMPLES = int(os.environ.get("FUZZ_DEEP_EXAMPLES", "10000"))
 
 #: Options for formats whose loader needs them.
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -371,6 +383,36 @@ def test_presplit_fuzz(fmt: str, scratch: Path) -> None:
     run()
 
 
+@pytest.mark.fuzz
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_loader_fuzz_deep(fmt: str, scratch: Path) -> None:
+    """``FUZZ_DEEP_EXAMPLES`` inputs for one loader, no shrinking: every crash is counted and
+    fuzzing goes on, so the printed line gives the outcome counts of the whole run."""
+    counts: collections.Counter[str] = collections.Counter()
+    crashes: list[str] = []
+
+    @settings(_settings(FUZZ_DEEP_EXAMPLES), phases=[Phase.generate])
+    @given(data=fuzz_input(fmt))
+    def run(data: bytes) -> None:
+        try:
+            counts[check_input(fmt, data, scratch)] += 1
+        except Exception:  # a crash or a broken rule: keep the first, keep fuzzing
+            counts["crash"] += 1
+            if not crashes:
+                crashes.append(f"input {data!r}\n{traceback.format_exc()}")
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy/pandas runtime warnings on junk input
+        run()
+    seconds = time.perf_counter() - start
+    print(
+        f"{fmt:<18} {sum(counts.values()):>7,} inputs  {counts['ok']:>6,} loaded  "
+        f"{counts['error']:>6,} one-line errors  {counts['crash']:>3} crashes  {seconds:7.1f} s"
+    )
+    assert not crashes, f"{counts['crash']} crashes in {fmt}; the first:\n{crashes[0]}"
+
+
 def test_every_format_is_fuzzed() -> None:
     assert set(LINES) == set(FORMATS)
 
@@ -446,9 +488,9 @@ def test_config_plugin_name_not_a_string_is_a_config_error(name: Any) -> None:
 def test_yelp_date_outside_nanosecond_range_does_not_crash(
     tmp_path: Path, date: str, seconds: float
 ) -> None:
-    """Bug found by benchmarks/fuzz_loaders.py: a Yelp ``date`` of "-27" (year -27, a
-    valid ISO 8601 parse) overflowed nanoseconds when converted to seconds and raised
-    pandas' OutOfBoundsDatetime instead of loading."""
+    """Bug found by the deep loader fuzz (test_loader_fuzz_deep): a Yelp ``date`` of "-27"
+    (year -27, a valid ISO 8601 parse) overflowed nanoseconds when converted to seconds and
+    raised pandas' OutOfBoundsDatetime instead of loading."""
     record = {"user_id": "u", "business_id": "b", "stars": 4, "date": date}
     path = tmp_path / "review.json"
     path.write_text(json.dumps(record) + "\n", encoding="utf-8")

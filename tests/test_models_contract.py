@@ -1,4 +1,4 @@
-"""The model contract (DESIGN.md), checked for every registered model.
+"""The model contract (docs/architecture.md#contracts), checked for every registered model.
 
 :class:`ModelContract` is a conformance mixin (LensKit-style): each model's test class
 inherits it and states only its name and small options. The mixin checks the typed config,

@@ -1,10 +1,10 @@
 """The bound monitor (negrec.monitor; paper (a), Di Teodoro et al., arXiv 2411.07770).
 
 - its per-user ranks, losses, counts, holds and predictions equal a brute-force NumPy
-  computation from THEORY §1 on a hand-built score matrix with ties (several batches, a K
-  larger than some users' negative sets, and K = "all negatives");
+  computation (docs/theory.md#notation) on a hand-built score matrix with ties (several
+  batches, a K larger than some users' negative sets, and K = "all negatives");
 - its draws of S_K are uniform without replacement over the user's negatives;
-- on the worst case of THEORY §1.8 the measured holds-fractions match the theory's p_L;
+- on the worst case (docs/theory.md#worst-case) the measured holds-fractions match p_L;
 - a run with the monitor trains exactly like one without it;
 - the ``[monitor]`` config section, the runner, ``plot_bound_monitor`` and ``negrec report``.
 """
@@ -127,7 +127,7 @@ def test_monitor_matches_brute_force() -> None:
         for loss in LOSSES:
             assert logged[monitor_key(k, loss, "holds")] == pytest.approx(kr.holds[loss].mean())
     assert logged["bound/rank_median"] == pytest.approx(float(np.median(rec.rank)))
-    # the chain of THEORY §1.3 on users with s+ >= 0: CCE <= BPR <= BCE for every sample
+    # docs/theory.md#loss-chain on users with s+ >= 0: CCE <= BPR <= BCE for every sample
     nonneg = rec.s_pos >= 0
     for k in ks:
         lv = rec.by_k[k].loss
@@ -153,7 +153,8 @@ def test_draws_are_uniform_without_replacement() -> None:
 
 # ----------------------------------------------------------------------------- worst case
 def test_worst_case_matches_theory() -> None:
-    """THEORY §1.8: s+ = 0, r+ - 1 negatives tied at 0, the rest at -60, N_- = 999, K = 10.
+    """docs/theory.md#worst-case: s+ = 0, r+ - 1 negatives tied at 0, the rest at -60,
+    N_- = 999, K = 10.
 
     Every lemma is then an equality, so the measured fractions estimate p_L itself.
     """
@@ -183,7 +184,8 @@ def test_worst_case_matches_theory() -> None:
     np.testing.assert_allclose(kr.loss["cce"], np.log1p(kr.gamma), atol=1e-20)
     np.testing.assert_allclose(kr.loss["bpr"], kr.gamma * math.log(2), atol=1e-20)
     np.testing.assert_allclose(kr.loss["bce"], (1 + kr.gamma0) * math.log(2), atol=1e-20)
-    theory = {  # THEORY §1.7 worked table, N_- = 999, K = 10 (BCE with s+ = 0, n0 = r+ - 1)
+    # docs/theory.md#theorem-1 worked table, N_- = 999, K = 10 (BCE with s+ = 0, n0 = r+ - 1)
+    theory = {
         10: {"cce": 5.89432e-5, "bpr": 3.12996e-3, "bce": 0.0869006},
         50: {"cce": 4.85130e-5, "bpr": 0.0104398, "bce": 0.08248},
     }

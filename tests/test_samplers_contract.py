@@ -1,4 +1,4 @@
-"""The sampler contract (DESIGN.md), checked for every registered sampler.
+"""The sampler contract (docs/architecture.md#contracts), checked for every registered sampler.
 
 :class:`SamplerContract` is a conformance mixin (LensKit-style): each sampler's test class
 inherits it and states only how to build the sampler and what K it returns. The mixin

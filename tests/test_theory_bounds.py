@@ -1,6 +1,6 @@
-"""Known answers and properties of negrec.theory.bounds (THEORY.md §1 and §2).
+"""Known answers and properties of negrec.theory.bounds (docs/theory.md).
 
-Every worked number of THEORY.md is reproduced: to 1e-6 relative, or, where the spec prints
+Every worked number of docs/theory.md is reproduced: to 1e-6 relative, or, where the spec prints
 fewer digits than that, to half a unit in its last printed digit (see ``close``).
 """
 
@@ -41,7 +41,8 @@ def close(value: float, expected: float | str) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# §1.3, §1.4, §1.5 worked examples
+# docs/theory.md#loss-chain, docs/theory.md#bpr-equals-cce, docs/theory.md#bounded-minimum worked
+# examples
 # --------------------------------------------------------------------------------------
 
 S13_POS = 2.0
@@ -117,7 +118,7 @@ def test_section_1_5_bounded_minimum() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# §1.6 lemmas and distribution
+# docs/theory.md#lower-bounds lemmas and distribution
 # --------------------------------------------------------------------------------------
 
 
@@ -144,7 +145,8 @@ def test_lemmas_hold_on_random_samples() -> None:
     assert np.all(B.loss_bpr(s_pos, s_neg) >= B.lower_bound_bpr(g) - 1e-12)
     assert np.all(B.loss_bce(s_pos, s_neg) >= B.lower_bound_bce(g0, s_pos) - 1e-12)
     nonneg = s_pos >= 0
-    # with s+ >= 0: Gamma subset of Gamma^0, and the tighter bound of the §1.8 caveat holds
+    # with s+ >= 0: Gamma subset of Gamma^0, and the tighter bound of the docs/theory.md#worst-case
+    # caveat holds
     assert np.all(g[nonneg] <= g0[nonneg])
     tight = B.lower_bound_bce_tight(g[nonneg], g0[nonneg], s_pos[nonneg])
     assert np.all(B.loss_bce(s_pos[nonneg], s_neg[nonneg]) >= tight - 1e-12)
@@ -154,7 +156,7 @@ def test_lemmas_hold_on_random_samples() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# §1.7 table and further checks
+# docs/theory.md#theorem-1 table and further checks
 # --------------------------------------------------------------------------------------
 
 # K, r+, (m CCE, m BPR, m BCE(s+=2), m BCE(s+=0)), p_CCE, p_BPR, p_BCE(s+=2), p_BCE(s+=0)
@@ -222,7 +224,7 @@ def test_bound_probability_is_scipy_sf() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# §1.9 table
+# docs/theory.md#mrr table
 # --------------------------------------------------------------------------------------
 
 # K, r+, (m CCE, m BPR, m BCE(s+=2)), p_CCE, p_BPR = p_BCE(n0 = r+ - 1)
@@ -261,7 +263,9 @@ R_ALL = np.arange(1, 10_001)
 
 
 def _satisfies(loss: str, metric: str, r: int, m: int) -> bool:
-    """The defining inequality of the threshold (§1.7, §1.9), in Python integers."""
+    """The defining inequality of the threshold (docs/theory.md#theorem-1, docs/theory.md#mrr), in
+    Python integers.
+    """
     if metric == "ndcg":
         return 2 ** (m + 1) >= r + 1 if loss == "cce" else 2 ** (2**m) >= r + 1
     return m >= r - 1 if loss == "cce" else 2**m >= r
@@ -384,7 +388,7 @@ def test_probability_ordering_grid() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# loss chain (§1.3 P1-P3), worst case (§1.8)
+# loss chain (docs/theory.md#loss-chain), worst case (docs/theory.md#worst-case)
 # --------------------------------------------------------------------------------------
 
 
@@ -467,7 +471,7 @@ def test_bad_n0_and_names() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# paper (b): §2.2 - §2.4
+# paper (b): docs/theory.md#opauc to docs/theory.md#theorem-3
 # --------------------------------------------------------------------------------------
 
 EX_LABELS = np.array([1, 0, 1, 0, 0, 1, 0, 0])
@@ -585,7 +589,8 @@ def test_correlations_identical_across_normalisations() -> None:
 
 
 def test_normalisation_ranges() -> None:
-    # min/max maps [0, beta] onto [0, 1]; McClish maps the permutation minimum of §2.3
+    # min/max maps [0, beta] onto [0, 1]; McClish maps the permutation minimum of
+    # docs/theory.md#opauc-normalisation
     for nb, n in ((1, 10), (3, 10), (10, 10)):
         b = nb / n
         assert float(B.normalize_opauc_minmax(0.0, nb, n)) == 0.0

@@ -74,7 +74,8 @@ def test_bounds_table_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     ndcg = table_rows(out, "NDCG")
     mrr = table_rows(out, "MRR")
     assert [r[0] for r in ndcg] == ["10", "50"]
-    # r+ = 10: m CCE/BPR/BCE(worst)/BCE(s+=2) = 3/2/2/2 and the §1.7 probabilities
+    # r+ = 10: m CCE/BPR/BCE(worst)/BCE(s+=2) = 3/2/2/2 and the docs/theory.md#theorem-1
+    # probabilities
     r10 = ndcg[0]
     assert r10[2:10] == [
         "3",
@@ -87,7 +88,7 @@ def test_bounds_table_numbers(capsys: pytest.CaptureFixture[str]) -> None:
         "0.00312996",
     ]
     assert ndcg[1][3] == "4.8513e-05" and ndcg[1][5] == "0.0104398"
-    # §1.9: r+ = 10, K = 10 for MRR
+    # docs/theory.md#mrr: r+ = 10, K = 10 for MRR
     assert mrr[0][2:6] == ["9", "3.79637e-21", "4", "6.26089e-07"]
     assert "s+=2" in out
 
@@ -114,7 +115,7 @@ def test_bounds_default_ranks_and_n0(capsys: pytest.CaptureFixture[str]) -> None
     )
     out = capsys.readouterr().out
     row = table_rows(out, "NDCG")[0]
-    assert row[0] == "5" and row[-1] == "0.264093"  # THEORY §1.7 further check
+    assert row[0] == "5" and row[-1] == "0.264093"  # docs/theory.md#theorem-1 further check
     assert run(["theory", "bounds", "-N", "1000", "-K", "10"]) == 0
     ranks = [int(r[0]) for r in table_rows(capsys.readouterr().out, "NDCG")]
     assert ranks == cli.default_ranks(1000)

@@ -1,6 +1,7 @@
-"""Monte-Carlo and numerical checks of negrec.theory.simulate (THEORY.md §1.5, §1.8, §2).
+"""Monte-Carlo and numerical checks of negrec.theory.simulate (docs/theory.md, paper (a) and (b)).
 
-Monte-Carlo comparisons use fixed seeds and 3 standard errors; §2.5 reference values are
+Monte-Carlo comparisons use fixed seeds and 3 standard errors; docs/theory.md#opauc-simulation
+reference values are
 checked with R = 20,000 permutations and a tolerance of 0.02 (standard error ~0.002).
 """
 
@@ -57,7 +58,7 @@ def test_full_sample_is_all_items() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# §1.8 worst case: empirical vs exact
+# docs/theory.md#worst-case worst case: empirical vs exact
 # --------------------------------------------------------------------------------------
 
 DRAWS = 20_000
@@ -74,7 +75,7 @@ def test_worst_case_matches_theory(k: int, rank: int) -> None:
 
 
 def test_worst_case_reference_table() -> None:
-    # THEORY §1.8 (2e5 draws there); our 2e4 draws must agree with its theory column
+    # docs/theory.md#worst-case (2e5 draws there); our 2e4 draws must agree with its theory column
     # and with its empirical column to 3 standard errors of the difference.
     want = {10: ("0.00006", "0.00313", "0.08690"), 50: ("0.00005", "0.01044", "0.08248")}
     emp_ref = {10: (0.00004, 0.00316, 0.08765), 50: (0.00007, 0.01055, 0.08210)}
@@ -134,7 +135,8 @@ def test_empirical_counts_use_actual_losses() -> None:
 
 
 def test_bce_bound_is_loose_for_positive_score() -> None:
-    # THEORY §1.8 caveat: s+ = 2, r+ = 50, the worst case otherwise: empirical ~0.397 while
+    # docs/theory.md#worst-case caveat: s+ = 2, r+ = 50, the worst case otherwise: empirical ~0.397
+    # while
     # p_BCE = 0.0104; the tighter bound of the caveat is respected on every draw.
     s_neg = np.full(999, -60.0)
     s_neg[:49] = 2.0
@@ -170,7 +172,7 @@ def test_loss_chain_violations_zero() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# §1.5 bounded minimum
+# docs/theory.md#bounded-minimum bounded minimum
 # --------------------------------------------------------------------------------------
 
 
@@ -191,7 +193,8 @@ def test_bounded_minimum_numeric_matches_closed_form() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# paper (b): §2.2 expectation, §2.4 sandwich, §2.5 correlations
+# paper (b): docs/theory.md#opauc expectation, docs/theory.md#theorem-3 sandwich,
+# docs/theory.md#opauc-simulation correlations
 # --------------------------------------------------------------------------------------
 
 
@@ -207,7 +210,7 @@ def test_expected_opauc_monte_carlo() -> None:
     check = S.check_expected_opauc(n_beta=50, permutations=20_000, seed=0)
     assert check.exact == pytest.approx(50 * 51 / (2 * 800 * 801))
     assert check.passed, check.describe()
-    assert abs(check.empirical - 0.001992) < 3 * check.se * math.sqrt(2)  # THEORY §2.2 MC
+    assert abs(check.empirical - 0.001992) < 3 * check.se * math.sqrt(2)  # docs/theory.md#opauc MC
 
 
 def test_sandwich_no_violations_and_brute_force() -> None:
@@ -221,7 +224,8 @@ def test_sandwich_no_violations_and_brute_force() -> None:
         assert (lo, hi) == (t * t, t * (4 + 3 - t))
 
 
-# THEORY §2.5: K -> (recall corr at n_beta = K, argmax n_beta, NDCG corr at K, AUC corr)
+# docs/theory.md#opauc-simulation: K -> (recall corr at n_beta = K, argmax n_beta, NDCG corr at K,
+# AUC corr)
 REFERENCE_2_5 = {
     5: (0.916, 6, 0.956, 0.125),
     10: (0.922, 12, 0.954, 0.179),

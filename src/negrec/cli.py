@@ -6,6 +6,7 @@ Errors caused by input (files, configs, arguments) print one line and exit with 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -17,6 +18,14 @@ from negrec.errors import NegrecError
 
 if TYPE_CHECKING:
     from negrec.distributed import World
+
+# Modules whose ``add_commands(subparsers)`` adds their sub-commands to ``negrec``.
+COMMAND_MODULES = (
+    "negrec.data.cli",
+    "negrec.theory.cli",
+    "negrec.hardness_cli",
+    "negrec.experiment.sweep_cli",
+)
 
 
 def _rank(args: argparse.Namespace) -> int:
@@ -201,17 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the configs shipped with negrec")
     presets.set_defaults(func=_presets)
 
-    for module in (
-        "negrec.data.cli",
-        "negrec.theory.cli",
-        "negrec.hardness_cli",
-        "negrec.experiment.sweep_cli",
-    ):
-        try:
-            add_commands = __import__(module, fromlist=["add_commands"]).add_commands
-        except ImportError:
-            continue
-        add_commands(commands)
+    # Each module registers its own sub-commands. A module that fails to import is an
+    # error, not a missing command: the ImportError propagates with its traceback.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 

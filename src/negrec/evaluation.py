@@ -281,7 +281,8 @@ def evaluate(
 
         if config.auc:
             above, equal, pos_above, pos_equal = _target_counts(scores, pos_scores, valid)
-            ranks = 1.0 + above.double()  # 1 + items strictly higher (DESIGN.md)
+            # 1 + items strictly higher (docs/architecture.md#contracts)
+            ranks = 1.0 + above.double()
         else:  # top-K and MRR only: ranks beyond max K need not be exact
             ranks = _topk_ranks(scores, pos_scores, valid, max(config.ks))
         n_pos = valid.sum(dim=1)

@@ -7,7 +7,7 @@ the caller's job (so per-user values can be kept and tested).
 Tie rules (documented, and tested against a brute-force reference):
 
 - The **rank** of a positive is 1 + the number of candidate items scoring strictly higher
-  (DESIGN.md). MRR uses the rank of the best-ranked positive.
+  (docs/architecture.md#contracts). MRR uses the rank of the best-ranked positive.
 - For **top-K** metrics, positives take positions in rank order; positives that tie with
   each other take consecutive positions (so NDCG <= 1 and at most K positives fit in the
   top K): ``position_k = k + max_{j <= k}(rank_j - j)`` over the sorted ranks.

@@ -3,7 +3,7 @@
 Paper (a), Di Teodoro et al., "A Theoretical Analysis of Recommendation Loss Functions under
 Negative Sampling" (arXiv 2411.07770), shows that with K sampled negatives a loss ``L``
 bounds ``-ln NDCG(r+)`` of the full ranking only with some probability, and that this
-probability is ordered ``p_BCE >= p_BPR >= p_CCE`` (THEORY.md §1.7). :class:`BoundMonitor`
+probability is ordered ``p_BCE >= p_BPR >= p_CCE`` (docs/theory.md#theorem-1). :class:`BoundMonitor`
 watches that claim on a real model as it trains. On every epoch where the validation
 callback ran (``valid/...`` keys in ``state.log``), for a fixed seeded sample of validation
 users with one fixed held-out positive each, it:
@@ -12,19 +12,20 @@ users with one fixed held-out positive each, it:
 2. takes the user's negatives ``I-`` = every item that is neither a training nor a
    validation positive of the user (test items are unknown at validation time, so they
    count as negatives, as in the validation ranking), and the full pessimistic rank
-   ``r+ = 1 + #{j in I- : s_j >= s+}`` (THEORY §1.1);
+   ``r+ = 1 + #{j in I- : s_j >= s+}`` (docs/theory.md#notation);
 3. draws ``S_K`` uniformly without replacement from ``I-`` for every monitored ``K``
    (random keys on the negatives, then ``topk``: no loop over users);
 4. records, per ``K``: ``|Gamma_K|``, ``|Gamma_K^0|``, and for each of CCE, BPR and BCE
-   (whatever loss is being trained) the sampled loss (a sum over negatives, THEORY §1.2),
-   the fraction of users with ``-ln NDCG(r+) <= L`` ("holds"), and the theory's lower
-   bound ``p_L`` on that probability (:func:`negrec.theory.bound_probability`).
+   (whatever loss is being trained) the sampled loss (a sum over negatives,
+   docs/theory.md#sampled-losses), the fraction of users with ``-ln NDCG(r+) <= L``
+   ("holds"), and the theory's lower bound ``p_L`` on that probability
+   (:func:`negrec.theory.bound_probability`).
 
 For BCE the prediction uses each user's actual ``n0 = #{j in I- : s_j >= 0}`` and actual
-``s+`` (THEORY §1.7 allows both; the worst case would be ``n0 = r+ - 1``, ``s+ -> inf``).
-Each ``p_L`` is a per-user lower bound on the probability over the draw of ``S_K``, so the
-mean "holds" should sit at or above the mean "predicted" up to sampling noise; the two meet
-in the worst case of THEORY §1.8.
+``s+`` (docs/theory.md#theorem-1 allows both; the worst case would be ``n0 = r+ - 1``,
+``s+ -> inf``). Each ``p_L`` is a per-user lower bound on the probability over the draw of
+``S_K``, so the mean "holds" should sit at or above the mean "predicted" up to sampling
+noise; the two meet in the worst case of docs/theory.md#worst-case.
 
 The monitor has its own seeded NumPy and torch generators, scores under
 ``torch.no_grad()`` and restores the model's train/eval mode, so a run with it trains
@@ -178,7 +179,8 @@ class BoundMonitor(Callback):
         - ``bound/k=K/L/predicted``: mean theory lower bound ``p_L`` on that probability;
         - ``bound/rank_median``, ``bound/rank_mean``: the positive's full rank ``r+``;
         - ``bound/neg_log_ndcg``: mean ``-ln NDCG(r+)``; ``bound/pos_nonneg``: share of
-          users with ``s+ >= 0`` (where the chain CCE <= BPR <= BCE holds, THEORY §1.3);
+          users with ``s+ >= 0`` (where the chain CCE <= BPR <= BCE holds,
+          docs/theory.md#loss-chain);
         - ``bound/users``: users monitored; ``bound/seconds``: time of this pass.
         """
         if self.users is None or self.positives is None or self.generator is None:

@@ -150,8 +150,9 @@ def plot_curves(runs: list[RunRecord], metric: str, path: str | Path) -> Path:
 # ------------------------------------------------------------------------- bound monitor
 BOUND_LOSSES = ("cce", "bpr", "bce")
 _BOUND_COLORS = {"cce": "tab:blue", "bpr": "tab:orange", "bce": "tab:green"}
-# distinct markers, BPR's larger and hollow: at K = 1 BPR equals CCE (THEORY §1.4), so the
-# curves of same-seed BPR and CCE runs coincide and would otherwise hide each other
+# distinct markers, BPR's larger and hollow: at K = 1 BPR equals CCE
+# (docs/theory.md#bpr-equals-cce), so the curves of same-seed BPR and CCE runs coincide and
+# would otherwise hide each other
 _BOUND_MARKERS = {
     "cce": ("o", 3.0, "full"),
     "bpr": ("s", 7.0, "none"),

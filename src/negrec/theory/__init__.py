@@ -1,4 +1,4 @@
-"""The theory of sampled losses and partial AUC, as pure functions (see THEORY.md).
+"""The theory of sampled losses and partial AUC, as pure functions (see docs/theory.md).
 
 - :mod:`negrec.theory.bounds`: closed forms. Paper (a), Di Teodoro et al., arXiv 2411.07770:
   sampled losses (CCE, BPR, BCE summed over negatives), their lower bounds, the integer

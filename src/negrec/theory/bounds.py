@@ -1,7 +1,7 @@
 """Closed-form bounds linking sampled losses to ranking metrics (pure NumPy/SciPy).
 
 Two papers are turned into code here; the spec, with the numbers the tests reproduce, is
-``THEORY.md``.
+``docs/theory.md``.
 
 - Paper (a): Di Teodoro et al., "A Theoretical Analysis of Recommendation Loss Functions
   under Negative Sampling", arXiv 2411.07770. One user, one positive with score ``s+`` and
@@ -53,7 +53,7 @@ IntArray: TypeAlias = npt.NDArray[np.int64]
 
 LN2 = math.log(2.0)
 # Slack for the one threshold that needs floating point: BCE with a finite, non-zero s+
-# (the s+ enters through log2(1 + e^{-s+})). THEORY.md §1.7 allows 1e-12.
+# (the s+ enters through log2(1 + e^{-s+})). docs/theory.md#theorem-1 allows 1e-12.
 THRESHOLD_EPS = 1e-12
 # Largest integer argument handled by the integer threshold routines (exactly representable
 # in float64 as well, so callers can pass float ranks such as 10.0 safely).
@@ -120,7 +120,8 @@ def bit_length(x: ArrayLike) -> IntArray:
     """Elementwise ``int.bit_length`` of non-negative integers, by integer shifts only.
 
     ``bit_length(x) = ceil(log2(x + 1))`` exactly, which is what the thresholds of
-    THEORY.md §1.7 and §1.9 need without the rounding error of a float ``log2``.
+    docs/theory.md#theorem-1 and docs/theory.md#mrr need without the rounding error of a float
+    ``log2``.
     """
     y = _as_int_array(x, "bit_length argument").copy()
     if np.any(y < 0):
@@ -142,7 +143,7 @@ def ceil_log2(x: ArrayLike) -> IntArray:
 
 
 # --------------------------------------------------------------------------------------
-# §1.1-1.2: scores, ranks, losses
+# docs/theory.md#notation, docs/theory.md#sampled-losses: scores, ranks, losses
 # --------------------------------------------------------------------------------------
 
 
@@ -152,7 +153,9 @@ def softplus(x: ArrayLike) -> FloatArray:
 
 
 def loss_cce(s_pos: ArrayLike, s_neg: ArrayLike) -> FloatArray:
-    """Sampled softmax cross-entropy ``ln(1 + sum_j e^{s_j - s+})`` (THEORY §1.2, paper (a)).
+    """Sampled softmax cross-entropy ``ln(1 + sum_j e^{s_j - s+})`` (paper (a)).
+
+    See docs/theory.md#sampled-losses.
 
     Shapes: ``s_pos`` [...], ``s_neg`` [..., K] -> [...]. The positive is in the softmax
     denominator; computed as a logsumexp over ``[0, s_j - s+]``.
@@ -165,7 +168,7 @@ def loss_cce(s_pos: ArrayLike, s_neg: ArrayLike) -> FloatArray:
 
 
 def loss_bpr(s_pos: ArrayLike, s_neg: ArrayLike) -> FloatArray:
-    """BPR summed over negatives, ``sum_j sp(s_j - s+)`` (THEORY §1.2, paper (a)).
+    """BPR summed over negatives, ``sum_j sp(s_j - s+)`` (docs/theory.md#sampled-losses, paper (a)).
 
     Shapes: ``s_pos`` [...], ``s_neg`` [..., K] -> [...]. A sum, not a mean: averaged BPR
     does not upper-bound ``-ln NDCG`` even with all negatives.
@@ -176,7 +179,7 @@ def loss_bpr(s_pos: ArrayLike, s_neg: ArrayLike) -> FloatArray:
 
 
 def loss_bce(s_pos: ArrayLike, s_neg: ArrayLike) -> FloatArray:
-    """Binary cross-entropy ``sp(-s+) + sum_j sp(s_j)`` (THEORY §1.2, paper (a)).
+    """Binary cross-entropy ``sp(-s+) + sum_j sp(s_j)`` (docs/theory.md#sampled-losses, paper (a)).
 
     Shapes: ``s_pos`` [...], ``s_neg`` [..., K] -> [...].
     """
@@ -215,13 +218,15 @@ def gamma0_count(s_neg: ArrayLike) -> IntArray:
 
 
 def neg_log_ndcg(rank: ArrayLike) -> FloatArray:
-    """``-ln NDCG(r+) = ln log2(1 + r+)`` for one relevant item at rank ``r+`` (§1.1)."""
+    """``-ln NDCG(r+) = ln log2(1 + r+)`` for one relevant item at rank ``r+``
+    (docs/theory.md#notation).
+    """
     r = np.asarray(rank, dtype=np.float64)
     return np.log(np.log2(1.0 + r))
 
 
 def neg_log_mrr(rank: ArrayLike) -> FloatArray:
-    """``-ln MRR(r+) = ln r+`` (§1.9)."""
+    """``-ln MRR(r+) = ln r+`` (docs/theory.md#mrr)."""
     return np.log(np.asarray(rank, dtype=np.float64))
 
 
@@ -232,12 +237,14 @@ def neg_log_metric(metric: str, rank: ArrayLike) -> FloatArray:
 
 
 # --------------------------------------------------------------------------------------
-# §1.5: bounded scores
+# docs/theory.md#bounded-minimum: bounded scores
 # --------------------------------------------------------------------------------------
 
 
 def bounded_minimum(loss: str, bound: float, k: ArrayLike) -> FloatArray:
-    """Global minimum of a loss over scores in ``[-S, S]`` (DERIVED, THEORY §1.5, paper (a)).
+    """Global minimum of a loss over scores in ``[-S, S]`` (DERIVED, paper (a)).
+
+    See docs/theory.md#bounded-minimum.
 
     Each loss is monotone in every score, so all three share the minimiser ``s+ = S``,
     ``s_j = -S``: BCE ``(K + 1) sp(-S)``, BPR ``K sp(-2S)``, CCE ``ln(1 + K e^{-2S})``.
@@ -258,22 +265,23 @@ def bounded_minimum(loss: str, bound: float, k: ArrayLike) -> FloatArray:
 
 
 # --------------------------------------------------------------------------------------
-# §1.6: sampled lower bounds and their hypergeometric distributions
+# docs/theory.md#lower-bounds: sampled lower bounds and their hypergeometric distributions
 # --------------------------------------------------------------------------------------
 
 
 def lower_bound_cce(gamma: ArrayLike) -> FloatArray:
-    """Lemma L-CCE (DERIVED, §1.6): ``L_CCE >= ln(1 + |Gamma_K|)``."""
+    """Lemma L-CCE (DERIVED, docs/theory.md#lower-bounds): ``L_CCE >= ln(1 + |Gamma_K|)``."""
     return np.log1p(np.asarray(gamma, dtype=np.float64))
 
 
 def lower_bound_bpr(gamma: ArrayLike) -> FloatArray:
-    """Lemma L-BPR (DERIVED, §1.6): ``L_BPR >= |Gamma_K| ln 2``."""
+    """Lemma L-BPR (DERIVED, docs/theory.md#lower-bounds): ``L_BPR >= |Gamma_K| ln 2``."""
     return np.asarray(gamma, dtype=np.float64) * LN2
 
 
 def lower_bound_bce(gamma0: ArrayLike, s_pos: ArrayLike | None = None) -> FloatArray:
-    """Lemma L-BCE (DERIVED, §1.6): ``L_BCE >= sp(-s+) + |Gamma_K^0| ln 2``, any ``s+``.
+    """Lemma L-BCE (DERIVED, docs/theory.md#lower-bounds): ``L_BCE >= sp(-s+) + |Gamma_K^0| ln 2``
+    for any ``s+``.
 
     With ``s_pos=None`` the ``sp(-s+)`` term is dropped (the ``s+ -> inf`` limit, the
     worst-case BCE bound ``|Gamma_K^0| ln 2``).
@@ -285,7 +293,9 @@ def lower_bound_bce(gamma0: ArrayLike, s_pos: ArrayLike | None = None) -> FloatA
 
 
 def lower_bound_bce_tight(gamma: ArrayLike, gamma0: ArrayLike, s_pos: ArrayLike) -> FloatArray:
-    """Tighter BCE bound for ``s+ >= 0`` (DERIVED, THEORY §1.8 caveat; not known to be in (a)).
+    """Tighter BCE bound for ``s+ >= 0`` (DERIVED; not known to be in paper (a)).
+
+    See the caveat of docs/theory.md#worst-case.
 
     ``L_BCE >= sp(-s+) + |Gamma_K| sp(s+) + (|Gamma_K^0| - |Gamma_K|) ln 2``: each negative
     above ``s+`` costs at least ``sp(s+)``, each other non-negative one at least ``ln 2``.
@@ -299,7 +309,7 @@ def lower_bound_bce_tight(gamma: ArrayLike, gamma0: ArrayLike, s_pos: ArrayLike)
 
 
 def gamma_distribution(n_neg: int, n_above: int, k: int) -> Any:
-    """Frozen ``scipy.stats.hypergeom(M=N_-, n=n_above, N=K)`` (§1.6).
+    """Frozen ``scipy.stats.hypergeom(M=N_-, n=n_above, N=K)`` (docs/theory.md#lower-bounds).
 
     ``|Gamma_K| ~ HG(N_-, r+ - 1, K)`` and ``|Gamma_K^0| ~ HG(N_-, n0, K)``: the number of
     "marked" negatives in a uniform sample of ``K`` out of ``N_-`` without replacement.
@@ -313,7 +323,9 @@ def gamma_distribution(n_neg: int, n_above: int, k: int) -> Any:
 
 
 def gamma_pmf(count: ArrayLike, n_neg: ArrayLike, n_above: ArrayLike, k: ArrayLike) -> FloatArray:
-    """``P(|Gamma| = count)`` for ``|Gamma| ~ HG(N_-, n_above, K)`` (§1.6), broadcasting.
+    """``P(|Gamma| = count)`` for ``|Gamma| ~ HG(N_-, n_above, K)`` , broadcasting.
+
+    See docs/theory.md#lower-bounds.
 
     Equals ``C(n_above, c) C(N_- - n_above, K - c) / C(N_-, K)``.
     """
@@ -330,7 +342,7 @@ def gamma_tail(m: ArrayLike, n_neg: ArrayLike, n_above: ArrayLike, k: ArrayLike)
 
 
 # --------------------------------------------------------------------------------------
-# §1.7 / §1.9: integer thresholds and probabilities
+# docs/theory.md#theorem-1 / docs/theory.md#mrr: integer thresholds and probabilities
 # --------------------------------------------------------------------------------------
 
 
@@ -359,7 +371,8 @@ def threshold(
 ) -> IntArray:
     """Smallest count ``m`` at which a loss's sampled bound reaches ``-ln metric(r+)``.
 
-    DERIVED (THEORY §1.7 for NDCG, §1.9 for MRR; Theorem 1 of paper (a) in integer form).
+    DERIVED (Theorem 1 of paper (a) in integer form: docs/theory.md#theorem-1 for NDCG,
+    docs/theory.md#mrr for MRR).
     The bound exceeds ``-ln metric(r+)`` exactly when ``|Gamma_K| >= m`` (CCE, BPR) or
     ``|Gamma_K^0| >= m`` (BCE).
 
@@ -400,7 +413,8 @@ def threshold_float(
     metric: str = "ndcg",
     s_pos: float | None = None,
 ) -> FloatArray:
-    """Floating-point form of :func:`threshold`, straight from the formulas of §1.7 / §1.9.
+    """Floating-point form of :func:`threshold`, straight from the formulas of
+    docs/theory.md#theorem-1 / docs/theory.md#mrr.
 
     For reference and tests only. It relies on ``np.log2`` returning exact integers at
     exact powers of two (true of IEEE libm); the equally natural ``ln(x) / ln(2)`` is not
@@ -436,11 +450,12 @@ def bound_probability(
 ) -> FloatArray:
     """``p_L``: lower bound on ``P(-ln metric(r+) <= L)`` for a sampled loss (DERIVED).
 
-    Theorem 1 of paper (a) in the integer form of THEORY §1.7 (NDCG) and §1.9 (MRR):
+    Theorem 1 of paper (a) in the integer form of docs/theory.md#theorem-1 (NDCG) and
+    docs/theory.md#mrr (MRR):
     ``p_L = P(count >= m)`` with ``m = threshold(loss, r+, ...)`` and ``count``
     hypergeometric: ``|Gamma_K| ~ HG(N_-, r+ - 1, K)`` for CCE and BPR,
     ``|Gamma_K^0| ~ HG(N_-, n0, K)`` for BCE. The bound is attained by the worst case of
-    §1.8 (:func:`worst_case_scores`).
+    docs/theory.md#worst-case (:func:`worst_case_scores`).
 
     Args:
         loss: ``"cce"``, ``"bpr"`` or ``"bce"``.
@@ -483,7 +498,8 @@ def bound_probability(
 def worst_case_scores(
     n_neg: int, rank: int, *, low: float = -60.0
 ) -> tuple[float, npt.NDArray[np.float64]]:
-    """Scores that make all three lemmas of §1.6 equalities (DERIVED, THEORY §1.8).
+    """Scores that make all three lemmas of docs/theory.md#lower-bounds equalities (DERIVED,
+    docs/theory.md#worst-case).
 
     ``s+ = 0``; ``r+ - 1`` negatives tied at 0 (above the positive under pessimistic ties);
     all others at ``low`` (standing in for ``-inf``). Then ``L_CCE = ln(1 + |Gamma|)``,
@@ -540,7 +556,8 @@ def bound_table(
 
 
 # --------------------------------------------------------------------------------------
-# Paper (b): Top-K metrics, AUC, OPAUC on label-by-rank vectors (§2.1-2.4)
+# Paper (b): Top-K metrics, AUC, OPAUC on label-by-rank vectors (docs/theory.md#topk-metrics to
+# docs/theory.md#theorem-3)
 # --------------------------------------------------------------------------------------
 
 
@@ -584,18 +601,22 @@ def topk_hits(labels: ArrayLike, k: int) -> IntArray:
 
 
 def recall_at_k(labels: ArrayLike, k: int) -> FloatArray:
-    """Recall@K = t / N+ (§2.1, as in the code of paper (b)); labels [..., N] -> [...]."""
+    """Recall@K = t / N+ (docs/theory.md#topk-metrics, as in the code of paper (b)).
+
+    labels [..., N] -> [...].
+    """
     lab = _labels(labels)
     return topk_hits(lab, k) / lab.sum(axis=-1)
 
 
 def precision_at_k(labels: ArrayLike, k: int) -> FloatArray:
-    """Precision@K = t / K (§2.1); labels [..., N] -> [...]."""
+    """Precision@K = t / K (docs/theory.md#topk-metrics); labels [..., N] -> [...]."""
     return topk_hits(labels, k) / float(k)
 
 
 def ndcg_at_k(labels: ArrayLike, k: int) -> FloatArray:
-    """NDCG@K = DCG@K / IDCG@K with binary gains and ``1/log2(i + 1)`` discounts (§2.1).
+    """NDCG@K = DCG@K / IDCG@K with binary gains and ``1/log2(i + 1)`` discounts
+    (docs/theory.md#topk-metrics).
 
     ``IDCG@K = sum_{i <= min(N+, K)} 1/log2(i + 1)``; labels [..., N] -> [...].
     """
@@ -611,7 +632,7 @@ def ndcg_at_k(labels: ArrayLike, k: int) -> FloatArray:
 
 
 def positives_above_negatives(labels: ArrayLike) -> IntArray:
-    """``P_j``, the positives ranked above the j-th highest negative (§2.2).
+    """``P_j``, the positives ranked above the j-th highest negative (docs/theory.md#opauc).
 
     labels [..., N] with the same ``N-`` in every row -> [..., N-].
     """
@@ -622,7 +643,7 @@ def positives_above_negatives(labels: ArrayLike) -> IntArray:
 
 
 def opauc_curve(labels: ArrayLike) -> FloatArray:
-    """OPAUC(n / N-) for every ``n = 1..N-``: ``sum_{j <= n} P_j / (N+ N-)`` (§2.2).
+    """OPAUC(n / N-) for every ``n = 1..N-``: ``sum_{j <= n} P_j / (N+ N-)`` (docs/theory.md#opauc).
 
     labels [..., N] -> [..., N-]; the last column is the AUC.
     """
@@ -643,7 +664,8 @@ def n_beta_of(beta: float, n_neg: int) -> int:
 
 
 def opauc(labels: ArrayLike, *, beta: float | None = None, n_beta: int | None = None) -> FloatArray:
-    """One-way partial AUC over FPR in ``[0, beta]`` (DERIVED, standard; §2.2, paper (b)).
+    """One-way partial AUC over FPR in ``[0, beta]`` (DERIVED, standard, paper (b);
+    docs/theory.md#opauc).
 
     ``OPAUC(beta) = sum_{j=1}^{n_beta} P_j / (N+ N-)`` with ``n_beta = floor(beta N-)``;
     give exactly one of ``beta`` or ``n_beta``. Range over permutations: ``[0, n_beta/N-]``.
@@ -664,7 +686,7 @@ def opauc(labels: ArrayLike, *, beta: float | None = None, n_beta: int | None = 
 
 
 def auc(labels: ArrayLike) -> FloatArray:
-    """AUC = ``sum_j P_j / (N+ N-)`` = OPAUC(1) (§2.2); labels [..., N] -> [...]."""
+    """AUC = ``sum_j P_j / (N+ N-)`` = OPAUC(1) (docs/theory.md#opauc); labels [..., N] -> [...]."""
     lab = _labels(labels)
     _, n_neg = _counts(lab)
     return opauc(lab, n_beta=n_neg)
@@ -673,21 +695,25 @@ def auc(labels: ArrayLike) -> FloatArray:
 def expected_opauc(n_neg: int, n_beta: ArrayLike) -> FloatArray:
     """``E[OPAUC]`` under uniform permutations: ``n_beta (n_beta + 1) / (2 N- (N- + 1))``.
 
-    DERIVED (§2.2): ``E[P_j] = N+ j / (N- + 1)``; about ``beta^2 / 2``. Independent of N+.
+    DERIVED (docs/theory.md#opauc): ``E[P_j] = N+ j / (N- + 1)``; about ``beta^2 / 2``.
+    Independent of N+.
     """
     nb = np.asarray(n_beta, dtype=np.float64)
     return nb * (nb + 1.0) / (2.0 * n_neg * (n_neg + 1.0))
 
 
 def normalize_opauc_minmax(value: ArrayLike, n_beta: int, n_neg: int) -> FloatArray:
-    """Min/max normalisation ``OPAUC N- / n_beta`` onto [0, 1] (NOT VERIFIED form, §2.3)."""
+    """Min/max normalisation ``OPAUC N- / n_beta`` onto [0, 1] (NOT VERIFIED form,
+    docs/theory.md#opauc-normalisation).
+    """
     if not 1 <= n_beta <= n_neg:
         raise NegrecError(f"n_beta must lie in [1, N-={n_neg}], got {n_beta}")
     return np.asarray(value, dtype=np.float64) * (n_neg / n_beta)
 
 
 def normalize_opauc_mcclish(value: ArrayLike, n_beta: int, n_neg: int) -> FloatArray:
-    """McClish standardised partial AUC ``(1 + (OPAUC - b^2/2) / (b - b^2/2)) / 2`` (§2.3).
+    """McClish standardised partial AUC ``(1 + (OPAUC - b^2/2) / (b - b^2/2)) / 2``
+    (docs/theory.md#opauc-normalisation).
 
     ``b = n_beta / N-``; 0.5 for a random ranking on average, 1 for a perfect one; its
     permutation minimum is ``(1 - b) / (2 - b)``. NOT VERIFIED as the paper's exact form.
@@ -701,7 +727,9 @@ def normalize_opauc_mcclish(value: ArrayLike, n_beta: int, n_neg: int) -> FloatA
 
 
 def opauc_sandwich(t: ArrayLike, n_pos: int, k: int) -> tuple[IntArray, IntArray]:
-    """Theorem 3 of paper (b) (DERIVED, §2.4): ``t^2 <= N+ N- OPAUC(K/N-) <= t (N+ + K - t)``.
+    """Theorem 3 of paper (b): ``t^2 <= N+ N- OPAUC(K/N-) <= t (N+ + K - t)`` (DERIVED).
+
+    See docs/theory.md#theorem-3.
 
     Returns ``(lower, upper)`` in units of ``N+ N- OPAUC``; ``t`` [...] -> ([...], [...]).
     """
@@ -713,7 +741,9 @@ def opauc_sandwich(t: ArrayLike, n_pos: int, k: int) -> tuple[IntArray, IntArray
 def recall_bounds(
     opauc_value: ArrayLike, n_pos: int, n_neg: int, k: int
 ) -> tuple[FloatArray, FloatArray]:
-    """Recall@K interval implied by OPAUC(K/N-) (DERIVED from Theorem 3, §2.4, paper (b)).
+    """Recall@K interval implied by OPAUC(K/N-) (DERIVED from Theorem 3 of paper (b)).
+
+    See docs/theory.md#theorem-3.
 
     With ``A = N+ N- OPAUC``:
     ``[(N+ + K) - sqrt((N+ + K)^2 - 4A)] / (2 N+) <= Recall@K <= sqrt(N- OPAUC / N+)``.
@@ -733,6 +763,9 @@ def recall_bounds(
 def precision_bounds(
     opauc_value: ArrayLike, n_pos: int, n_neg: int, k: int
 ) -> tuple[FloatArray, FloatArray]:
-    """Precision@K interval: the Recall@K interval times ``N+ / K`` (§2.4, paper (b))."""
+    """Precision@K interval: the Recall@K interval times ``N+ / K`` (paper (b)).
+
+    See docs/theory.md#theorem-3.
+    """
     lo, hi = recall_bounds(opauc_value, n_pos, n_neg, k)
     return lo * (n_pos / k), hi * (n_pos / k)

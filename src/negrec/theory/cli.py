@@ -8,7 +8,7 @@ into exit status 2.
 - ``theory bounds``: thresholds and probabilities of Theorem 1 of paper (a) (Di Teodoro
   et al., arXiv 2411.07770; DERIVED integer form) for NDCG and MRR, as markdown tables.
 - ``theory simulate-opauc``: the OPAUC vs Top-K correlation study of paper (b) (Shi et al.,
-  WWW 2023; THEORY §2.5), written as CSV and PNG.
+  WWW 2023; docs/theory.md#opauc-simulation), written as CSV and PNG.
 - ``theory check``: every Monte-Carlo / numerical check of the closed forms; exit 1 if any
   fails.
 """
@@ -121,7 +121,7 @@ def run_bounds(args: argparse.Namespace) -> int:
     print("Probability that the sampled loss upper-bounds -ln metric(r+) of the full ranking")
     print(
         "(Theorem 1 of Di Teodoro et al., arXiv 2411.07770, DERIVED integer form; "
-        "THEORY.md §1.7, §1.9)."
+        "docs/theory.md#theorem-1, docs/theory.md#mrr)."
     )
     print(
         f"N = {n_items} items (N- = {n_items - 1} negatives), K = {k} sampled without "
@@ -236,7 +236,7 @@ def run_simulate_opauc(args: argparse.Namespace) -> int:
         f"Pearson correlation of Top-K metrics with OPAUC(beta), N+={n_pos}, N-={n_neg}, "
         f"{perms} random permutations, seed {args.seed} ({elapsed:.1f} s)."
     )
-    print("(Shi et al., WWW 2023; protocol of THEORY.md §2.5.)")
+    print("(Shi et al., WWW 2023; protocol of docs/theory.md#opauc-simulation.)")
     print()
     rows = [
         [
@@ -276,7 +276,7 @@ def run_simulate_opauc(args: argparse.Namespace) -> int:
 
 
 def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
-    """Run every check of THEORY.md §3 that needs sampling or optimisation; yield results.
+    """Run every check of docs/theory.md#checks that needs sampling or optimisation; yield results.
 
     Each item is ``(passed, line)``. ``draws`` sets the Monte-Carlo size of the paper (a)
     checks; paper (b) checks use at most 50,000 permutations.
@@ -286,7 +286,7 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
     def rng() -> np.random.Generator:
         return np.random.default_rng(next(seeds))
 
-    # paper (a), §1.8: worst case makes Theorem 1 exact
+    # paper (a), docs/theory.md#worst-case: worst case makes Theorem 1 exact
     for k, rank in ((10, 10), (10, 50), (100, 10), (100, 50)):
         for c in S.check_worst_case(999, k, rank, draws=draws, seed=rng()):
             yield c.passed, "worst case   " + c.describe()
@@ -294,7 +294,7 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
     for k, s_pos in ((10, 2.0), (100, 2.5)):
         for c in S.check_random_scores(999, k, s_pos=s_pos, draws=draws, seed=rng()):
             yield c.passed, "normal s_j   " + c.describe()
-    # paper (a), §1.3: the loss chain, with all negatives and with sampled subsets
+    # paper (a), docs/theory.md#loss-chain: with all negatives and with sampled subsets
     trials = max(1000, draws // 10)
     for k_chain in (None, 5):
         v = S.loss_chain_violations(trials, rng(), n_neg=20, k=k_chain)
@@ -304,15 +304,15 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
             f"loss chain   -ln NDCG <= ln r+ <= CCE <= BPR <= BCE, s+ >= 0, {what}, "
             f"{trials} trials: violations {v}",
         )
-    # paper (a), §1.5: shared minimiser on [-S, S]
+    # paper (a), docs/theory.md#bounded-minimum: shared minimiser on [-S, S]
     for bound, k in ((3.0, 4), (1.0, 10)):
         for m in S.check_bounded_minimum(bound, k, seed=rng()):
             yield m.passed, "bounded min  " + m.describe()
-    # paper (b), §2.2: expectation of OPAUC
+    # paper (b), docs/theory.md#opauc: expectation of OPAUC
     perms = min(draws, 50_000)
     e = S.check_expected_opauc(n_beta=50, permutations=perms, seed=rng())
     yield e.passed, "expectation  " + e.describe()
-    # paper (b), §2.4: Theorem 3 sandwich on random permutations and by brute force
+    # paper (b), docs/theory.md#theorem-3: the sandwich on random permutations and by brute force
     for k in (5, 50):
         v = S.sandwich_violations(
             n_pos=200, n_neg=800, k=k, permutations=min(draws, 20_000), seed=rng()
@@ -328,7 +328,7 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
         brute == lo_hi,
         f"sandwich     brute force N+=4 N-=6 K=3, (min, max) per t: {brute}, theory {lo_hi}",
     )
-    # paper (b), §2.3: correlations do not depend on the normalisation
+    # paper (b), docs/theory.md#opauc-normalisation: correlations do not depend on the normalisation
     labels = S.label_permutations(200, 800, 2000, rng())
     recall = B.recall_at_k(labels, 20)
     raw = B.opauc(labels, n_beta=20)
@@ -341,7 +341,7 @@ def iter_checks(draws: int, seed: int) -> Iterator[tuple[bool, str]]:
         f"normalise    Pearson/Spearman of Recall@20 vs raw, min/max, McClish OPAUC: "
         f"max difference {max(diffs):.2g}",
     )
-    # paper (b), §2.5: correlation peaks near beta = K/N- and is lower at AUC
+    # paper (b), docs/theory.md#opauc-simulation: correlation peaks near beta = K/N-, lower at AUC
     res = S.opauc_topk_correlation(ks=(5, 20, 100), permutations=min(draws, 20_000), seed=rng())
     for i, k in enumerate(res.ks):
         arg = int(res.argmax_n_beta("recall")[i])
@@ -382,7 +382,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="bounds and simulations of the theory behind sampled losses and OPAUC",
         description="Closed-form bounds linking sampled losses to ranking metrics (Di Teodoro "
         "et al., arXiv 2411.07770), the OPAUC vs Top-K study (Shi et al., WWW 2023), and "
-        "Monte-Carlo checks of both. See THEORY.md.",
+        "Monte-Carlo checks of both. See docs/theory.md.",
     )
     sub = theory.add_subparsers(dest="theory_command", metavar="SUBCOMMAND", required=True)
 

@@ -1,13 +1,15 @@
 """Monte-Carlo and numerical checks of the closed forms in :mod:`negrec.theory.bounds`.
 
-- Worst-case check of paper (a) (Di Teodoro et al., arXiv 2411.07770; THEORY §1.8): sample
-  ``K`` negatives without replacement many times, evaluate the three sampled losses on the
-  actual scores and compare the frequency of ``-ln metric(r+) <= L`` with the exact
-  hypergeometric probability of Theorem 1 (DERIVED integer form, §1.7 / §1.9).
+- Worst-case check of paper (a) (Di Teodoro et al., arXiv 2411.07770;
+  docs/theory.md#worst-case): sample ``K`` negatives without replacement many times,
+  evaluate the three sampled losses on the actual scores and compare the frequency of
+  ``-ln metric(r+) <= L`` with the exact hypergeometric probability of Theorem 1 (DERIVED
+  integer form, docs/theory.md#theorem-1 and docs/theory.md#mrr).
 - Bound validity on arbitrary scores: the empirical probability is at least ``p_L``.
-- Bounded-score global minimum (§1.5): minimise each loss numerically on ``[-S, S]``.
-- Paper (b) (Shi et al., WWW 2023; THEORY §2.5): correlation between Top-K metrics and
-  OPAUC(beta) over uniformly random permutations of ``N+`` ones and ``N-`` zeros.
+- Bounded-score global minimum (docs/theory.md#bounded-minimum): minimise each loss
+  numerically on ``[-S, S]``.
+- Paper (b) (Shi et al., WWW 2023; docs/theory.md#opauc-simulation): correlation between
+  Top-K metrics and OPAUC(beta) over uniformly random permutations of ``N+`` ones and ``N-`` zeros.
 
 Everything is vectorised over draws / permutations (chunks bound the memory); randomness
 is always an argument (an int seed or a ``numpy.random.Generator``), never global state.
@@ -122,7 +124,8 @@ class EmpiricalBounds:
 
     ``probability[(loss, metric)]`` is the fraction of draws with
     ``-ln metric(r+) <= L_loss(S_K)`` (within ``EVENT_TOL``); ``lemma_gap[loss]`` is the
-    smallest ``L - lemma bound`` over draws (negative would falsify a lemma of §1.6);
+    smallest ``L - lemma bound`` over draws (negative would falsify a lemma of
+    docs/theory.md#lower-bounds);
     ``worst_gap[loss]`` the largest (0 when the lemma is tight on every draw).
     """
 
@@ -193,7 +196,7 @@ def empirical_bound_probabilities(
 
 @dataclass(frozen=True)
 class BoundCheck:
-    """One empirical-vs-exact comparison of a Theorem-1 probability (§1.8).
+    """One empirical-vs-exact comparison of a Theorem-1 probability (docs/theory.md#worst-case).
 
     ``mode="equal"``: the worst case, where ``p_L`` is exact, so the empirical frequency must
     lie within ``z`` standard errors of it. ``mode="lower"``: other scores, where ``p_L`` is
@@ -239,11 +242,13 @@ class BoundCheck:
 
 
 def check_worst_case(n_neg: int, k: int, rank: int, *, draws: int, seed: Seed) -> list[BoundCheck]:
-    """Monte-Carlo check of Theorem 1 at the worst case of §1.8 (paper (a), DERIVED).
+    """Monte-Carlo check of Theorem 1 at the worst case of docs/theory.md#worst-case (paper (a),
+    DERIVED).
 
     Builds :func:`bounds.worst_case_scores` (``s+ = 0``), samples, and compares the
     empirical ``P(-ln metric <= L)`` with the exact ``p_L`` for every loss (BCE with
-    ``s+ = 0`` and ``n0 = r+ - 1``) and metric. Also requires every lemma of §1.6 to hold
+    ``s+ = 0`` and ``n0 = r+ - 1``) and metric. Also requires every lemma
+    (docs/theory.md#lower-bounds) to hold
     with equality on every draw (to ``1e-9``).
     """
     s_pos, s_neg = B.worst_case_scores(n_neg, rank)
@@ -275,12 +280,13 @@ def check_worst_case(n_neg: int, k: int, rank: int, *, draws: int, seed: Seed) -
 def check_random_scores(
     n_neg: int, k: int, *, s_pos: float, draws: int, seed: Seed
 ) -> list[BoundCheck]:
-    """Theorem 1 as a lower bound on scores that are not the worst case (§1.7, §1.8 caveat).
+    """Theorem 1 as a lower bound on scores that are not the worst case (docs/theory.md#theorem-1,
+    docs/theory.md#worst-case caveat).
 
     Negative scores are i.i.d. standard normal (drawn from ``seed``), the positive score
     is ``s_pos``; ``r+`` and ``n0`` are read off the scores. Every empirical probability
     must be at least ``p_L`` (BCE with the actual ``s+`` and ``n0``), and every lemma of
-    §1.6 must hold on every draw.
+    docs/theory.md#lower-bounds must hold on every draw.
     """
     rng = _rng(seed)
     s_neg = rng.standard_normal(n_neg)  # [N_-]
@@ -312,7 +318,8 @@ def check_random_scores(
 def loss_chain_violations(
     trials: int, seed: Seed, *, n_neg: int = 20, k: int | None = None, scale: float = 3.0
 ) -> dict[str, int]:
-    """Count violations of ``-ln NDCG <= ln r+ <= L_CCE <= L_BPR <= L_BCE`` (§1.3, P1-P3).
+    """Count violations of ``-ln NDCG <= ln r+ <= L_CCE <= L_BPR <= L_BCE``
+    (docs/theory.md#loss-chain).
 
     ``trials`` random problems, vectorised: ``s+ = |N(0, scale^2)|`` (so ``s+ >= 0``), ``n_neg``
     negatives ``N(0, scale^2)``. With ``k=None`` the losses use all negatives (P1-P3); with
@@ -344,7 +351,7 @@ def loss_chain_violations(
 
 
 # --------------------------------------------------------------------------------------
-# §1.5: bounded-score global minimum
+# docs/theory.md#bounded-minimum: bounded-score global minimum
 # --------------------------------------------------------------------------------------
 
 
@@ -371,7 +378,9 @@ def _loss_and_grad(x: npt.NDArray[np.float64], loss: str) -> tuple[float, npt.ND
 
 @dataclass(frozen=True)
 class MinimumCheck:
-    """Numerical vs closed-form minimum of one loss on ``[-S, S]^{K+1}`` (§1.5)."""
+    """Numerical vs closed-form minimum of one loss on ``[-S, S]^{K+1}``
+    (docs/theory.md#bounded-minimum).
+    """
 
     loss: str
     bound: float
@@ -403,7 +412,8 @@ class MinimumCheck:
 def check_bounded_minimum(
     bound: float, k: int, *, seed: Seed, starts: int = 5
 ) -> list[MinimumCheck]:
-    """Minimise each loss over ``[-S, S]^{K+1}`` with L-BFGS-B from random starts (§1.5).
+    """Minimise each loss over ``[-S, S]^{K+1}`` with L-BFGS-B from random starts
+    (docs/theory.md#bounded-minimum).
 
     Compares the best value found with :func:`bounds.bounded_minimum` and checks the
     shared minimiser ``s+ = S``, ``s_j = -S`` (DERIVED, paper (a)).
@@ -442,7 +452,7 @@ def check_bounded_minimum(
 
 
 # --------------------------------------------------------------------------------------
-# paper (b): OPAUC vs Top-K correlation (§2.5)
+# paper (b): OPAUC vs Top-K correlation (docs/theory.md#opauc-simulation)
 # --------------------------------------------------------------------------------------
 
 TOPK_METRICS: tuple[str, ...] = ("recall", "precision", "ndcg")
@@ -454,7 +464,7 @@ class OpaucCorrelation:
 
     ``corr[metric]`` has shape [len(ks), N-]: row ``i`` is the correlation of
     ``metric@ks[i]`` with OPAUC(n/N-) for ``n = 1..N-`` (the last column is AUC).
-    DERIVED protocol of THEORY §2.5 (paper (b), Shi et al. WWW 2023).
+    DERIVED protocol of docs/theory.md#opauc-simulation (paper (b), Shi et al. WWW 2023).
     """
 
     n_pos: int
@@ -540,7 +550,8 @@ def opauc_topk_correlation(
     chunk: int = 4096,
     progress: bool = False,
 ) -> OpaucCorrelation:
-    """Correlation of Recall/Precision/NDCG@K with OPAUC(beta) for every ``n_beta`` (§2.5).
+    """Correlation of Recall/Precision/NDCG@K with OPAUC(beta) for every ``n_beta``
+    (docs/theory.md#opauc-simulation).
 
     Draws ``permutations`` uniform orderings of ``n_pos`` positives and ``n_neg`` negatives
     (paper (b), Shi et al. WWW 2023; DERIVED protocol), in chunks of ``chunk``
@@ -630,7 +641,9 @@ class MeanCheck:
 def check_expected_opauc(
     *, n_pos: int = 200, n_neg: int = 800, n_beta: int = 50, permutations: int, seed: Seed
 ) -> MeanCheck:
-    """Mean OPAUC over random permutations vs ``n_beta (n_beta+1) / (2 N- (N- + 1))`` (§2.2)."""
+    """Mean OPAUC over random permutations vs ``n_beta (n_beta+1) / (2 N- (N- + 1))``
+    (docs/theory.md#opauc).
+    """
     rng = _rng(seed)
     if not 1 <= n_beta <= n_neg:
         raise NegrecError(f"n_beta must lie in [1, N-={n_neg}], got {n_beta}")
@@ -651,7 +664,8 @@ def check_expected_opauc(
 def sandwich_violations(
     *, n_pos: int, n_neg: int, k: int, permutations: int, seed: Seed
 ) -> dict[str, int]:
-    """Count violations of ``t^2 <= N+ N- OPAUC(K/N-) <= t (N+ + K - t)`` (§2.4, Theorem 3).
+    """Count violations of ``t^2 <= N+ N- OPAUC(K/N-) <= t (N+ + K - t)`` (docs/theory.md#theorem-3,
+    Theorem 3).
 
     Also counts Recall@K and Precision@K falling outside :func:`bounds.recall_bounds` /
     :func:`bounds.precision_bounds`. Random permutations, vectorised; zeros is a pass.
@@ -675,7 +689,8 @@ def sandwich_violations(
 
 
 def brute_force_sandwich(n_pos: int, n_neg: int, k: int) -> dict[int, tuple[int, int]]:
-    """Min and max of ``N+ N- OPAUC(K/N-)`` for each ``t``, over every placement (§2.4).
+    """Min and max of ``N+ N- OPAUC(K/N-)`` for each ``t``, over every placement
+    (docs/theory.md#theorem-3).
 
     Enumerates all ``C(N+ + N-, N+)`` label vectors (keep it small). Returns
     ``{t: (min, max)}``; Theorem 3 predicts ``(t^2, t (N+ + K - t))``, attained.
