@@ -18,6 +18,8 @@ core loaders module imports it, so they are always available):
 ``foursquare-tsmc``    Foursquare TSMC2014 NYC / TKY TSV (8 fields, time last)
 ``ncf-rating``         NCF ``*.rating`` files: ``user TAB item TAB rating [TAB timestamp]``
 ``sasrec``             SASRec ``data/*.txt``: ``user item`` per line, in time order
+``pairs``              one ``user item [weight]`` pair per line, separated by spaces or
+                       tabs (SELFRec graph splits, MCNS edge lists)
 =====================  ====================================================================
 
 Every reader accepts a gzip-compressed file as well (recognised by its magic bytes), and
@@ -258,6 +260,25 @@ def load_sasrec(path: PathLike) -> pd.DataFrame:
     return _finish(table, path)
 
 
+def load_pairs(path: PathLike) -> pd.DataFrame:
+    """One interaction per line: ``user item [weight]``, separated by spaces or tabs.
+
+    The layout of the pre-split graph datasets of SELFRec (Yu et al.; ``user item rating``,
+    e.g. Douban-Book, MovieLens-1M) and of the MCNS edge lists (Yang et al., KDD 2020;
+    ``user TAB item``, e.g. Alibaba), used by the SimCE paper. Integer ids, taken as they
+    are (preparation re-encodes them, so 0-/1-based ids and MCNS's item ids offset by the
+    number of users all work). A third field, where lines have one, is read as the rating;
+    further fields are ignored.
+    """
+    with _plain_file(path) as (plain, data):
+        first = next((line for line in data.split(b"\n") if line.strip()), b"")
+        rating = 2 if len(first.split()) >= 3 else None
+        table = load_delimited(
+            plain, user=0, item=1, rating=rating, delimiter=None, header=False, int_ids=True
+        )
+    return _finish(table, path)
+
+
 def load_gowalla_checkins(path: PathLike) -> pd.DataFrame:
     """SNAP Gowalla check-ins: ``user TAB time TAB latitude TAB longitude TAB location``.
 
@@ -477,6 +498,7 @@ RAW_FORMATS: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
     ),
     "ncf-rating": (load_ncf_rating, "NCF .rating file: user TAB item TAB rating [TAB time]"),
     "sasrec": (load_sasrec, "SASRec data/*.txt: 'user item' per line, in time order"),
+    "pairs": (load_pairs, "'user item [weight]' per line, spaces or tabs (SELFRec, MCNS)"),
 }
 
 for _name, (_loader, _description) in RAW_FORMATS.items():
@@ -490,6 +512,7 @@ __all__ = [
     "load_foursquare_tsmc",
     "load_gowalla_checkins",
     "load_ncf_rating",
+    "load_pairs",
     "load_sasrec",
     "load_yelp_json",
 ]
