@@ -165,6 +165,9 @@ _RECZOO_TERMS = (
     "RecZoo, which states no licence of its own for the files"
 )
 _SIMCE = "SimCE (Yang et al., arXiv 2406.16170) Table 2"
+_HNS = "the hard-negative-sampling paper (Shi et al., WWW 2023)"
+_HNS_REPO = "swt-user/WWW_2023_code"
+_HNS_COMMIT = "e4928715c3f330e7bf04241aaf9e782f2cf88a15"
 
 
 def _movielens(
@@ -289,8 +292,8 @@ _SPECS: tuple[DatasetSpec, ...] = (
         "LightGCN authors (He et al., SIGIR 2020)",
         size="1,027,370 interactions (810,128 train + 217,242 test); 29,858 users x 40,981 items",
         homepage="https://github.com/kuandeng/LightGCN",
-        notes=f"the split of {_SIMCE} (29.9k / 41.0k / 1027.4k) and of the hard-negative paper "
-        "(Shi et al., WWW 2023)",
+        notes=f"the split of {_SIMCE} (29.9k / 41.0k / 1027.4k); the hard-negative paper's "
+        "code reads its own Gowalla matrix instead (gowalla-hns)",
         sources=tuple(
             Source(_LIGHTGCN + f"gowalla/{part}.txt", f"{part}.txt", sha256=sha, size=size)
             for part, sha, size in (
@@ -316,8 +319,8 @@ _SPECS: tuple[DatasetSpec, ...] = (
         licence="Yelp dataset terms (non-commercial, academic use); split by the LightGCN authors",
         size="1,561,406 interactions (1,237,259 train); 31,668 users x 38,048 items",
         homepage="https://github.com/kuandeng/LightGCN",
-        notes=f"the split of {_SIMCE} (SELFRec's yelp2018 is this split as 'user item 1' "
-        "lines) and of the hard-negative paper (Shi et al., WWW 2023)",
+        notes=f"the split of {_SIMCE} (SELFRec's yelp2018 is this split rewritten as 'user "
+        "item 1' lines by its process.py)",
         sources=tuple(
             Source(_LIGHTGCN + f"yelp2018/{part}.txt", f"{part}.txt") for part in ("train", "test")
         ),
@@ -331,8 +334,8 @@ _SPECS: tuple[DatasetSpec, ...] = (
         licence=_AMAZON_2014_TERMS + "; split by the LightGCN authors",
         size="2,984,108 interactions (2,380,730 train + 603,378 test); 52,643 users x 91,599 items",
         homepage="https://github.com/kuandeng/LightGCN",
-        notes=f"the split of {_SIMCE} (via RecZoo's AmazonBooks_m1, the same files) and of "
-        "the hard-negative paper (Shi et al., WWW 2023)",
+        notes=f"the split of {_SIMCE} (RecZoo's AmazonBooks_m1, which RecZoo lists as "
+        "LightGCN's data, has these counts)",
         sources=tuple(
             Source(_LIGHTGCN + f"amazon-book/{part}.txt", f"{part}.txt")
             for part in ("train", "test")
@@ -518,6 +521,53 @@ _SPECS: tuple[DatasetSpec, ...] = (
         "SimCE names (SELFRec) was found, so there is no direct download: put its "
         "amazon-kindle/train.txt and test.txt in a folder and `negrec data import "
         "amazon-kindle-selfrec FOLDER`",
+    ),
+    # ------------------------------------------ the hard-negative-sampling paper's data
+    DatasetSpec(
+        name="gowalla-hns",
+        title="Gowalla as the hard-negative-sampling code reads it (users x items .mat)",
+        format="matlab",
+        files=("gowalladata.mat",),
+        licence="Gowalla check-ins (Cho, Myers & Leskovec, KDD 2011); the matrix was "
+        "prepared by the AdaSIR / HNS authors, whose repository states no terms for it",
+        size="counts not published by the source (negrec prints them when it prepares the file)",
+        homepage=f"https://github.com/{_HNS_REPO}",
+        sources=(
+            Source(_github(_HNS_REPO, _HNS_COMMIT, "datasets/gowalladata.mat"), "gowalladata.mat"),
+        ),
+        recipe=Recipe(split="random", test_fraction=0.2),
+        notes=f"the Gowalla of {_HNS}: its code loads datasets/gowalladata.mat "
+        "(scipy.io.loadmat(...)['data']) and splits each user's items 80/20 at random at "
+        "run time, as this recipe does; gowalla-lightgcn is the LightGCN split of Gowalla",
+    ),
+    DatasetSpec(
+        name="yelp-hns",
+        title="Yelp as the hard-negative-sampling code reads it (users x items .mat)",
+        format="matlab",
+        files=("yelpdata.mat",),
+        licence="Yelp Dataset Terms of Use (non-commercial, academic use); the matrix's "
+        "preparation and terms are unspecified by source",
+        size="counts not published by the source (negrec prints them when it prepares the file)",
+        homepage=f"https://github.com/{_HNS_REPO}",
+        recipe=Recipe(split="random", test_fraction=0.2),
+        notes=f"the Yelp of {_HNS} (its code's --data yelp reads datasets/yelpdata.mat); "
+        "the repository does not publish that file, so there is no direct download: "
+        "`negrec data import yelp-hns yelpdata.mat` where you have it",
+    ),
+    DatasetSpec(
+        name="amazon-hns",
+        title="Amazon as the hard-negative-sampling code reads it (users x items .mat)",
+        format="matlab",
+        files=("amazonidata.mat",),
+        licence="Amazon review data (McAuley lab): research use only; which category and "
+        "release, and the matrix's terms, are unspecified by source",
+        size="counts not published by the source (negrec prints them when it prepares the file)",
+        homepage=f"https://github.com/{_HNS_REPO}",
+        recipe=Recipe(split="random", test_fraction=0.2),
+        notes=f"the Amazon data of {_HNS} (its code's --data amazoni reads "
+        "datasets/amazonidata.mat); the repository does not publish that file, so there is "
+        "no direct download: `negrec data import amazon-hns amazonidata.mat` where you "
+        "have it",
     ),
     # ------------------------------------------------------------- NCF and SASRec files
     DatasetSpec(
