@@ -293,7 +293,6 @@ def load_matlab(path: PathLike) -> pd.DataFrame:
     """
     import scipy.io
     import scipy.sparse
-    from scipy.io.matlab import MatReadError
 
     data = read_file(path)  # a missing file / folder is reported here, naming it
     expected = "a MATLAB v5 .mat file with a 2-D matrix named 'data' (users x items)"
@@ -301,7 +300,7 @@ def load_matlab(path: PathLike) -> pd.DataFrame:
         variables = scipy.io.loadmat(io.BytesIO(data), variable_names=["data"])
     except NotImplementedError:
         raise DataError(f"is a MATLAB v7.3 (HDF5) file; expected {expected}", path=path) from None
-    except (MatReadError, ValueError, TypeError, OSError, EOFError) as err:
+    except Exception as err:  # scipy's parser fails on damaged bytes in many ways
         reason = " ".join(str(err).split())[:120]
         raise DataError(
             f"cannot read it as MATLAB ({reason}); expected {expected}", path=path
@@ -309,6 +308,12 @@ def load_matlab(path: PathLike) -> pd.DataFrame:
     matrix = variables.get("data")
     if matrix is None or getattr(matrix, "ndim", 0) != 2:
         raise DataError(f"has no 2-D variable 'data'; expected {expected}", path=path)
+    dtype = getattr(matrix, "dtype", None)
+    if dtype is None or dtype.kind not in "biuf":  # not real numbers: text, cells, complex
+        shown = "a cell or struct array" if dtype is None or dtype.kind == "O" else str(dtype)
+        raise DataError(
+            f"matrix 'data' holds {shown}, not real numbers; expected {expected}", path=path
+        )
     coo = scipy.sparse.coo_array(matrix)
     coo.sum_duplicates()  # canonical: sorted by (row, column), one entry per cell
     if coo.nnz == 0:
