@@ -25,7 +25,7 @@ from test_data_fetch import TIMEOUT, Behaviour, Server, server  # noqa: F401 (fi
 from negrec.data.cache import load_prepared, read_meta
 from negrec.data.datasets import REGISTRY, DatasetSpec, Source, get_spec
 from negrec.data.fetch import FetchError, fetch_dataset, import_dataset
-from negrec.data.loaders import FORMATS, load
+from negrec.data.loaders import FORMATS, detect_format, load
 from negrec.errors import DataError
 
 #: paper -> {dataset as the paper names it: registry entry of the split it used}
@@ -167,6 +167,13 @@ def test_matlab_format_reads_sparse_and_dense_data(tmp_path: Path) -> None:
         assert table["item"].tolist() == [1, 3, 2, 0], name
         assert table["rating"].tolist() == [1.0, 1.0, 1.0, 5.0], name
         assert table["line"].tolist() == [1, 2, 3, 4] and table.attrs["path"] == str(path)
+
+
+def test_a_mat_file_is_detected_by_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "gowalladata.mat"
+    path.write_bytes(_mat(_MATRIX))
+    assert detect_format(path) == "matlab"
+    assert len(load(path)) == 4
 
 
 def test_matlab_format_errors_name_the_file(tmp_path: Path) -> None:

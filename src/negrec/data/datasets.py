@@ -352,8 +352,11 @@ _SPECS: tuple[DatasetSpec, ...] = (
         homepage="https://github.com/Coder-Yu/SELFRec",
         sources=tuple(
             Source(
-                "https://raw.githubusercontent.com/Coder-Yu/SELFRec/5b022942/dataset/"
-                f"amazon-beauty/{part}.txt",
+                _github(
+                    _SELFREC,
+                    "5b0229423cb1c727e85a704d63e460368c8b9dde",
+                    f"dataset/amazon-beauty/{part}.txt",
+                ),
                 f"{part}.txt",
                 sha256=sha,
                 size=size,
