@@ -281,7 +281,8 @@ _SPECS: tuple[DatasetSpec, ...] = (
             )
         ),
         recipe=Recipe(split="given", on_unseen="keep"),
-        notes="some test items never occur in train; they stay in the catalogue (on_unseen=keep)",
+        notes="some test items never occur in train; they stay in the catalogue (on_unseen=keep); "
+        "the same 575,281 ratings >= 4 as ml-1m-selfrec, the SELFRec files SimCE's code reads",
     ),
     DatasetSpec(
         name="gowalla-lightgcn",
@@ -426,7 +427,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         ),
         recipe=Recipe(split="given", on_unseen="keep"),
         notes=f"the Douban-Book of {_SIMCE} (SimCE names SELFRec's dataset folder as a "
-        "source); lines 'user item rating' (ratings 4-5); split.py sends each interaction "
+        "source); lines 'user item rating'; split.py sends each interaction "
         "to test with probability 0.2, so test users/items unseen in train are kept",
     ),
     DatasetSpec(
