@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import gzip
+import io
 import json
 import os
 import tempfile
@@ -62,6 +63,7 @@ GZIP_OK = {
     "foursquare-tsmc",
     "ncf-rating",
     "sasrec",
+    "pairs",
 }
 
 # ------------------------------------------------------------------ field strategies
@@ -207,6 +209,7 @@ LINES: dict[str, tuple[Any, Any]] = {
     ),
     "ncf-rating": _row("\t", [_INT_ID, _INT_ID, _RATING, _UNIX]),
     "sasrec": _row(" ", [_INT_ID, _INT_ID]),
+    "pairs": _row(" ", [_INT_ID, _INT_ID, _RATING]),
 }
 HEADERS: dict[str, tuple[Any, Any]] = {
     "recbole": (
@@ -228,6 +231,54 @@ HEADERS: dict[str, tuple[Any, Any]] = {
 
 
 @st.composite
+def _mat_file(draw: st.DrawFn) -> bytes:
+    """A MATLAB v5 file (``matlab`` format): a small matrix under ``data`` (sparse or dense;
+    NaN / infinite / complex / text values, duplicate cells, no entries, a wrong shape or
+    name), then possibly cut off or with a byte flipped."""
+    import scipy.io
+    import scipy.sparse
+
+    rows, cols = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    cells = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, rows - 1),
+                st.integers(0, cols - 1),
+                st.one_of(st.integers(-3, 5).map(float), st.floats(allow_nan=True)),
+            ),
+            max_size=8,
+        )
+    )
+    r, c, v = (list(x) for x in zip(*cells, strict=True)) if cells else ([], [], [])
+    sparse = scipy.sparse.csc_matrix((v, (r, c)), shape=(rows, cols))
+    kind = draw(st.integers(0, 7))
+    value: Any = sparse
+    if kind == 1:
+        value = sparse.toarray()
+    elif kind == 2:
+        value = sparse.toarray() * 1j
+    elif kind == 3:
+        value = np.array(["ab", "cd"])
+    elif kind == 4:
+        value = np.zeros((2, 2, 2))
+    name = "data" if kind != 5 else "matrix"
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {name: value}, do_compression=draw(st.booleans()))
+    data = buffer.getvalue()
+    mutation = draw(st.integers(0, 3))
+    if mutation == 0:
+        data = data[: draw(st.integers(0, len(data)))]
+    elif mutation == 1 and data:
+        k = draw(st.integers(0, len(data) - 1))
+        data = data[:k] + bytes([data[k] ^ draw(st.integers(1, 255))]) + data[k + 1 :]
+    return data
+
+
+#: Binary formats: a strategy for a whole (possibly damaged) file instead of lines.
+BINARY: dict[str, st.SearchStrategy[bytes]] = {"matlab": _mat_file()}
+
+
+@st.composite
 def fuzz_input(draw: st.DrawFn, fmt: str) -> bytes:
     """The bytes of one fuzzed file of format ``fmt``.
 
@@ -238,6 +289,8 @@ def fuzz_input(draw: st.DrawFn, fmt: str) -> bytes:
     """
     if draw(st.integers(0, 19)) == 0:
         return draw(st.binary(max_size=200))
+    if fmt in BINARY:
+        return draw(BINARY[fmt])
     good, bad = LINES[fmt]
     lines = draw(st.lists(good, max_size=12))
     if draw(st.booleans()):
@@ -309,7 +362,8 @@ def check_input(fmt: str, data: bytes, folder: Path) -> str:
     except NegrecError as err:
         _one_line(err, path)
         return "error"
-    check_table(table, data.count(b"\n") + 1 if not data.startswith(b"\x1f\x8b") else 10**9)
+    lines_unknown = fmt in BINARY or data.startswith(b"\x1f\x8b")  # no text lines to count
+    check_table(table, 10**9 if lines_unknown else data.count(b"\n") + 1)
     try:
         events, report = prepare(table)
     except NegrecError as err:
@@ -414,7 +468,7 @@ def test_loader_fuzz_deep(fmt: str, scratch: Path) -> None:
 
 
 def test_every_format_is_fuzzed() -> None:
-    assert set(LINES) == set(FORMATS)
+    assert set(LINES) | set(BINARY) == set(FORMATS) and not set(LINES) & set(BINARY)
 
 
 # ------------------------------------------------------------------------- configs

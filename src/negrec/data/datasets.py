@@ -142,9 +142,32 @@ _AMAZON_2014_TERMS = (
 _AMAZON_2018_TERMS = "research use only (McAuley lab); cite Ni, Li & McAuley, EMNLP 2019"
 _SNAP_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 _AMAZON_2018 = "https://jmcauley.ucsd.edu/data/amazon_v2/categoryFilesSmall/"
-_LIGHTGCN = "https://raw.githubusercontent.com/kuandeng/LightGCN/master/Data/"
-_NCF = "https://raw.githubusercontent.com/hexiangnan/neural_collaborative_filtering/master/Data/"
-_SASREC = "https://raw.githubusercontent.com/kang205/SASRec/master/data/"
+
+
+# GitHub files are pinned to a commit, so a moved branch cannot change what is fetched.
+def _github(repo: str, commit: str, path: str) -> str:
+    """The raw URL of ``path`` in GitHub repository ``repo`` at ``commit``."""
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+_LIGHTGCN = _github("kuandeng/LightGCN", "92c4ce79d46d94b98863b93af6b6cf9617e3e6cf", "Data/")
+_NCF = _github(
+    "hexiangnan/neural_collaborative_filtering", "4aab159e81c44b062c091bdaed0ab54ac632371f", "Data/"
+)
+_SASREC = _github("kang205/SASRec", "d0b823a1b2845ea90b090eaf6d3386810005b83a", "data/")
+_SELFREC = "Coder-Yu/SELFRec"
+_SELFREC_HOME = "https://github.com/Coder-Yu/SELFRec/tree/main/dataset"
+_MCNS = _github("THUDM/MCNS", "5ada847f8492e81d7451cc508f2695ef968c358a", "data/ali/")
+_RECZOO = "https://huggingface.co/datasets/reczoo/"
+_RECZOO_TERMS = (
+    "Amazon review data (McAuley lab, https://cseweb.ucsd.edu/~jmcauley/datasets.html): "
+    "research use only; processed by the BGCF authors (Sun et al., KDD 2020) and hosted by "
+    "RecZoo, which states no licence of its own for the files"
+)
+_SIMCE = "SimCE (Yang et al., arXiv 2406.16170) Table 2"
+_HNS = "the hard-negative-sampling paper (Shi et al., WWW 2023)"
+_HNS_REPO = "swt-user/WWW_2023_code"
+_HNS_COMMIT = "e4928715c3f330e7bf04241aaf9e782f2cf88a15"
 
 
 def _movielens(
@@ -258,7 +281,8 @@ _SPECS: tuple[DatasetSpec, ...] = (
             )
         ),
         recipe=Recipe(split="given", on_unseen="keep"),
-        notes="some test items never occur in train; they stay in the catalogue (on_unseen=keep)",
+        notes="some test items never occur in train; they stay in the catalogue (on_unseen=keep); "
+        "the same 575,281 ratings >= 4 as ml-1m-selfrec, the SELFRec files SimCE's code reads",
     ),
     DatasetSpec(
         name="gowalla-lightgcn",
@@ -269,6 +293,8 @@ _SPECS: tuple[DatasetSpec, ...] = (
         "LightGCN authors (He et al., SIGIR 2020)",
         size="1,027,370 interactions (810,128 train + 217,242 test); 29,858 users x 40,981 items",
         homepage="https://github.com/kuandeng/LightGCN",
+        notes=f"the split of {_SIMCE} (29.9k / 41.0k / 1027.4k); the hard-negative paper's "
+        "code reads its own Gowalla matrix instead (gowalla-hns)",
         sources=tuple(
             Source(_LIGHTGCN + f"gowalla/{part}.txt", f"{part}.txt", sha256=sha, size=size)
             for part, sha, size in (
@@ -292,8 +318,10 @@ _SPECS: tuple[DatasetSpec, ...] = (
         format="lightgcn",
         files=("train.txt", "test.txt"),
         licence="Yelp dataset terms (non-commercial, academic use); split by the LightGCN authors",
-        size="1,561,406 interactions; 31,668 users x 38,048 items",
+        size="1,561,406 interactions (1,237,259 train); 31,668 users x 38,048 items",
         homepage="https://github.com/kuandeng/LightGCN",
+        notes=f"the split of {_SIMCE} (SELFRec's yelp2018 is this split rewritten as 'user "
+        "item 1' lines by its process.py)",
         sources=tuple(
             Source(_LIGHTGCN + f"yelp2018/{part}.txt", f"{part}.txt") for part in ("train", "test")
         ),
@@ -305,8 +333,10 @@ _SPECS: tuple[DatasetSpec, ...] = (
         format="lightgcn",
         files=("train.txt", "test.txt"),
         licence=_AMAZON_2014_TERMS + "; split by the LightGCN authors",
-        size="2,984,108 interactions; 52,643 users x 91,599 items",
+        size="2,984,108 interactions (2,380,730 train + 603,378 test); 52,643 users x 91,599 items",
         homepage="https://github.com/kuandeng/LightGCN",
+        notes=f"the split of {_SIMCE} (RecZoo's AmazonBooks_m1, which RecZoo lists as "
+        "LightGCN's data, has these counts)",
         sources=tuple(
             Source(_LIGHTGCN + f"amazon-book/{part}.txt", f"{part}.txt")
             for part in ("train", "test")
@@ -323,8 +353,11 @@ _SPECS: tuple[DatasetSpec, ...] = (
         homepage="https://github.com/Coder-Yu/SELFRec",
         sources=tuple(
             Source(
-                "https://raw.githubusercontent.com/Coder-Yu/SELFRec/5b022942/dataset/"
-                f"amazon-beauty/{part}.txt",
+                _github(
+                    _SELFREC,
+                    "5b0229423cb1c727e85a704d63e460368c8b9dde",
+                    f"dataset/amazon-beauty/{part}.txt",
+                ),
                 f"{part}.txt",
                 sha256=sha,
                 size=size,
@@ -344,6 +377,201 @@ _SPECS: tuple[DatasetSpec, ...] = (
         ),
         recipe=Recipe(split="given", on_unseen="keep"),
         notes="some test items never occur in train; they stay in the catalogue (on_unseen=keep)",
+    ),
+    # ------------------------------------------- the rest of the SimCE paper's Table 2
+    DatasetSpec(
+        name="ml-1m-selfrec",
+        title="MovieLens 1M, SELFRec split (ratings >= 4, random 80/20 of all interactions)",
+        format="pairs",
+        files=("train.txt", "test.txt"),
+        licence=_MOVIELENS_TERMS + "; split by Coder-Yu/SELFRec (dataset/ml-1M/split.py)",
+        size="575,281 interactions; 6,038 users x 3,533 items (SimCE reports 6.0k / 3.5k / 575.3k)",
+        homepage=_SELFREC_HOME,
+        sources=tuple(
+            Source(
+                _github(
+                    _SELFREC,
+                    "2c4db0b884f82fd2a2fef9c3260b9daa18516d35",
+                    f"dataset/ml-1M/{part}.txt",
+                ),
+                f"{part}.txt",
+            )
+            for part in ("train", "test")
+        ),
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the MovieLens-1M of {_SIMCE}: SimCE's code runs on SELFRec's "
+        "dataset/ml-1M/{train,test}.txt; lines 'user item rating' with MovieLens's own "
+        "1-based ids; split.py keeps ratings >= 4 and sends each one to test with "
+        "probability 0.2, so a few test users/items are unseen in train (kept)",
+    ),
+    DatasetSpec(
+        name="douban-book-selfrec",
+        title="Douban-Book, SELFRec split (random 80/20 of all interactions)",
+        format="pairs",
+        files=("train.txt", "test.txt"),
+        licence="Douban data: terms unspecified by source (SELFRec states none); split by "
+        "Coder-Yu/SELFRec (dataset/douban-book/split.py)",
+        size="SimCE Table 2 figures not available offline; a SELFRec-derived script gives "
+        "12,638 users x 22,222 items and 478,730 train interactions (unconfirmed)",
+        homepage=_SELFREC_HOME,
+        sources=tuple(
+            Source(
+                _github(
+                    _SELFREC,
+                    "e4307c4235aed5ff7b099f0e88b3f80d573c7215",
+                    f"dataset/douban-book/{part}.txt",
+                ),
+                f"{part}.txt",
+            )
+            for part in ("train", "test")
+        ),
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the Douban-Book of {_SIMCE} (SimCE names SELFRec's dataset folder as a "
+        "source); lines 'user item rating'; split.py sends each interaction "
+        "to test with probability 0.2, so test users/items unseen in train are kept",
+    ),
+    DatasetSpec(
+        name="alibaba-mcns",
+        title="Alibaba, MCNS edge-list split (Yang et al., KDD 2020)",
+        format="pairs",
+        files=("train.txt", "test.txt"),
+        licence="unspecified by source (the MCNS repository states no terms for its data); "
+        "prepared by Yang, Ding et al. (MCNS, KDD 2020)",
+        size="907,470 edges (train + valid + test); 106,042 users x 53,591 items (MCNS README)",
+        homepage="https://github.com/THUDM/MCNS",
+        sources=tuple(Source(_MCNS + f"{part}.txt", f"{part}.txt") for part in ("train", "test")),
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the Alibaba of {_SIMCE} (SimCE names the MCNS repository as a source); lines "
+        "'user TAB item', item ids offset by the 106,042 users (re-encoded on preparation); "
+        "MCNS's valid.txt is not used, so train + test hold fewer than the 907,470 edges",
+    ),
+    DatasetSpec(
+        name="amazon-cd-reczoo",
+        title="Amazon-CDs, RecZoo / BGCF split (AmazonCDs_m1)",
+        format="lightgcn",
+        files=("train.txt", "test.txt"),
+        licence=_RECZOO_TERMS,
+        size="777,426 interactions (604,475 train + 172,951 test); 43,169 users x 35,648 items",
+        homepage="https://github.com/reczoo/Datasets/tree/main/Amazon/AmazonCDs_m1",
+        sources=(
+            Source(
+                _RECZOO + "AmazonCDs_m1/resolve/main/train.txt",
+                "train.txt",
+                md5="2df6a35cac4373cf3eef95f75568da0a",
+            ),
+            Source(
+                _RECZOO + "AmazonCDs_m1/resolve/main/test.txt",
+                "test.txt",
+                md5="d29acb66d0fb74bc3bc0791cbbce5cf2",
+            ),
+        ),
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the Amazon-CD of {_SIMCE} (SimCE names RecZoo's SimpleX data as a source); "
+        "adjacency lines 'user item item ...'; the md5 sums are the ones RecZoo publishes "
+        "(reczoo/RecZoo matching/cf/SimpleX/data/Amazon/AmazonCDs_m1/README.md)",
+    ),
+    DatasetSpec(
+        name="amazon-movies-reczoo",
+        title="Amazon-Movies, RecZoo / BGCF split (AmazonMovies_m1)",
+        format="lightgcn",
+        files=("train.txt", "test.txt"),
+        licence=_RECZOO_TERMS,
+        size="1,070,860 interactions (839,444 train + 231,416 test); 44,439 users x 25,047 items",
+        homepage="https://github.com/reczoo/RecZoo/tree/main/matching/cf/SimpleX",
+        sources=(
+            Source(
+                _RECZOO + "AmazonMovies_m1/resolve/main/train.txt",
+                "train.txt",
+                md5="3e9d30eacd30330a9feaa0fdb17760ba",
+            ),
+            Source(
+                _RECZOO + "AmazonMovies_m1/resolve/main/test.txt",
+                "test.txt",
+                md5="c02e5f6579aa51950aa875c462a0204b",
+            ),
+        ),
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the Amazon-Movies of {_SIMCE} (SimCE names RecZoo's SimpleX data as a "
+        "source); adjacency lines 'user item item ...'; the md5 sums are the ones RecZoo "
+        "publishes (matching/cf/SimpleX/data/Amazon/AmazonMovies_m1/README.md)",
+    ),
+    DatasetSpec(
+        name="ifashion-selfrec",
+        title="Alibaba-iFashion, SELFRec split (pre-split 'user item weight' lines)",
+        format="pairs",
+        files=("train.txt", "test.txt"),
+        licence="Alibaba iFashion (POG) data, Chen et al., KDD 2019: terms unspecified by source",
+        size="SimCE Table 2 figures not available offline; a SELFRec-derived script gives "
+        "300,000 users x 81,614 items and 1,255,447 train interactions (unconfirmed)",
+        homepage=_SELFREC_HOME,
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the iFashion of {_SIMCE}; no copy pinned to a commit of the source SimCE "
+        "names (SELFRec) was found, so there is no direct download: put its "
+        "iFashion/train.txt and test.txt in a folder and `negrec data import "
+        "ifashion-selfrec FOLDER`",
+    ),
+    DatasetSpec(
+        name="amazon-kindle-selfrec",
+        title="Amazon-Kindle, SELFRec split (pre-split 'user item weight' lines)",
+        format="pairs",
+        files=("train.txt", "test.txt"),
+        licence="Amazon review data (McAuley lab): research use only; which release is "
+        "unspecified by source",
+        size="SimCE Table 2 figures not available offline; a SELFRec-derived script gives "
+        "138,333 users x 98,572 items and 1,527,913 train interactions (unconfirmed)",
+        homepage=_SELFREC_HOME,
+        recipe=Recipe(split="given", on_unseen="keep"),
+        notes=f"the Amazon-Kindle of {_SIMCE}; no copy pinned to a commit of the source "
+        "SimCE names (SELFRec) was found, so there is no direct download: put its "
+        "amazon-kindle/train.txt and test.txt in a folder and `negrec data import "
+        "amazon-kindle-selfrec FOLDER`",
+    ),
+    # ------------------------------------------ the hard-negative-sampling paper's data
+    DatasetSpec(
+        name="gowalla-hns",
+        title="Gowalla as the hard-negative-sampling code reads it (users x items .mat)",
+        format="matlab",
+        files=("gowalladata.mat",),
+        licence="Gowalla check-ins (Cho, Myers & Leskovec, KDD 2011); the matrix was "
+        "prepared by the AdaSIR / HNS authors, whose repository states no terms for it",
+        size="counts not published by the source (negrec prints them when it prepares the file)",
+        homepage=f"https://github.com/{_HNS_REPO}",
+        sources=(
+            Source(_github(_HNS_REPO, _HNS_COMMIT, "datasets/gowalladata.mat"), "gowalladata.mat"),
+        ),
+        recipe=Recipe(split="random", test_fraction=0.2),
+        notes=f"the Gowalla of {_HNS}: its code loads datasets/gowalladata.mat "
+        "(scipy.io.loadmat(...)['data']) and splits each user's items 80/20 at random at "
+        "run time, as this recipe does; gowalla-lightgcn is the LightGCN split of Gowalla",
+    ),
+    DatasetSpec(
+        name="yelp-hns",
+        title="Yelp as the hard-negative-sampling code reads it (users x items .mat)",
+        format="matlab",
+        files=("yelpdata.mat",),
+        licence="Yelp Dataset Terms of Use (non-commercial, academic use); the matrix's "
+        "preparation and terms are unspecified by source",
+        size="counts not published by the source (negrec prints them when it prepares the file)",
+        homepage=f"https://github.com/{_HNS_REPO}",
+        recipe=Recipe(split="random", test_fraction=0.2),
+        notes=f"the Yelp of {_HNS} (its code's --data yelp reads datasets/yelpdata.mat); "
+        "the repository does not publish that file, so there is no direct download: "
+        "`negrec data import yelp-hns yelpdata.mat` where you have it",
+    ),
+    DatasetSpec(
+        name="amazon-hns",
+        title="Amazon as the hard-negative-sampling code reads it (users x items .mat)",
+        format="matlab",
+        files=("amazonidata.mat",),
+        licence="Amazon review data (McAuley lab): research use only; which category and "
+        "release, and the matrix's terms, are unspecified by source",
+        size="counts not published by the source (negrec prints them when it prepares the file)",
+        homepage=f"https://github.com/{_HNS_REPO}",
+        recipe=Recipe(split="random", test_fraction=0.2),
+        notes=f"the Amazon data of {_HNS} (its code's --data amazoni reads "
+        "datasets/amazonidata.mat); the repository does not publish that file, so there is "
+        "no direct download: `negrec data import amazon-hns amazonidata.mat` where you "
+        "have it",
     ),
     # ------------------------------------------------------------- NCF and SASRec files
     DatasetSpec(
@@ -368,6 +596,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         licence="terms not stated by the NCF repository; original data: Geng et al., ICCV 2015",
         size="1,500,809 interactions; 55,187 users x 9,916 items",
         homepage="https://github.com/hexiangnan/neural_collaborative_filtering",
+        notes=f"the Pinterest of {_SIMCE}, whose code names the NCF repository as its source",
         sources=tuple(
             Source(_NCF + f"pinterest-20.{part}.rating", f"pinterest-20.{part}.rating")
             for part in ("train", "test")

@@ -618,7 +618,8 @@ def register_format(name: str, loader: Callable[..., pd.DataFrame], description:
 def detect_format(path: PathLike) -> str:
     """Guess a file's format from its name, where the name makes it unambiguous.
 
-    ``*.inter`` is RecBole, ``u.data``/``ratings.dat``/``ratings.csv`` are MovieLens. A
+    ``*.inter`` is RecBole, ``*.mat`` a MATLAB matrix (``matlab``),
+    ``u.data``/``ratings.dat``/``ratings.csv`` are MovieLens. A
     ``*.txt`` file is a sequence file when its first non-blank line contains ':' and a
     LightGCN adjacency file otherwise (the two never share a line shape). Anything else
     raises :class:`ConfigError` asking for an explicit format.
@@ -635,6 +636,8 @@ def detect_format(path: PathLike) -> str:
         return by_name[name]
     if name.endswith(".inter"):
         return "recbole"
+    if name.endswith(".mat"):
+        return "matlab"
     if name.endswith(".txt"):
         try:
             with open(path, "rb") as handle:

@@ -18,6 +18,10 @@ core loaders module imports it, so they are always available):
 ``foursquare-tsmc``    Foursquare TSMC2014 NYC / TKY TSV (8 fields, time last)
 ``ncf-rating``         NCF ``*.rating`` files: ``user TAB item TAB rating [TAB timestamp]``
 ``sasrec``             SASRec ``data/*.txt``: ``user item`` per line, in time order
+``pairs``              one ``user item [weight]`` pair per line, separated by spaces or
+                       tabs (SELFRec graph splits, MCNS edge lists)
+``matlab``             a MATLAB ``.mat`` (v5) file whose variable ``data`` is the sparse
+                       users x items matrix (the AdaSIR / hard-negative-sampling code)
 =====================  ====================================================================
 
 Every reader accepts a gzip-compressed file as well (recognised by its magic bytes), and
@@ -258,6 +262,78 @@ def load_sasrec(path: PathLike) -> pd.DataFrame:
     return _finish(table, path)
 
 
+def load_pairs(path: PathLike) -> pd.DataFrame:
+    """One interaction per line: ``user item [weight]``, separated by spaces or tabs.
+
+    The layout of the pre-split graph datasets of SELFRec (Yu et al.; ``user item rating``,
+    e.g. Douban-Book, MovieLens-1M) and of the MCNS edge lists (Yang et al., KDD 2020;
+    ``user TAB item``, e.g. Alibaba), used by the SimCE paper. Integer ids, taken as they
+    are (preparation re-encodes them, so 0-/1-based ids and MCNS's item ids offset by the
+    number of users all work). A third field, where lines have one, is read as the rating;
+    further fields are ignored.
+    """
+    with _plain_file(path) as (plain, data):
+        first = next((line for line in data.split(b"\n") if line.strip()), b"")
+        rating = 2 if len(first.split()) >= 3 else None
+        table = load_delimited(
+            plain, user=0, item=1, rating=rating, delimiter=None, header=False, int_ids=True
+        )
+    return _finish(table, path)
+
+
+def load_matlab(path: PathLike) -> pd.DataFrame:
+    """A MATLAB ``.mat`` file whose variable ``data`` is the users x items matrix.
+
+    The layout of the datasets of the hard-negative-sampling paper's code (Shi et al.,
+    WWW 2023, built on AdaSIR: ``datasets/gowalladata.mat``, read with
+    ``scipy.io.loadmat(file)['data']`` and split 80/20 per user at run time). Every
+    stored entry is an event: row = user, column = item (0-based integer ids), value =
+    rating. A .mat file has no lines, so ``line`` is the entry's 1-based position in the
+    matrix in row-major order. MATLAB v7.3 (HDF5) files are not read.
+    """
+    import scipy.io
+    import scipy.sparse
+
+    data = read_file(path)  # a missing file / folder is reported here, naming it
+    expected = "a MATLAB v5 .mat file with a 2-D matrix named 'data' (users x items)"
+    try:
+        variables = scipy.io.loadmat(io.BytesIO(data), variable_names=["data"])
+    except NotImplementedError:
+        raise DataError(f"is a MATLAB v7.3 (HDF5) file; expected {expected}", path=path) from None
+    except Exception as err:  # scipy's parser fails on damaged bytes in many ways
+        reason = " ".join(str(err).split())[:120]
+        raise DataError(
+            f"cannot read it as MATLAB ({reason}); expected {expected}", path=path
+        ) from None
+    matrix = variables.get("data")
+    if matrix is None or getattr(matrix, "ndim", 0) != 2:
+        raise DataError(f"has no 2-D variable 'data'; expected {expected}", path=path)
+    dtype = getattr(matrix, "dtype", None)
+    if dtype is None or dtype.kind not in "biuf":  # not real numbers: text, cells, complex
+        shown = "a cell or struct array" if dtype is None or dtype.kind == "O" else str(dtype)
+        raise DataError(
+            f"matrix 'data' holds {shown}, not real numbers; expected {expected}", path=path
+        )
+    coo = scipy.sparse.coo_array(matrix)
+    coo.sum_duplicates()  # canonical: sorted by (row, column), one entry per cell
+    if coo.nnz == 0:
+        raise DataError(f"matrix 'data' has no entries; expected {expected}", path=path)
+    values = np.asarray(coo.data, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DataError(
+            f"matrix 'data' holds a value that is not finite; expected {expected}", path=path
+        )
+    table = pd.DataFrame(
+        {
+            "user": np.asarray(coo.row, dtype=np.int64),  # [nnz]
+            "item": np.asarray(coo.col, dtype=np.int64),  # [nnz]
+            "rating": values,  # [nnz]
+            "line": np.arange(1, coo.nnz + 1, dtype=np.int64),
+        }
+    )
+    return _finish(table, path)
+
+
 def load_gowalla_checkins(path: PathLike) -> pd.DataFrame:
     """SNAP Gowalla check-ins: ``user TAB time TAB latitude TAB longitude TAB location``.
 
@@ -477,6 +553,8 @@ RAW_FORMATS: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
     ),
     "ncf-rating": (load_ncf_rating, "NCF .rating file: user TAB item TAB rating [TAB time]"),
     "sasrec": (load_sasrec, "SASRec data/*.txt: 'user item' per line, in time order"),
+    "pairs": (load_pairs, "'user item [weight]' per line, spaces or tabs (SELFRec, MCNS)"),
+    "matlab": (load_matlab, "MATLAB .mat (v5) with a sparse users x items matrix 'data'"),
 }
 
 for _name, (_loader, _description) in RAW_FORMATS.items():
@@ -489,7 +567,9 @@ __all__ = [
     "load_amazon_json",
     "load_foursquare_tsmc",
     "load_gowalla_checkins",
+    "load_matlab",
     "load_ncf_rating",
+    "load_pairs",
     "load_sasrec",
     "load_yelp_json",
 ]
