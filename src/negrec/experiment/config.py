@@ -77,7 +77,7 @@ class ColumnsConfig:
                 f"{prefix}.{role}",
                 "the column of the "
                 + role
-                + " ids is required: a header name (\"user\") or a 0-based position (0)",
+                + ' ids is required: a header name ("user") or a 0-based position (0)',
             )
         seen: dict[str | int, str] = {}
         for role, column in self.mapping().items():
