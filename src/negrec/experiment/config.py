@@ -75,9 +75,8 @@ class ColumnsConfig:
             require(
                 getattr(self, role) is not None,
                 f"{prefix}.{role}",
-                "the column of the "
-                + role
-                + ' ids is required: a header name ("user") or a 0-based position (0)',
+                f'the column of the {role} ids is required: a header name ("{role}") or a '
+                "0-based position",
             )
         seen: dict[str | int, str] = {}
         for role, column in self.mapping().items():
