@@ -20,8 +20,13 @@ from negrec.data.prepare import PrepareReport, prepare
 from negrec.errors import ConfigError, DataError
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (shown as 3, not np.int64(3))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _row_label(frame: pd.DataFrame, position: int) -> str:
-    return f"row {position} (index {frame.index[position]!r})"
+    return f"row {position} (index {_plain(frame.index[position])!r})"
 
 
 def _ids(frame: pd.DataFrame, column: str, role: str) -> np.ndarray:
@@ -65,7 +70,7 @@ def _numbers(frame: pd.DataFrame, column: str, role: str) -> np.ndarray:
     if bad.any():
         position = int(np.argmax(bad))
         raise DataError(
-            f"{_row_label(frame, position)}: {role} {values.iloc[position]!r} in column "
+            f"{_row_label(frame, position)}: {role} {_plain(values.iloc[position])!r} in column "
             f"{column!r} is not a finite number"
         )
     return floats
