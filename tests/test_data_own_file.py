@@ -237,6 +237,14 @@ def test_bad_mapping_in_the_file_names_file_line_and_expectation(csv_file, tsv_f
     assert "only 4 fields" in message and "expected fields separated by tab" in message
 
 
+def test_a_quoted_header_says_quotes_are_read_as_written(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text('"user","item"\n"007","a"\n', encoding="utf-8")
+    config = data_config(path, columns={"user": "user", "item": "item"})
+    with pytest.raises(DataError, match="fields are read as written, quotes included$"):
+        events(config)
+
+
 def test_timestamp_that_is_not_a_number_names_the_line(tmp_path):
     path = tmp_path / "dates.csv"
     path.write_text("user,item,time\n007,a,5\n7,b,2020-01-01\n", encoding="utf-8")

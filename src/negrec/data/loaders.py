@@ -495,8 +495,10 @@ def load_delimited(
             if not lines.nonblank.size:
                 break  # empty file: _read_table reports it
             if column not in names:
+                quoted = f'"{column}"' in names
                 raise DataError(
-                    f"header has no column {column!r} (for {role}); columns are {names}",
+                    f"header has no column {column!r} (for {role}); columns are {names}"
+                    + ("; fields are read as written, quotes included" if quoted else ""),
                     path=path,
                     line=int(lines.nonblank[0]) + 1,
                 )
