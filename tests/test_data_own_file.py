@@ -241,7 +241,7 @@ def test_a_quoted_header_says_quotes_are_read_as_written(tmp_path):
     path = tmp_path / "quoted.csv"
     path.write_text('"user","item"\n"007","a"\n', encoding="utf-8")
     config = data_config(path, columns={"user": "user", "item": "item"})
-    with pytest.raises(DataError, match="fields are read as written, quotes included$"):
+    with pytest.raises(DataError, match=r"fields are read as written, quotes included$"):
         events(config)
 
 
