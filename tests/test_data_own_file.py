@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from negrec.data.cli import delimited_options, parse_columns
 from negrec.data.loaders import load, parse_separator
@@ -23,6 +25,7 @@ from negrec.data.prepare import prepare
 from negrec.errors import ConfigError, DataError, NegrecError
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.data import build_split
+from negrec.experiment.rundir import read_per_user, write_per_user
 
 # user 007 and 7 are two users; "ünï" and the item "ß" are unicode; (7, b) is repeated,
 # the later row (rating 1, time 15) wins
@@ -343,3 +346,33 @@ def test_ids_with_the_same_digits_stay_apart_end_to_end(csv_file):
     data = events(config)
     degrees = dict(zip(data.user_ids.tolist(), np.diff(data.indptr).tolist(), strict=True))
     assert degrees == {"007": 2, "7": 2, "ünï": 2}
+
+
+# ----------------------------------------------------------------------- property: ids
+_ID = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"),  # no blanks or line breaks
+        blacklist_characters=",\u0085\ufeff",
+    ),
+    min_size=1,
+    max_size=6,
+).filter(lambda text: text == text.strip())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_ID, _ID), min_size=1, max_size=12))
+def test_any_ids_come_back_exactly_from_file_to_per_user_table(tmp_path_factory, rows):
+    """Ids written to a CSV are the vocabulary's ids, and test_per_user.csv gives them back
+    as written (zero-padded digits, unicode, 'NA', digits that look like numbers)."""
+    folder = tmp_path_factory.mktemp("ids")
+    path = folder / "events.csv"
+    path.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in rows), encoding="utf-8")
+    config = data_config(path, columns={"user": "user", "item": "item"})
+    data = events(config)
+    as_text = [str(user) for user in data.user_ids.tolist()]
+    assert sorted(as_text) == sorted({u for u, _ in rows})
+    assert sorted(str(i) for i in data.item_ids.tolist()) == sorted({i for _, i in rows})
+    table_path = folder / "test_per_user.csv"
+    users = np.arange(data.n_users)
+    write_per_user(table_path, users, {"auc": np.zeros(data.n_users)}, data.user_ids)
+    assert read_per_user(table_path)["user"].tolist() == as_text
