@@ -9,17 +9,27 @@ the examples small enough to run in a few seconds.
 A block that truly cannot run here (it needs a GPU, a cluster, a download) opts out with
 the HTML comment ``<!-- not-tested -->`` on the line before its opening fence (blank lines
 between are allowed); it is still parsed, as Python, so a syntax error in it fails.
+The ```toml examples are checked too: valid TOML, and run configs load and read their data.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from negrec.experiment.config import ExperimentConfig
+from negrec.experiment.data import build_split
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NOT_TESTED = "<!-- not-tested -->"
@@ -42,6 +52,11 @@ _FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
 
 def python_blocks(markdown: str) -> list[Block]:
     """The ```python (or ```py) blocks of ``markdown``, in order."""
+    return fenced_blocks(markdown, ("python", "py"))
+
+
+def fenced_blocks(markdown: str, languages: tuple[str, ...]) -> list[Block]:
+    """The fenced blocks of ``markdown`` in one of ``languages``, in order."""
     lines = markdown.splitlines()
     blocks: list[Block] = []
     index = 0
@@ -54,7 +69,7 @@ def python_blocks(markdown: str) -> list[Block]:
         end = index + 1
         while end < len(lines) and not lines[end].strip().startswith(fence):
             end += 1
-        if language in ("python", "py"):
+        if language in languages:
             before = [line.strip() for line in lines[:index] if line.strip()]
             tested = not (before and before[-1] == NOT_TESTED)
             blocks.append(Block("\n".join(lines[index + 1 : end]) + "\n", index + 2, tested))
@@ -93,6 +108,25 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
                 f"the README's Python block at line {block.line} failed: "
                 f"{type(err).__name__}: {err}"
             )
+
+
+def test_the_readme_config_examples_load(tmp_path, monkeypatch):
+    """Every ```toml block is valid TOML; one that is a run config (not a grid) loads as
+    one, and one reading a file reads ``ratings.csv`` here."""
+    blocks = fenced_blocks(README.read_text(encoding="utf-8"), ("toml",))
+    write_ratings(tmp_path / "ratings.csv")
+    monkeypatch.chdir(tmp_path)
+    files = 0
+    for block in blocks:
+        raw = tomllib.loads(block.code)
+        if "grid" in raw or not block.tested:
+            continue
+        config = ExperimentConfig.from_dict(raw)
+        if config.data.source == "file":
+            split = build_split(config.data, config.split)
+            assert "007" in split.train.user_ids.tolist()
+            files += 1
+    assert files >= 1, "expected the README's example of reading your own CSV"
 
 
 def test_block_parser_and_the_opt_out_marker():
