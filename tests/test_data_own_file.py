@@ -322,6 +322,13 @@ def test_cli_data_stats_reads_a_delimited_file(csv_file, tsv_file, tmp_path):
                       "--no-header", "--min-rating", "4")  # fmt: skip
     # the latest (7, b) has rating 1, (7, a) rating 2: user 7 is gone
     assert "kept 4 interactions: 2 users x 3 items" in threshold
+    train, test = tmp_path / "train.tsv", tmp_path / "test.tsv"
+    train.write_text("007\ta\n007\tb\n7\ta\nünï\tb\n", encoding="utf-8")
+    test.write_text("007\tc\n7\tb\n", encoding="utf-8")
+    presplit = stats(str(train), "--test", str(test), "--columns", "user=0,item=1", "--sep",
+                     "tab", "--no-header", "--unseen", "drop")  # fmt: skip
+    assert "dropped 1 test rows whose user or item is not in train" in presplit  # item c
+    assert "kept 5 interactions (train 4, test 1): 3 users x 2 items" in presplit
 
 
 @pytest.mark.slow
