@@ -271,6 +271,7 @@ def test_parse_columns_and_separator():
         ("user=0,item", "is not ROLE=COLUMN"),
         ("user=0,item=1,user=2", "user is given twice"),
         ("user=0,product=1", "unknown role 'product'"),
+        ("user=2,item=1,rating=2", "rating and user are both column '2'"),
     ]:
         with pytest.raises(NegrecError, match=words):
             parse_columns(text)

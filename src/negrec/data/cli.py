@@ -2,7 +2,9 @@
 
 ``negrec data stats PATH [--test PATH2]`` loads a file (or a pre-split pair), prepares it
 as training would (threshold, de-duplication, k-core, id encoding) and prints what was
-dropped, the size and density of the matrix and the quantiles of user and item degrees.
+dropped, the size and density of the matrix and the quantiles of user and item degrees;
+any delimited file reads with ``--format delimited --columns user=...,item=...`` (plus
+``--sep`` and ``--no-header``).
 ``negrec data list`` shows the public datasets negrec knows (source, licence, size,
 recipe); ``negrec data fetch NAME`` downloads, verifies, prepares and caches one;
 ``negrec data import NAME PATH`` does the same from files the user already has.
@@ -177,7 +179,11 @@ def parse_columns(text: str) -> dict[str, str | int]:
             raise _option_error("--columns", f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         if role in mapping:
             raise _option_error("--columns", f"{role} is given twice")
-        mapping[role] = int(column) if column.isascii() and column.isdigit() else column
+        value: str | int = int(column) if column.isascii() and column.isdigit() else column
+        twin = next((other for other, used in mapping.items() if used == value), None)
+        if twin is not None:
+            raise _option_error("--columns", f"{role} and {twin} are both column {column!r}")
+        mapping[role] = value
     for role in ("user", "item"):
         if role not in mapping:
             raise _option_error("--columns", f"the {role} column is required (e.g. {role}=0)")
