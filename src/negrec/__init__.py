@@ -3,6 +3,7 @@ of losses and samplers as code you can compute, test and watch during training."
 
 __version__ = "0.1.0"
 
+from negrec.data.frames import from_pandas
 from negrec.data.interactions import Interactions
 from negrec.data.splits import (
     Split,
@@ -47,6 +48,7 @@ __all__ = [
     "cce",
     "evaluate",
     "fit",
+    "from_pandas",
     "hinge",
     "leave_one_out_split",
     "random_split",

@@ -34,6 +34,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ConfigError as err:
                 errors.append(err)
+        for inner in errors:  # a table of the right shape with a bad value inside: say that
+            if inner.key != key:
+                raise inner
         names = " or ".join(_type_name(a) for a in get_args(tp))
         raise ConfigError(key, f"expected {names}, got {type(value).__name__} {value!r}")
     if origin is typing.Literal:

@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -268,12 +269,31 @@ def model_generators(model: torch.nn.Module) -> Iterator[tuple[str, torch.Genera
                     yield f"{module_name}.{attr}.{key}", generator
 
 
-class ProgressBar(Callback):
-    """A tqdm bar over epochs showing the loss and the validation metric."""
+def interactive() -> bool:
+    """Whether a person is watching: stderr is a terminal, or this runs in a Jupyter
+    kernel (whose stderr is no terminal, but shows tqdm's notebook bar)."""
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        pass
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    kernel = get_ipython() if get_ipython is not None else None
+    return kernel is not None and hasattr(kernel, "kernel")
 
-    def __init__(self, metric: str, description: str = "train"):
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs showing the loss and the validation metric.
+
+    ``enabled``: True always shows it, False never; None (the default) shows it when
+    stderr is a terminal (not in CI logs or when output is redirected).
+    """
+
+    def __init__(self, metric: str, description: str = "train", enabled: bool | None = None):
         self.key = f"valid/{metric}"
         self.description = description
+        self.enabled = enabled
         self.bar: Any = None
 
     def on_train_start(self, state: TrainState) -> None:
@@ -282,7 +302,7 @@ class ProgressBar(Callback):
             desc=self.description,
             unit="epoch",
             leave=False,
-            disable=None,  # off when stderr is not a terminal (CI logs)
+            disable=None if self.enabled is None else not self.enabled,
         )
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -397,8 +417,15 @@ def fit(
     contexts: Callable[[torch.Tensor], Any] | None = None,
     resume: dict[str, Any] | None = None,
     world: World = LOCAL,
+    progress: bool | None = None,
 ) -> TrainState:
     """Train ``model`` on ``split.train``; returns the final state with the history.
+
+    ``progress``: a tqdm bar over the epochs (loss, and the validation metric where a
+    callback computes it). None (the default) shows it when someone is watching -- stderr
+    is a terminal, or a Jupyter notebook -- and stays silent otherwise (logs, pipes,
+    tests); True always, False never. A :class:`ProgressBar` among ``callbacks`` replaces
+    it.
 
     ``resume`` is a payload written by the :class:`Checkpoint` callback: training continues
     after its epoch with every generator, optimizer and callback state restored.
@@ -428,6 +455,7 @@ def fit(
     if resume is not None:
         first_epoch = _restore(state, callbacks, resume)
     world.broadcast_parameters(model)  # every rank starts from rank 0's weights
+    callbacks = _with_progress(callbacks, progress, world)
     for callback in callbacks:
         callback.on_train_start(state)
 
@@ -481,6 +509,19 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def _with_progress(
+    callbacks: Sequence[Callback], progress: bool | None, world: World
+) -> Sequence[Callback]:
+    """``callbacks`` plus a progress bar where ``progress`` (None: :func:`interactive`)
+    asks for one, unless they hold one already; in a distributed run rank 0 alone."""
+    show = interactive() if progress is None else progress
+    if not show or world.rank != 0 or any(isinstance(c, ProgressBar) for c in callbacks):
+        return callbacks
+    stopper = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+    metric = "" if stopper is None else stopper.key.removeprefix("valid/")
+    return [*callbacks, ProgressBar(metric, "train", enabled=True)]
 
 
 def scheduled_lr(config: TrainConfig, epoch: int) -> float:

@@ -2,7 +2,9 @@
 
 ``negrec data stats PATH [--test PATH2]`` loads a file (or a pre-split pair), prepares it
 as training would (threshold, de-duplication, k-core, id encoding) and prints what was
-dropped, the size and density of the matrix and the quantiles of user and item degrees.
+dropped, the size and density of the matrix and the quantiles of user and item degrees;
+any delimited file reads with ``--format delimited --columns user=...,item=...`` (plus
+``--sep`` and ``--no-header``).
 ``negrec data list`` shows the public datasets negrec knows (source, licence, size,
 recipe); ``negrec data fetch NAME`` downloads, verifies, prepares and caches one;
 ``negrec data import NAME PATH`` does the same from files the user already has.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +24,7 @@ from negrec.data.cache import cache_root, load_prepared, prepared_names
 from negrec.data.datasets import REGISTRY, DatasetSpec, get_spec
 from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
-from negrec.data.loaders import FORMATS, detect_format, load, load_split
+from negrec.data.loaders import FORMATS, detect_format, load, load_split, parse_separator
 from negrec.data.prepare import PrepareReport, prepare, prepare_split
 from negrec.errors import NegrecError
 
@@ -59,10 +62,31 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     stats.add_argument("path", metavar="PATH", help="the data file (the train file of a split)")
     stats.add_argument(
         "--format",
-        choices=[name for name in FORMATS if name != "delimited"],
+        choices=list(FORMATS),
         default=None,
         help="file format (default: detected from the file name: *.inter, u.data, "
-        "ratings.dat, ratings.csv, *.txt)",
+        "ratings.dat, ratings.csv, *.txt; 'delimited' when --columns is given)",
+    )
+    stats.add_argument(
+        "--columns",
+        metavar="ROLE=COL,...",
+        default=None,
+        help="format 'delimited': which column is user, item and optionally rating and "
+        "timestamp, by header name or 0-based position, e.g. "
+        "user=user_id,item=movie,rating=stars or user=0,item=1 (a value of digits is a "
+        "position)",
+    )
+    stats.add_argument(
+        "--sep",
+        metavar="SEP",
+        default=None,
+        help="format 'delimited': the field separator (default ','; 'tab' or '\\t' for a "
+        "tab, 'whitespace' for runs of blanks)",
+    )
+    stats.add_argument(
+        "--no-header",
+        action="store_true",
+        help="format 'delimited': the file has no header line (columns by position)",
     )
     stats.add_argument(
         "--test",
@@ -131,6 +155,77 @@ def format_stats(
     return "\n".join(lines)
 
 
+ROLES = ("user", "item", "rating", "timestamp")
+
+
+def _option_error(option: str, message: str) -> NegrecError:
+    return NegrecError(f"{option}: {message}")
+
+
+def parse_columns(text: str) -> dict[str, str | int]:
+    """``--columns user=user_id,item=1`` -> {"user": "user_id", "item": 1}.
+
+    A value of ASCII digits is a 0-based position, anything else a header name. Raises
+    :class:`NegrecError` naming ``--columns`` for a malformed or incomplete mapping.
+    """
+    mapping: dict[str, str | int] = {}
+    for part in text.split(","):
+        role, equals, column = (piece.strip() for piece in part.partition("="))
+        if not equals or not role or not column:
+            raise _option_error(
+                "--columns", f"{part.strip()!r} is not ROLE=COLUMN (e.g. user=user_id,item=1)"
+            )
+        if role not in ROLES:
+            raise _option_error("--columns", f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        if role in mapping:
+            raise _option_error("--columns", f"{role} is given twice")
+        value: str | int = int(column) if column.isascii() and column.isdigit() else column
+        twin = next((other for other, used in mapping.items() if used == value), None)
+        if twin is not None:
+            raise _option_error("--columns", f"{role} and {twin} are both column {column!r}")
+        mapping[role] = value
+    for role in ("user", "item"):
+        if role not in mapping:
+            raise _option_error("--columns", f"the {role} column is required (e.g. {role}=0)")
+    return mapping
+
+
+def delimited_options(
+    fmt: str, columns: str | None, sep: str | None, header: bool
+) -> dict[str, Any]:
+    """The loader options ``--columns``, ``--sep`` and ``--no-header`` give (format
+    'delimited' only; elsewhere they are refused)."""
+    if fmt != "delimited":
+        given = [
+            name
+            for name, value in (("--columns", columns), ("--sep", sep), ("--no-header", not header))
+            if value
+        ]
+        if given:
+            raise _option_error(given[0], f"only read with --format delimited, not {fmt!r}")
+        return {}
+    if columns is None:
+        raise _option_error(
+            "--columns",
+            "--format delimited needs the column mapping, e.g. --columns "
+            "user=user,item=item,rating=rating (header names) or user=0,item=1 (positions)",
+        )
+    mapping = parse_columns(columns)
+    if not header:
+        names = [f"{role}={column}" for role, column in mapping.items() if isinstance(column, str)]
+        if names:
+            raise _option_error(
+                "--columns",
+                f"{names[0]} names a column, but --no-header says the file has no header "
+                "line: give 0-based positions",
+            )
+    try:
+        delimiter = parse_separator("," if sep is None else sep)
+    except ValueError as err:
+        raise _option_error("--sep", str(err)) from None
+    return {**mapping, "delimiter": delimiter, "header": header}
+
+
 def stats_command(args: argparse.Namespace) -> int:
     """Handler of ``negrec data stats``: prints the report and the table; returns 0.
 
@@ -138,16 +233,18 @@ def stats_command(args: argparse.Namespace) -> int:
     give the error's exit code (2) rather than a traceback.
     """
     try:
-        fmt = args.format or detect_format(args.path)
+        fmt = args.format or ("delimited" if args.columns is not None else None)
+        fmt = fmt or detect_format(args.path)
+        options = delimited_options(fmt, args.columns, args.sep, not args.no_header)
         test: Interactions | None = None
         if args.test is None:
             data, report = prepare(
-                load(args.path, fmt), min_rating=args.min_rating, k_core=args.k_core
+                load(args.path, fmt, **options), min_rating=args.min_rating, k_core=args.k_core
             )
             source = f"{args.path} ({fmt})"
         else:
             data, test, report = prepare_split(
-                load_split(args.path, args.test, fmt),
+                load_split(args.path, args.test, fmt, **options),
                 min_rating=args.min_rating,
                 k_core=args.k_core,
                 on_unseen=args.unseen,

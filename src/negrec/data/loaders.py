@@ -47,7 +47,7 @@ FORMATS: dict[str, str] = {
     "movielens-100k": "MovieLens u.data: user TAB item TAB rating TAB timestamp",
     "movielens-dat": "MovieLens ratings.dat: user::item::rating::timestamp",
     "movielens-csv": "MovieLens ratings.csv: header userId,movieId,rating,timestamp",
-    "delimited": "any delimited file, with the columns named by load_delimited's arguments",
+    "delimited": "any delimited file, given its separator, header and which column is what",
 }
 
 _MAX_INT_DIGITS = 18  # every id of at most 18 digits fits into int64
@@ -322,7 +322,8 @@ def _read_table(
     used = sorted(set(roles.values()))
     if used[-1] >= n_fields:
         raise DataError(
-            f"column {used[-1] + 1} is needed but lines have only {n_fields} fields; "
+            f"column {used[-1] + 1} (0-based position {used[-1]}) is needed but lines have "
+            f"only {n_fields} fields; "
             f"expected {expected}",
             path=path,
             line=int(data_lines[0]) + 1,
@@ -418,6 +419,30 @@ def _read_table(
 
 _ORDER = ("user", "item", "rating", "timestamp", "line")
 
+#: Names a separator may be given by (in a config or on the command line); None stands
+#: for runs of whitespace.
+SEPARATOR_NAMES: dict[str, str | None] = {
+    "tab": "\t",
+    "\\t": "\t",  # the two characters backslash and t, as typed in a shell
+    "comma": ",",
+    "semicolon": ";",
+    "space": " ",
+    "whitespace": None,
+}
+
+
+def parse_separator(text: str) -> str | None:
+    """The delimiter ``text`` stands for: itself, or a name from :data:`SEPARATOR_NAMES`
+    (``"tab"`` or ``"\\t"`` for a tab, ``"whitespace"`` for runs of blanks -> None).
+    Raises ValueError for an empty separator or one containing a line break."""
+    if text in SEPARATOR_NAMES:
+        return SEPARATOR_NAMES[text]
+    if not text:
+        raise ValueError("the separator must not be empty (for runs of blanks: 'whitespace')")
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"the separator {text!r} contains a line break")
+    return text
+
 
 def load_delimited(
     path: PathLike,
@@ -462,19 +487,25 @@ def load_delimited(
             continue
         if isinstance(column, str):
             if not header:
-                raise ConfigError(role, f"column name {column!r} needs a file with a header")
+                raise ConfigError(
+                    f"columns.{role}",
+                    f"column name {column!r} needs a file with a header line; "
+                    "without one give a 0-based position",
+                )
             if not lines.nonblank.size:
                 break  # empty file: _read_table reports it
             if column not in names:
+                quoted = f'"{column}"' in names
                 raise DataError(
-                    f"header has no column {column!r} (for {role}); columns are {names}",
+                    f"header has no column {column!r} (for {role}); columns are {names}"
+                    + ("; fields are read as written, quotes included" if quoted else ""),
                     path=path,
                     line=int(lines.nonblank[0]) + 1,
                 )
             roles[role] = names.index(column)
         else:
             if column < 0:
-                raise ConfigError(role, f"column position must be >= 0, got {column}")
+                raise ConfigError(f"columns.{role}", f"column position must be >= 0, got {column}")
             roles[role] = column
     description = ", ".join(f"{role} in column {pos + 1}" for role, pos in roles.items())
     return _read_table(
@@ -739,6 +770,7 @@ __all__: Sequence[str] = (
     "load_recbole",
     "load_sequences",
     "load_split",
+    "parse_separator",
     "register_format",
     "source_path",
 )

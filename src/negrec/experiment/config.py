@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from negrec.config_base import from_dict, require, to_dict
+from negrec.data.loaders import parse_separator
 from negrec.errors import ConfigError
 from negrec.evaluation import EvalConfig
 from negrec.losses import LossConfig
@@ -56,6 +57,50 @@ class SyntheticConfig:
 
 
 @dataclass
+class ColumnsConfig:
+    """Which column of a delimited file holds what (``[data.columns]``).
+
+    Each value is a column name from the file's header (a TOML string) or a 0-based
+    position (a TOML integer); ``user`` and ``item`` are required, ``rating`` and
+    ``timestamp`` (a number, e.g. Unix seconds) are read only when given.
+    """
+
+    user: str | int | None = None
+    item: str | int | None = None
+    rating: str | int | None = None
+    timestamp: str | int | None = None
+
+    def validate(self, prefix: str) -> None:
+        for role in ("user", "item"):
+            require(
+                getattr(self, role) is not None,
+                f"{prefix}.{role}",
+                f'the column of the {role} ids is required: a header name ("{role}") or a '
+                "0-based position",
+            )
+        seen: dict[str | int, str] = {}
+        for role, column in self.mapping().items():
+            if isinstance(column, int):
+                require(column >= 0, f"{prefix}.{role}", f"a position must be >= 0, got {column}")
+            else:
+                require(bool(column.strip()), f"{prefix}.{role}", "a column name must not be empty")
+            require(
+                column not in seen,
+                f"{prefix}.{role}",
+                f"column {column!r} is already the {seen.get(column)} column",
+            )
+            seen[column] = role
+
+    def mapping(self) -> dict[str, str | int]:
+        """role -> column, for the roles that are given."""
+        return {
+            role: column
+            for role in ("user", "item", "rating", "timestamp")
+            if (column := getattr(self, role)) is not None
+        }
+
+
+@dataclass
 class DataConfig:
     """Where the interactions come from and how they are prepared."""
 
@@ -71,9 +116,15 @@ class DataConfig:
     # presplit: a test user or item absent from train is an error, dropped, or kept
     # (kept items stay in the catalogue untrained, as the LightGCN/SimCE code does)
     on_unseen: Literal["error", "drop", "keep"] = "error"
+    # format = "delimited" only: the separator ("," default; "\t" or "tab", "whitespace"
+    # for runs of blanks), whether the first line is a header (default true), the columns
+    sep: str | None = None
+    header: bool | None = None
+    columns: ColumnsConfig | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, prefix: str) -> None:
+        self._validate_delimited(prefix)
         if self.source == "file":
             require(self.path is not None, f"{prefix}.path", "source 'file' needs a path")
         if self.source == "cached":
@@ -87,6 +138,49 @@ class DataConfig:
                 )
         if self.k_core is not None:
             require(self.k_core >= 1, f"{prefix}.k_core", "must be >= 1")
+
+    def _validate_delimited(self, prefix: str) -> None:
+        """``sep``, ``header`` and ``columns`` describe a delimited file and nothing else."""
+        if self.format != "delimited":
+            for key in ("sep", "header", "columns"):
+                require(
+                    getattr(self, key) is None,
+                    f"{prefix}.{key}",
+                    f"only read with {prefix}.format = 'delimited'"
+                    + ("" if self.format is None else f", not '{self.format}'"),
+                )
+            return
+        require(
+            self.columns is not None,
+            f"{prefix}.columns",
+            "format 'delimited' needs the column mapping, e.g. "
+            f'{prefix}.columns = {{user = "user", item = "item", rating = "rating"}} '
+            "(header names) or {user = 0, item = 1} (0-based positions)",
+        )
+        if self.sep is not None:
+            try:
+                parse_separator(self.sep)
+            except ValueError as err:
+                raise ConfigError(f"{prefix}.sep", str(err)) from None
+        if self.header is False and self.columns is not None:
+            for role, column in self.columns.mapping().items():
+                require(
+                    isinstance(column, int),
+                    f"{prefix}.columns.{role}",
+                    f"column name {column!r} needs a header line ({prefix}.header = true); "
+                    "without one give a 0-based position",
+                )
+
+    def loader_options(self) -> dict[str, Any]:
+        """Keyword arguments of the format's loader (the column mapping of a delimited
+        file; nothing for the other formats)."""
+        if self.format != "delimited" or self.columns is None:
+            return {}
+        return {
+            **self.columns.mapping(),
+            "delimiter": parse_separator("," if self.sep is None else self.sep),
+            "header": True if self.header is None else self.header,
+        }
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
@@ -302,6 +396,12 @@ class ExperimentConfig:
             "data.format",
             f"{model}: it needs timestamps, and data.format = 'lightgcn' has none",
         )
+        if self.data.format == "delimited" and self.data.columns is not None:
+            require(
+                self.data.columns.timestamp is not None,
+                "data.columns.timestamp",
+                f"{model}: it needs timestamps; name the time column of the file",
+            )
 
     def to_toml_dict(self) -> dict[str, Any]:
         out = {

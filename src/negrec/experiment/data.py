@@ -48,11 +48,12 @@ def build_split(data: DataConfig, split: SplitConfig) -> Split:
                 min_rating=data.min_rating,
                 k_core=data.k_core,
                 on_unseen=data.on_unseen,
+                **data.loader_options(),
             )
             return carve_validation(train, test, split.valid, split.seed)
         assert data.path is not None
         events, _ = prepare(
-            load(data.resolve(data.path), format=data.format),
+            load(data.resolve(data.path), format=data.format, **data.loader_options()),
             min_rating=data.min_rating,
             k_core=data.k_core,
         )

@@ -6,8 +6,9 @@ place only when complete, so a crash or a bad input never leaves a half-written 
 
 Layout: ``config.toml`` (resolved config), ``environment.json`` (versions, device, git
 commit), ``history.csv`` (one row per epoch), ``test_per_user.csv`` (per-user test
-metrics), ``summary.json`` (best epoch, validation and test means), ``best.pt`` (the
-selected weights).
+metrics; ``user`` is the raw id of the data, ``user_index`` the internal one),
+``summary.json`` (best epoch, validation and test means), ``best.pt`` (the selected
+weights).
 """
 
 from __future__ import annotations
@@ -146,9 +147,35 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
 
 
-def write_per_user(path: Path, users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
-    table = pd.DataFrame({"user": users, **per_user})
+def write_per_user(
+    path: Path,
+    users: np.ndarray,
+    per_user: dict[str, np.ndarray],
+    user_ids: np.ndarray | None = None,
+) -> None:
+    """Per-user metrics: ``user`` (the raw id from the data, ``user_ids[users]``; the
+    internal index where no vocabulary is given), ``user_index`` (the internal index
+    0..n-1 the model uses) and one column per metric, one row per user in ``users``."""
+    raw = users if user_ids is None else np.asarray(user_ids)[users]
+    table = pd.DataFrame({"user": raw, "user_index": users, **per_user})
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+def read_per_user(path: Path) -> pd.DataFrame:
+    """A ``test_per_user.csv`` as written by :func:`write_per_user`, ids exact.
+
+    ``user`` is read as text, exactly as written (``"007"`` stays ``"007"``, ``"NA"`` is an
+    id, not a missing value), so tables of runs on the same data join on it. A file of a
+    run made before raw ids were recorded has only ``user``, the internal index: it is
+    kept (as text) and copied to an integer ``user_index``.
+    """
+    table = pd.read_csv(path)
+    if "user" not in table.columns:
+        raise NegrecError(f"{path}: no 'user' column; expected a per-user metrics table")
+    table["user"] = pd.read_csv(path, usecols=["user"], dtype=str, keep_default_na=False)["user"]
+    if "user_index" not in table.columns:  # a run from before raw ids
+        table.insert(1, "user_index", table["user"].astype(np.int64))
+    return table
 
 
 def is_run_dir(path: Path) -> bool:

@@ -234,6 +234,7 @@ def run_experiment(
                 contexts=valid_contexts,
                 resume=resume,
                 world=world,
+                progress=False,  # the bar above, when asked for (not with --quiet)
             )
             train_seconds = time.perf_counter() - start
             test_contexts = contexts_for(parts.model, split, "test")
@@ -248,7 +249,9 @@ def run_experiment(
             return Path(world.share(None))
 
         rundir.write_history(tmp / "history.csv", state.history)
-        rundir.write_per_user(tmp / "test_per_user.csv", test.users, test.per_user)
+        rundir.write_per_user(
+            tmp / "test_per_user.csv", test.users, test.per_user, split.test.user_ids
+        )
         best = next((h for h in state.history if h["epoch"] == stopper.best_epoch), {})
         summary: dict[str, Any] = {
             "name": config.name,
