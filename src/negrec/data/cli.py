@@ -244,6 +244,13 @@ def _add_registry_commands(
         action="store_true",
         help="no progress bar or progress messages (notes about checksums still show)",
     )
+    fetch.add_argument(
+        "--rerecord-checksum",
+        action="store_true",
+        help="for a source with no pinned checksum: ignore the sha256 recorded when it was "
+        "first prepared, download it again and record the new file's sha256 once it "
+        "prepares (when the file changed upstream, or a damaged download was recorded)",
+    )
     _recipe_options(fetch)
     _cache_option(fetch)
     fetch.set_defaults(func=fetch_command)
@@ -338,6 +345,7 @@ def fetch_command(args: argparse.Namespace) -> int:
             on_unseen=args.unseen,
             timeout=args.timeout,
             progress=not args.quiet,
+            rerecord_checksum=args.rerecord_checksum,
             log=_quiet_log if args.quiet else _log,
         )
         train, test, report = load_prepared(args.name, args.cache_dir)

@@ -105,41 +105,49 @@ def recorded_checksums(cache_dir: PathLike | None = None) -> dict[str, dict[str,
 
 
 def _record_checksum(root: Path, url: str, sha256: str) -> None:
+    """Record ``sha256`` as the reference of the unpinned ``url`` (after it prepared)."""
     known = recorded_checksums(root)
     known[url] = {"sha256": sha256, "recorded": time.strftime("%Y-%m-%d", time.gmtime())}
     atomic_write_text(_known_path(root), json.dumps(known, indent=2, sort_keys=True) + "\n")
 
 
-def _verify(source: Source, path: Path, root: Path, log: Log) -> str:
+def _verify(source: Source, path: Path, root: Path, dataset: str, rerecord: bool = False) -> str:
     """Check a complete download against its checksum; returns its sha256.
 
-    A mismatch deletes the file and raises. An unpinned URL has its sha256 recorded
-    (first download) or compared with the recorded one.
+    A mismatch deletes the file and raises. An unpinned URL is compared with the sha256
+    recorded when it was first prepared, unless ``rerecord``; nothing is recorded here
+    (see :func:`fetch_dataset`: only a download that prepares is recorded).
     """
     sha256, md5 = _digests(path)
-    expected, kind = None, ""
+    expected, kind, hint = None, "", ""
     if source.sha256:
         expected, kind, actual = source.sha256.lower(), "sha256", sha256
     elif source.md5:
         expected, kind, actual = source.md5.lower(), "md5", md5
-    else:
+    elif not rerecord:
         recorded = recorded_checksums(root).get(source.url)
         if recorded is not None:
             expected, actual = recorded["sha256"], sha256
             kind = f"sha256 (recorded on first download, {recorded.get('recorded', '?')})"
+            hint = (
+                "; if the file changed upstream on purpose, or the recorded sha256 is wrong, "
+                f"run `negrec data fetch {dataset} --rerecord-checksum` to record it anew"
+            )
     if expected is not None and actual != expected:
         path.unlink(missing_ok=True)
         raise FetchError(
             f"checksum mismatch for {source.url}: expected {kind} {expected}, got {actual}; "
-            "the download was deleted (a corrupted transfer or a changed file upstream)"
-        )
-    if expected is None:
-        _record_checksum(root, source.url, sha256)
-        log(
-            f"note: no pinned checksum for {source.url}; recorded sha256 {sha256} in "
-            f"{_known_path(root)}; later downloads must match it"
+            "the download was deleted (a corrupted transfer or a changed file upstream)" + hint
         )
     return sha256
+
+
+def _established(source: Source, root: Path, rerecord: bool) -> bool:
+    """Whether a verified download of ``source`` is known good: pinned by the registry, or
+    matching the sha256 recorded when it was last prepared (and not being re-recorded)."""
+    if source.sha256 or source.md5:
+        return True
+    return not rerecord and source.url in recorded_checksums(root)
 
 
 # ------------------------------------------------------------------------- downloads
@@ -178,18 +186,21 @@ def download(
     attempts: int = DEFAULT_ATTEMPTS,
     progress: bool = False,
     log: Log = _stderr,
+    dataset: str = "NAME",
+    rerecord: bool = False,
 ) -> str:
     """Download ``source`` to ``dest`` (resuming ``dest.part``), verify it; returns its sha256.
 
     A transfer that ends early is resumed with a ``Range`` request, up to ``attempts``
     tries in all; after that the ``.part`` file stays for the next run. HTTP errors,
-    unreachable hosts and checksum mismatches raise :class:`FetchError`.
+    unreachable hosts and checksum mismatches raise :class:`FetchError` (``dataset``
+    names the dataset in the advice; ``rerecord`` ignores a recorded sha256).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if dest.is_file():  # downloaded before: verify again and reuse
         try:
-            return _verify(source, dest, root, log)
+            return _verify(source, dest, root, dataset, rerecord)
         except FetchError:
             log(f"re-downloading {source.url}: the earlier download no longer verifies")
     complete = False
@@ -252,7 +263,7 @@ def download(
             f"({problem}, {attempts} tries); nothing was cached; run the same command again "
             f"to resume from {part}"
         )
-    sha256 = _verify(source, part, root, log)
+    sha256 = _verify(source, part, root, dataset, rerecord)
     os.replace(part, dest)
     return sha256
 
@@ -491,6 +502,26 @@ def _check_cached_recipe(name: str, root: Path, wanted: Recipe) -> None:
         )
 
 
+def _head(path: Path, n: int = 40) -> str:
+    """The first ``n`` bytes of a file as text, for saying what a download really is."""
+    with open(path, "rb") as handle:
+        return handle.read(n).decode("utf-8", "replace").split("\n")[0].strip()
+
+
+def _not_an_archive(spec: DatasetSpec, paths: Sequence[Path]) -> FetchError | None:
+    """A :class:`FetchError` when a download that should hold ``spec.files`` is a plain
+    file of another name (an HTML error or login page, typically), else None."""
+    wanted = {PurePosixPath(name).name for name in spec.files}
+    for path in paths:
+        plain = path.name[:-3] if path.name.endswith(".gz") else path.name
+        if _kind(path) == "plain" and plain not in wanted:
+            return FetchError(
+                f"the download {path.name} of {spec.name} is not an archive (zip, tar or gzip) "
+                f"and not one of its files: it begins {_head(path)!r} (an error or login page?)"
+            )
+    return None
+
+
 def fetch_dataset(
     spec: DatasetSpec | str,
     *,
@@ -502,19 +533,28 @@ def fetch_dataset(
     timeout: float = DEFAULT_TIMEOUT,
     attempts: int = DEFAULT_ATTEMPTS,
     progress: bool = False,
+    rerecord_checksum: bool = False,
     log: Log = _stderr,
 ) -> Path:
     """Download, verify, unpack, prepare and cache a registered dataset; returns its entry.
 
-    An entry that is already prepared is kept unless ``force``. ``min_rating``,
-    ``k_core`` and ``on_unseen`` override the recipe. Raises :class:`FetchError` for
-    download problems and :class:`DataError` for bad data; neither leaves an entry.
+    An entry that is already prepared is kept unless ``force`` (or ``rerecord_checksum``).
+    ``min_rating``, ``k_core`` and ``on_unseen`` override the recipe. Raises
+    :class:`FetchError` for download problems and :class:`DataError` for bad data;
+    neither leaves an entry.
+
+    The sha256 of a download with no pinned checksum is recorded only once the download
+    has been unpacked and prepared (a file cut short without a sign, e.g. a server that
+    announced no size, fails there and is never taken as the reference); such a download
+    that fails to unpack or prepare is deleted, so the next run downloads it anew.
+    ``rerecord_checksum`` ignores the sha256 recorded for such a URL and records the new
+    download's, once it has prepared.
     """
     spec = get_spec(spec) if isinstance(spec, str) else spec
     root = cache_root(cache_dir)
     final = entry_dir(spec.name, root)
     recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
-    if is_prepared(spec.name, root) and not force:
+    if is_prepared(spec.name, root) and not (force or rerecord_checksum):
         _check_cached_recipe(spec.name, root, recipe)
         log(f"{spec.name} is already prepared in {final} (use --force to prepare it again)")
         return final
@@ -527,29 +567,55 @@ def fetch_dataset(
     downloads = root / "downloads" / spec.name
     hashes: dict[str, str] = {}
     paths = []
+    unproven: list[tuple[Source, Path]] = []  # downloads no checksum vouches for yet
     for source in spec.sources:
         dest = downloads / source.filename
+        if rerecord_checksum and not (source.sha256 or source.md5):
+            dest.unlink(missing_ok=True)  # re-recording: a new download, not the kept one
         if not dest.is_file():
             log(f"downloading {source.url}")
         hashes[source.url] = download(
-            source, dest, root=root, timeout=timeout, attempts=attempts, progress=progress, log=log
+            source,
+            dest,
+            root=root,
+            timeout=timeout,
+            attempts=attempts,
+            progress=progress,
+            log=log,
+            dataset=spec.name,
+            rerecord=rerecord_checksum,
         )
         paths.append(dest)
-    with staging_dir(root, f"unpack-{spec.name}") as work:
-        for path in dict.fromkeys(paths):
-            unpack(path, work, spec.files)
-        files = [_find(work, name) for name in spec.files]
-        missing = [n for n, f in zip(spec.files, files, strict=True) if f is None]
-        if missing:
-            raise FetchError(
-                f"the download of {spec.name} has no {', '.join(missing)}; the registry entry "
-                "may be out of date"
-            )
-        train, test, report, fmt = prepare_files(spec, [f for f in files if f], recipe)
+        if not _established(source, root, rerecord_checksum):
+            unproven.append((source, dest))
+    try:
+        with staging_dir(root, f"unpack-{spec.name}") as work:
+            for path in dict.fromkeys(paths):
+                unpack(path, work, spec.files)
+            files = [_find(work, name) for name in spec.files]
+            missing = [n for n, f in zip(spec.files, files, strict=True) if f is None]
+            if missing:
+                raise _not_an_archive(spec, list(dict.fromkeys(paths))) or FetchError(
+                    f"the download of {spec.name} has no {', '.join(missing)}; the registry "
+                    "entry may be out of date"
+                )
+            train, test, report, fmt = prepare_files(spec, [f for f in files if f], recipe)
+    except (DataError, FetchError) as err:
+        if unproven:  # never reuse (nor later trust) a download that did not prepare
+            for _, dest in unproven:
+                dest.unlink(missing_ok=True)
+            err.args = (f"{err}; the download was deleted: run the same command to fetch it anew",)
+        raise
     source_meta = {"kind": "fetch", "sha256": hashes}
     entry = save_prepared(
         spec.name, train, test, report, _meta(spec, recipe, fmt, source_meta), cache_dir=root
     )
+    for source, _ in unproven:
+        _record_checksum(root, source.url, hashes[source.url])
+        log(
+            f"note: no pinned checksum for {source.url}; recorded sha256 {hashes[source.url]} "
+            f"in {_known_path(root)}; later downloads must match it"
+        )
     return entry
 
 
