@@ -481,7 +481,7 @@ def test_cut_download_does_not_poison_checksum(server: Server, cache: Path) -> N
     spec = spec_for(server, body, sha256=None)
     route = server.routes["/tiny.zip"]
     route.no_length, route.truncate_first = True, 1
-    with pytest.raises(DataError, match="damaged zip archive.*deleted") as excinfo:
+    with pytest.raises(DataError, match=r"damaged zip archive.*deleted") as excinfo:
         fetch(spec, cache)
     assert "\n" not in str(excinfo.value)
     assert recorded_checksums(cache) == {} and not is_prepared("tiny")
