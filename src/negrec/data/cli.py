@@ -257,14 +257,33 @@ def _add_registry_commands(
 
     imp = commands.add_parser(
         "import",
-        help="prepare and cache a public dataset from files you already have",
+        usage="negrec data import [-h] [NAME] PATH [--as NEWNAME] [options]",
+        help="prepare and cache a public dataset (or your own data) from local files",
         description="Prepare a registered dataset from a local copy (the offline path): "
         "PATH is the data file, the folder holding the file(s) (searched recursively; for "
         "a pre-split dataset the folder with both train and test files), or the archive "
-        "as downloaded. Prints what preparation did and the dataset statistics.",
+        "as downloaded. Files that are the dataset's downloads (the archive, or e.g. the "
+        "train.txt / test.txt of a LightGCN split) must match its pinned checksums: "
+        "another dataset's files are refused. Your own data goes in under a name of your "
+        "own with --as NEWNAME: with NAME, in NAME's format and recipe; without NAME, PATH "
+        "is one events file or a folder with one *train* and one *test* file (a pre-split "
+        "pair); --format when the name does not tell it. Use it in a config as "
+        "[data] source = 'cached', name = NEWNAME. Prints what preparation did and the "
+        "dataset statistics.",
     )
-    imp.add_argument("name", metavar="NAME", help="a dataset from `negrec data list`")
+    imp.add_argument("name", metavar="NAME", nargs="?", help="a dataset from `negrec data list`")
     imp.add_argument("path", metavar="PATH", help="data file, folder or downloaded archive")
+    imp.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NEWNAME",
+        default=None,
+        help="cache the data under this name of your own (letters, digits, '.', '_', '-'; "
+        "not a registered name), unverified",
+    )
+    imp.add_argument(
+        "--force", action="store_true", help="replace an entry already prepared under the name"
+    )
     imp.add_argument(
         "--format",
         choices=sorted(name for name in FORMATS if name != "delimited"),
@@ -360,6 +379,7 @@ def fetch_command(args: argparse.Namespace) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     """Handler of ``negrec data import``."""
+    notes: list[str] = []
     try:
         entry, report = import_dataset(
             args.name,
@@ -369,12 +389,17 @@ def import_command(args: argparse.Namespace) -> int:
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
-            log=lambda message: None,
+            force=args.force,
+            as_name=args.as_name,
+            log=notes.append,
         )
-        train, test, report = load_prepared(args.name, args.cache_dir)
+        train, test, report = load_prepared(entry.name, args.cache_dir)
     except NegrecError as err:
         return _report_error("import", err)
-    print(f"{args.name}: prepared from {args.path} in {entry}")
+    for note in notes:
+        if note.startswith("note:"):
+            print(note, file=sys.stderr)
+    print(f"{entry.name}: prepared from {args.path} in {entry}")
     print(report)
     print()
     print(format_stats(train, report, test))

@@ -44,6 +44,7 @@ from negrec.atomic import atomic_write_text
 from negrec.data.cache import (
     PathLike,
     cache_root,
+    check_name,
     entry_dir,
     is_prepared,
     read_meta,
@@ -619,8 +620,108 @@ def fetch_dataset(
     return entry
 
 
+def _pinned(source: Source, root: Path) -> tuple[str, str] | None:
+    """(kind, expected hex digest) a file of ``source`` must have: the registry's sha256 or
+    md5, else the sha256 recorded when it was first prepared; None when none is known."""
+    if source.sha256:
+        return "sha256", source.sha256.lower()
+    if source.md5:
+        return "md5", source.md5.lower()
+    recorded = recorded_checksums(root).get(source.url)
+    return None if recorded is None else ("sha256", recorded["sha256"])
+
+
+def verify_import(spec: DatasetSpec, given: Path, files: Sequence[Path], root: Path) -> list[str]:
+    """Check local files against the checksums of ``spec``'s downloads; returns the names
+    of the files checked (empty when no checksum applies, e.g. a file extracted from the
+    downloaded archive).
+
+    The file or archive ``given`` (else each file found in the folder ``given``) whose name
+    is a download's file name must have that download's pinned (or recorded) checksum:
+    another dataset's files imported under this name would silently stand for it.
+    A mismatch raises :class:`DataError` naming the file and the way to import it anyway
+    under a name of one's own.
+    """
+    by_name = {source.filename: source for source in spec.sources}
+    checked = []
+    for path in [given] if given.is_file() else list(files):
+        source = by_name.get(path.name)
+        pinned = None if source is None else _pinned(source, root)
+        if pinned is None:
+            continue
+        kind, expected = pinned
+        sha256, md5 = _digests(path)
+        actual = sha256 if kind == "sha256" else md5
+        if actual != expected:
+            raise DataError(
+                f"{kind} {actual} is not the {kind} pinned for {spec.name}'s {path.name} "
+                f"({expected}): these are not {spec.name}'s files; to use them anyway, import "
+                f"them under a name of your own: `negrec data import {spec.name} PATH --as "
+                "NEWNAME`",
+                path=path,
+            )
+        checked.append(path.name)
+    return checked
+
+
+def _own_spec(name: str, path: Path, fmt: str | None, template: DatasetSpec | None) -> DatasetSpec:
+    """The registry-like entry of data imported under the user's own ``name``.
+
+    With a registered ``template``: its files, format and recipe under the new name (no
+    download, nothing to verify). Without: ``path`` is one events file (format ``fmt`` or
+    detected from the name), or a folder with one ``*train*`` and one ``*test*`` file (a
+    pre-split pair, evaluated on the given test)."""
+    from negrec.data.datasets import REGISTRY
+
+    check_name(name)
+    if name in REGISTRY:
+        raise DataError(
+            f"{name} is a registered dataset (`negrec data list`): choose another name for "
+            "your own data"
+        )
+    title = f"imported from {path}"
+    if template is not None:
+        return dataclasses.replace(
+            template,
+            name=name,
+            title=f"{template.title}; {title}",
+            notes="",
+            licence="your own data",
+            sources=(),
+        )
+    if path.is_file():
+        files: tuple[str, ...] = (path.name,)
+    elif path.is_dir():
+        pair = []
+        for part in ("train", "test"):
+            hits = sorted(p for p in path.iterdir() if p.is_file() and part in p.name.lower())
+            if len(hits) != 1:
+                shown = ", ".join(p.name for p in hits) or "none"
+                raise DataError(
+                    f"a folder to import needs exactly one file with '{part}' in its name "
+                    f"(found: {shown}); or give the one events file",
+                    path=path,
+                )
+            pair.append(hits[0].name)
+        files = (pair[0], pair[1])
+    else:
+        raise DataError("no such file or folder", path=path)
+    first = path if path.is_file() else path / files[0]
+    split: Any = "given" if len(files) == 2 else "random"
+    return DatasetSpec(
+        name=name,
+        title=title,
+        format=fmt or detect_format(first),
+        files=files,
+        licence="your own data",
+        size="-",
+        homepage="-",
+        recipe=Recipe(split=split),
+    )
+
+
 def import_dataset(
-    spec: DatasetSpec | str,
+    spec: DatasetSpec | str | None,
     path: PathLike,
     *,
     cache_dir: PathLike | None = None,
@@ -629,22 +730,35 @@ def import_dataset(
     k_core: int | None = None,
     on_unseen: str | None = None,
     force: bool = True,
+    as_name: str | None = None,
     log: Log = _stderr,
 ) -> tuple[Path, PrepareReport]:
-    """Prepare a registered dataset from local files and cache it; returns (entry, report).
+    """Prepare a dataset from local files and cache it; returns (entry, report).
 
     ``path`` is the data file, the folder holding the file(s) (searched recursively), or
     the archive as downloaded (zip / tar / gz). ``format`` overrides the format;
     ``min_rating``, ``k_core`` and ``on_unseen`` override the recipe. An existing entry is
     replaced unless ``force`` is false.
+
+    A registered dataset ``spec`` is verified (:func:`verify_import`): files that are not
+    its own are refused. ``as_name`` caches the data under a name of the user's own
+    instead, unverified: with ``spec`` as the template (its files, format and recipe), or
+    with ``spec`` None from one events file or a folder holding a ``*train*`` and a
+    ``*test*`` file (see :func:`_own_spec`).
     """
-    spec = get_spec(spec) if isinstance(spec, str) else spec
+    source = Path(path).expanduser()
     root = cache_root(cache_dir)
+    template = get_spec(spec) if isinstance(spec, str) else spec
+    if as_name is not None:
+        spec = _own_spec(as_name, source, format, template)
+    elif template is None:
+        raise FetchError("give a registered dataset NAME, or --as NEWNAME for your own data")
+    else:
+        spec = template
     final = entry_dir(spec.name, root)
     if is_prepared(spec.name, root) and not force:
         raise FetchError(f"{spec.name} is already prepared in {final}; pass --force to replace it")
     recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
-    source = Path(path).expanduser()
     with staging_dir(root, f"import-{spec.name}") as work:
         if source.is_file() and _kind(source) in ("zip", "tar"):
             unpack(source, work, spec.files)
@@ -652,15 +766,25 @@ def import_dataset(
         else:
             folder = source
         files = locate_files(spec, folder)
+        verified = [] if as_name is not None else verify_import(spec, source, files, root)
         train, test, report, fmt = prepare_files(spec, files, recipe, format)
-    meta = _meta(
-        spec,
-        recipe,
-        fmt,
-        {"kind": "import", "path": str(source.resolve()), "files": [str(f) for f in files]},
-    )
+    origin: dict[str, Any] = {
+        "kind": "import",
+        "path": str(source.resolve()),
+        "files": [str(f) for f in files],
+    }
+    if as_name is None:
+        origin["verified"] = verified
+    elif template is not None:
+        origin["template"] = template.name
+    meta = _meta(spec, recipe, fmt, origin)
     entry = save_prepared(spec.name, train, test, report, meta, cache_dir=root)
     log(f"prepared {spec.name} from {source} into {entry}")
+    if as_name is None and not verified and any(_pinned(s, root) for s in spec.sources):
+        log(
+            f"note: {spec.name} was not verified: its checksums are of the download, not of "
+            "the extracted file(s); import the download as it is to verify it"
+        )
     return entry, report
 
 
@@ -673,4 +797,5 @@ __all__ = [
     "prepare_files",
     "recorded_checksums",
     "unpack",
+    "verify_import",
 ]
