@@ -407,7 +407,7 @@ def test_tar_gz_and_plain_gzip_sources(server: Server, cache: Path) -> None:
     )
     server.routes["/reviews.json.gz"] = Behaviour(gzip.compress(json_lines))
     server.routes["/pair.tar.gz"] = Behaviour(
-        make_tar_gz({"data/train.txt": b"0 1 2\n1 2\n", "data/test.txt": b"0 2\n1 1\n"})
+        make_tar_gz({"data/train.txt": b"0 1 3\n1 2\n", "data/test.txt": b"0 2\n1 1\n"})
     )
     gz_spec = DatasetSpec(
         name="reviews",

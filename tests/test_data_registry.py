@@ -338,8 +338,8 @@ def test_import_does_not_trust_any_folder(cache: Path, tmp_path: Path, capsys) -
 
 def test_import_under_a_name_of_ones_own(cache: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "mine"
-    write(folder, "train.txt", "0 0 1 2\n1 1 2\n2 0 2\n")
-    write(folder, "test.txt", "0 1\n1 0\n2 2\n")
+    write(folder, "train.txt", "0 0 1\n1 1 2\n2 0 2\n")
+    write(folder, "test.txt", "0 2\n1 0\n2 1\n")
     # with a registered dataset as the template (its format and recipe), unverified
     assert main(["data", "import", "gowalla-lightgcn", str(folder), "--as", "my-gowalla"]) == 0
     assert "my-gowalla: prepared from" in capsys.readouterr().out
@@ -347,10 +347,10 @@ def test_import_under_a_name_of_ones_own(cache: Path, tmp_path: Path, capsys) ->
     assert meta["dataset"] == "my-gowalla" and meta["format"] == "lightgcn"
     assert meta["source"]["template"] == "gowalla-lightgcn"
     train, test, _ = load_prepared("my-gowalla")
-    assert (train.nnz, test.nnz) == (7, 3) and not is_prepared("gowalla-lightgcn")
+    assert (train.nnz, test.nnz) == (6, 3) and not is_prepared("gowalla-lightgcn")
     # no template: a folder with one train and one test file, or one events file
     _, report = import_dataset(None, folder, as_name="pair", format="lightgcn", log=print)
-    assert report.parts == {"train": 7, "test": 3} and read_meta("pair")["recipe"]["split"] == (
+    assert report.parts == {"train": 6, "test": 3} and read_meta("pair")["recipe"]["split"] == (
         "given"
     )
     events = write(tmp_path, "events/ratings.dat", "1::1::5::1\n1::2::4::2\n2::1::3::3\n")

@@ -90,6 +90,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         default="error",
         help="with --test: what to do with test users/items absent from train (default: error)",
     )
+    stats.add_argument(
+        "--overlap",
+        choices=("drop", "error", "keep"),
+        default="drop",
+        help="with --test: what to do with test rows that repeat a training (user, item) "
+        "pair, easy hits that inflate every metric (default: drop, and count them)",
+    )
     stats.set_defaults(func=stats_command)
     _add_registry_commands(commands)
 
@@ -151,6 +158,7 @@ def stats_command(args: argparse.Namespace) -> int:
                 min_rating=args.min_rating,
                 k_core=args.k_core,
                 on_unseen=args.unseen,
+                on_overlap=args.overlap,
             )
             source = f"{args.path} + {args.test} ({fmt})"
     except NegrecError as err:
@@ -194,6 +202,13 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override the recipe of a pre-split dataset: what to do with test users/items "
         "absent from train",
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=("drop", "error", "keep"),
+        default=None,
+        help="override the recipe of a pre-split dataset: what to do with test rows that "
+        "repeat a training (user, item) pair (recipe default: drop)",
     )
 
 
@@ -362,6 +377,7 @@ def fetch_command(args: argparse.Namespace) -> int:
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
+            on_overlap=args.overlap,
             timeout=args.timeout,
             progress=not args.quiet,
             rerecord_checksum=args.rerecord_checksum,
@@ -389,6 +405,7 @@ def import_command(args: argparse.Namespace) -> int:
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
+            on_overlap=args.overlap,
             force=args.force,
             as_name=args.as_name,
             log=notes.append,

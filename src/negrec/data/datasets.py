@@ -26,6 +26,7 @@ from negrec.errors import NegrecError
 
 SplitKind = Literal["given", "random", "leave_one_out"]
 OnUnseen = Literal["error", "drop", "keep"]
+OnOverlap = Literal["drop", "error", "keep"]
 
 
 class UnknownDataset(NegrecError):
@@ -60,7 +61,8 @@ class Recipe:
     :func:`negrec.data.prepare.prepare`). ``split`` says how to evaluate: ``"given"``
     (the files are already train / test), ``"random"`` (a random ``test_fraction`` of each
     user's items) or ``"leave_one_out"`` (each user's last item). For ``"given"`` splits
-    ``on_unseen`` says what to do with test users / items absent from train.
+    ``on_unseen`` says what to do with test users / items absent from train, and
+    ``on_overlap`` with test pairs that repeat a training pair.
     """
 
     min_rating: float | None = None
@@ -68,6 +70,7 @@ class Recipe:
     split: SplitKind = "random"
     test_fraction: float = 0.2
     on_unseen: OnUnseen = "error"
+    on_overlap: OnOverlap = "drop"
 
     def describe(self) -> str:
         """One line, e.g. ``rating >= 4, 10-core, random 80/20 per user``."""

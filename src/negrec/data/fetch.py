@@ -467,7 +467,11 @@ def prepare_files(
     if len(files) == 2:
         table = load_split(files[0], files[1], fmt)
         train, test, report = prepare_split(
-            table, min_rating=recipe.min_rating, k_core=recipe.k_core, on_unseen=recipe.on_unseen
+            table,
+            min_rating=recipe.min_rating,
+            k_core=recipe.k_core,
+            on_unseen=recipe.on_unseen,
+            on_overlap=recipe.on_overlap,
         )
         return train, test, report, fmt
     data, report = prepare(load(files[0], fmt), min_rating=recipe.min_rating, k_core=recipe.k_core)
@@ -484,7 +488,7 @@ def _meta(spec: DatasetSpec, recipe: Recipe, fmt: str, source: dict[str, Any]) -
     }
 
 
-PREPARING = ("min_rating", "k_core", "on_unseen")  # recipe fields that change the data
+PREPARING = ("min_rating", "k_core", "on_unseen", "on_overlap")  # fields that change the data
 
 
 def _check_cached_recipe(name: str, root: Path, wanted: Recipe) -> None:
@@ -531,6 +535,7 @@ def fetch_dataset(
     min_rating: float | None = None,
     k_core: int | None = None,
     on_unseen: str | None = None,
+    on_overlap: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     attempts: int = DEFAULT_ATTEMPTS,
     progress: bool = False,
@@ -540,7 +545,7 @@ def fetch_dataset(
     """Download, verify, unpack, prepare and cache a registered dataset; returns its entry.
 
     An entry that is already prepared is kept unless ``force`` (or ``rerecord_checksum``).
-    ``min_rating``, ``k_core`` and ``on_unseen`` override the recipe. Raises
+    ``min_rating``, ``k_core``, ``on_unseen`` and ``on_overlap`` override the recipe. Raises
     :class:`FetchError` for download problems and :class:`DataError` for bad data;
     neither leaves an entry.
 
@@ -554,7 +559,8 @@ def fetch_dataset(
     spec = get_spec(spec) if isinstance(spec, str) else spec
     root = cache_root(cache_dir)
     final = entry_dir(spec.name, root)
-    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
+    changes = {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen}
+    recipe = _recipe(spec, {**changes, "on_overlap": on_overlap})
     if is_prepared(spec.name, root) and not (force or rerecord_checksum):
         _check_cached_recipe(spec.name, root, recipe)
         log(f"{spec.name} is already prepared in {final} (use --force to prepare it again)")
@@ -729,6 +735,7 @@ def import_dataset(
     min_rating: float | None = None,
     k_core: int | None = None,
     on_unseen: str | None = None,
+    on_overlap: str | None = None,
     force: bool = True,
     as_name: str | None = None,
     log: Log = _stderr,
@@ -737,8 +744,8 @@ def import_dataset(
 
     ``path`` is the data file, the folder holding the file(s) (searched recursively), or
     the archive as downloaded (zip / tar / gz). ``format`` overrides the format;
-    ``min_rating``, ``k_core`` and ``on_unseen`` override the recipe. An existing entry is
-    replaced unless ``force`` is false.
+    ``min_rating``, ``k_core``, ``on_unseen`` and ``on_overlap`` override the recipe. An
+    existing entry is replaced unless ``force`` is false.
 
     A registered dataset ``spec`` is verified (:func:`verify_import`): files that are not
     its own are refused. ``as_name`` caches the data under a name of the user's own
@@ -758,7 +765,8 @@ def import_dataset(
     final = entry_dir(spec.name, root)
     if is_prepared(spec.name, root) and not force:
         raise FetchError(f"{spec.name} is already prepared in {final}; pass --force to replace it")
-    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
+    changes = {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen}
+    recipe = _recipe(spec, {**changes, "on_overlap": on_overlap})
     with staging_dir(root, f"import-{spec.name}") as work:
         if source.is_file() and _kind(source) in ("zip", "tar"):
             unpack(source, work, spec.files)
