@@ -3,11 +3,13 @@
 :func:`fetch_dataset` is ``negrec data fetch NAME``: each of the dataset's sources is
 downloaded over HTTP(S) into ``<cache>/downloads/NAME/`` (a partial download is kept as
 ``FILE.part`` and resumed with an HTTP ``Range`` request, on the next try or the next
-run), verified (pinned sha256, the publisher's md5, or the sha256 recorded on the first
-download -- see :mod:`negrec.data.datasets`), unpacked (zip, tar, gzip), loaded with the
+run), verified (pinned sha256, the publisher's md5, or the sha256 recorded when it first
+prepared -- see :mod:`negrec.data.datasets`), unpacked (zip, tar, gzip), loaded with the
 dataset's format, prepared with its recipe and stored in the cache
 (:mod:`negrec.data.cache`). :func:`import_dataset` is ``negrec data import NAME PATH``:
-the same from a file, archive or folder the user already has (the offline path).
+the same from a file, archive or folder the user already has (the offline path), checked
+against the dataset's pinned checksums (:func:`verify_import`), or under a name of the
+user's own (``as_name``).
 
 Failures raise :class:`FetchError` with one line that says what happened and what to do;
 a failed download or preparation never leaves a cache entry behind (entries are written
