@@ -363,6 +363,10 @@ def test_import_under_a_name_of_ones_own(cache: Path, tmp_path: Path, capsys) ->
     assert "--force" in capsys.readouterr().err
     assert main(["data", "import", str(events)]) == 2  # one path and no --as: NAME missing
     assert "NAME" in capsys.readouterr().err
+    assert main(["data", "list"]) == 0
+    assert "your own datasets (negrec data import --as): events, my-gowalla, pair" in (
+        capsys.readouterr().out
+    )
 
 
 # ------------------------------------------------------------------------ real data

@@ -363,6 +363,9 @@ def list_command(args: argparse.Namespace) -> int:
             print(f"{spec.name:<{width}} {mark} {spec.title}")
         return 0
     print("\n\n".join(describe_dataset(spec, spec.name in cached) for spec in specs))
+    own = sorted(cached - set(REGISTRY))
+    if own and not args.names:  # imported with --as NEWNAME
+        print(f"\nyour own datasets (negrec data import --as): {', '.join(own)}")
     print(f"\ncache: {cache_root(args.cache_dir)}")
     return 0
 
