@@ -336,6 +336,18 @@ def test_import_does_not_trust_any_folder(cache: Path, tmp_path: Path, capsys) -
     assert not prepared_names()
 
 
+def test_an_unverifiable_import_with_another_row_count_is_flagged(
+    cache: Path, tmp_path: Path, capsys
+) -> None:
+    """An extracted events file has no checksum of its own (the registry pins the
+    archive's): its row count is compared with the registry's instead."""
+    ratings = write(tmp_path, "ml/ratings.dat", "1::1::5::1\n1::2::4::2\n2::1::3::3\n")
+    assert main(["data", "import", "ml-1m", str(ratings.parent)]) == 0
+    err = capsys.readouterr().err
+    assert "note: read 3 rows, but ml-1m has 1,000,209" in err and "--as NEWNAME" in err
+    assert read_meta("ml-1m")["source"]["verified"] == []
+
+
 def test_import_under_a_name_of_ones_own(cache: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "mine"
     write(folder, "train.txt", "0 0 1\n1 1 2\n2 0 2\n")

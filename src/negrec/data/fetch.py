@@ -783,19 +783,40 @@ def import_dataset(
         "path": str(source.resolve()),
         "files": [str(f) for f in files],
     }
+    expected = expected_rows(spec) if as_name is None and not verified else None
     if as_name is None:
-        origin["verified"] = verified
+        origin["verified"] = verified  # the files checked by checksum
+        if expected is not None:
+            origin["rows_expected"] = expected  # else by the registry's row count
     elif template is not None:
         origin["template"] = template.name
     meta = _meta(spec, recipe, fmt, origin)
     entry = save_prepared(spec.name, train, test, report, meta, cache_dir=root)
     log(f"prepared {spec.name} from {source} into {entry}")
-    if as_name is None and not verified and any(_pinned(s, root) for s in spec.sources):
-        log(
-            f"note: {spec.name} was not verified: its checksums are of the download, not of "
-            "the extracted file(s); import the download as it is to verify it"
-        )
+    if as_name is None and not verified:
+        if expected is not None and expected != report.rows_read:
+            log(
+                f"note: read {report.rows_read:,} rows, but {spec.name} has {expected:,} "
+                f"({spec.size}); if these are not its files, import them under a name of "
+                f"your own: `negrec data import {spec.name} PATH --as NEWNAME --force`"
+            )
+        elif expected is None and any(_pinned(s, root) for s in spec.sources):
+            log(
+                f"note: {spec.name} was not verified by checksum: its checksums are of the "
+                "download, not of the extracted file(s); import the download as it is to "
+                "verify it"
+            )
     return entry, report
+
+
+_EXACT_ROWS = re.compile(r"^([\d,]+) (?:ratings|interactions|reviews|check-ins|actions)\b")
+
+
+def expected_rows(spec: DatasetSpec) -> int | None:
+    """The number of rows of the dataset's raw file(s) where its ``size`` states it exactly
+    (``"1,000,209 ratings; ..."``), else None (``"about ..."``)."""
+    match = _EXACT_ROWS.match(spec.size)
+    return None if match is None else int(match.group(1).replace(",", ""))
 
 
 __all__ = [
