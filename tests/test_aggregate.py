@@ -191,8 +191,8 @@ def test_report_command_prints_the_aggregate(runs_dir, capsys):
     assert "| run |" in out  # the per-run table is still there
     assert "aggregated over seeds" in out and "`loss=cce`" in out
     assert "p = 0.0131" in out
-    folder = runs_dir.parent  # beside the plot
-    assert (folder / "report.md").is_file() and (folder / "report.tex").is_file()
+    folder, stem = runs_dir.parent, runs_dir.name  # beside the plot, named after the runs
+    assert (folder / f"{stem}-report.md").is_file() and (folder / f"{stem}-report.tex").is_file()
     assert json.loads((runs_dir / "loss=cce,seed=0" / "summary.json").read_text())["seed"] == 0
 
 

@@ -82,7 +82,11 @@ def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
 BAD = {  # case -> (config text, extra arguments, what the one-line error must name)
     "unknown-key": (CONFIG.replace("[model]\n", "[model]\nwidth = 3\n"), [], "'model.width'"),
     "wrong-type": (CONFIG, ["--set", "train.epochs=ten"], "'train.epochs'"),
-    "malformed-toml": (CONFIG.replace("dim = 8", "dim = = 8"), [], "line 9"),
+    "malformed-toml": (
+        CONFIG.replace("dim = 8", "dim = = 8"),
+        [],
+        "malformed-toml.toml:9: invalid TOML",
+    ),
 }
 
 
@@ -155,8 +159,8 @@ def test_report_prints_the_table_and_writes_the_png(cli):
     report = results["report"]
     assert report.returncode == 0, report.stderr
     assert "| tiny |" in report.stdout and "| run |" in report.stdout
-    plot = root / "runs" / "valid-ndcg@10.png"  # beside the run, named after the metric
-    assert f"plot: {Path('runs') / 'valid-ndcg@10.png'}" in report.stdout
+    plot = root / "runs" / "tiny-valid-ndcg@10.png"  # beside the run, named after it and the metric
+    assert f"plot: {Path('runs') / 'tiny-valid-ndcg@10.png'}" in report.stdout
     assert plot.read_bytes().startswith(PNG_MAGIC)
 
 

@@ -197,8 +197,7 @@ def test_malformed_toml_names_the_file_and_line(tmp_path: Path):
     path.write_text('name = "x"\n[train]\nepochs = = 3\n')
     with pytest.raises(ConfigError) as info:
         read_toml(path)
-    assert "bad.toml" in str(info.value)
-    assert "line 3" in str(info.value)
+    assert str(info.value).startswith(f"{path}:3: invalid TOML")
 
 
 def test_missing_config_file_is_a_config_error(tmp_path: Path):

@@ -47,6 +47,7 @@ class Behaviour:
     truncate_first: int = 0  # this many responses send only half the body, then hang up
     honour_range: bool = True
     chunked: bool = False  # HTTP/1.1 chunked body: no Content-Length, so no size known
+    no_length: bool = False  # HTTP/1.0 without Content-Length: the body ends when it closes
     served: int = 0
 
 
@@ -104,7 +105,8 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.send_header("Content-Length", str(len(payload)))
+            if not route.no_length:
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if route.served <= route.truncate_first:
                 self.wfile.write(payload[: len(payload) // 2])
@@ -405,7 +407,7 @@ def test_tar_gz_and_plain_gzip_sources(server: Server, cache: Path) -> None:
     )
     server.routes["/reviews.json.gz"] = Behaviour(gzip.compress(json_lines))
     server.routes["/pair.tar.gz"] = Behaviour(
-        make_tar_gz({"data/train.txt": b"0 1 2\n1 2\n", "data/test.txt": b"0 2\n1 1\n"})
+        make_tar_gz({"data/train.txt": b"0 1 3\n1 2\n", "data/test.txt": b"0 2\n1 1\n"})
     )
     gz_spec = DatasetSpec(
         name="reviews",
@@ -468,3 +470,51 @@ def test_cli_fetch_success_and_one_line_failure(
     assert "HTTP 500" in err
     assert main(["data", "fetch", "yelp"]) == 2
     assert "no direct download" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- defects (issue 21)
+def test_cut_download_does_not_poison_checksum(server: Server, cache: Path) -> None:
+    """Regression: an unpinned file served without Content-Length and closed halfway
+    looked complete; its sha256 was recorded as the reference, the half archive stayed in
+    downloads/ and was reused, and the whole file was refused afterwards."""
+    body = make_zip({"tiny/ratings.dat": RATINGS})
+    spec = spec_for(server, body, sha256=None)
+    route = server.routes["/tiny.zip"]
+    route.no_length, route.truncate_first = True, 1
+    with pytest.raises(DataError, match=r"damaged zip archive.*deleted") as excinfo:
+        fetch(spec, cache)
+    assert "\n" not in str(excinfo.value)
+    assert recorded_checksums(cache) == {} and not is_prepared("tiny")
+    assert not [p for p in (cache / "downloads").rglob("*") if p.is_file()]  # not reused
+    fetch(spec, cache)  # the next answer is whole: prepared, and only now recorded
+    assert recorded_checksums(cache)[spec.sources[0].url]["sha256"] == sha(body)
+    assert load_prepared("tiny")[2].rows_read == 48
+
+
+def test_a_recorded_checksum_mismatch_names_how_to_record_it_anew(
+    server: Server, cache: Path
+) -> None:
+    """Regression: once a wrong sha256 was recorded, the right file was refused with no
+    way out named in the message."""
+    body = make_zip({"tiny/ratings.dat": RATINGS})
+    spec = spec_for(server, body, sha256=None)
+    url = spec.sources[0].url
+    cache.mkdir(parents=True)
+    (cache / "checksums.json").write_text(
+        json.dumps({url: {"sha256": "0" * 64, "recorded": "2020-01-01"}})
+    )
+    with pytest.raises(FetchError, match=r"recorded on first download.*--rerecord-checksum"):
+        fetch(spec, cache)
+    assert not is_prepared("tiny")
+    fetch(spec, cache, rerecord_checksum=True)
+    assert recorded_checksums(cache)[url]["sha256"] == sha(body) and is_prepared("tiny")
+
+
+def test_a_download_that_is_not_an_archive_is_reported_as_such(server: Server, cache: Path) -> None:
+    """Regression: an HTML page served in place of a zip was reported as a zip lacking
+    the data file ("has no tiny/ratings.dat"), not as what it is."""
+    spec = spec_for(server, b"<!DOCTYPE html><html><body>Sign in</body></html>\n", sha256=None)
+    with pytest.raises(FetchError, match=r"tiny\.zip of tiny is not an archive.*<!DOCTYPE html>"):
+        fetch(spec, cache)
+    assert not is_prepared("tiny") and leftovers(cache) == []
+    assert not [p for p in (cache / "downloads").rglob("*") if p.is_file()]

@@ -263,6 +263,47 @@ def test_wrong_table_kind_and_nothing_left():
         prepare(table(user=[1, 2], item=[1, 2]), k_core=2)
 
 
+def test_train_test_overlap_is_not_silent():
+    """Regression: test pairs that repeat a training pair (8,743 in a public split) loaded
+    without a word; the evaluator reads a target's score before masking training items,
+    so each is an easy hit that inflates every metric."""
+    frame = split_table([(1, 1), (1, 2), (2, 2), (2, 3)], [(1, 2), (1, 3), (2, 2), (2, 1)])
+    train, test, report = prepare_split(frame)  # default: drop, and say how many
+    assert raw_pairs(test) == [(1, 3), (2, 1)] and train.nnz == 4
+    assert (report.dropped_overlap, report.overlap_kept) == (2, 0)
+    assert "dropped 2 test rows that repeat a training (user, item) pair" in str(report)
+    assert report.parts == {"train": 4, "test": 2}
+    with pytest.raises(DataError) as excinfo:
+        prepare_split(frame, on_overlap="error")
+    assert excinfo.value.path == "te.txt" and excinfo.value.line == 1
+    message = str(excinfo.value)
+    assert "(user 1, item 2) is also in train" in message and "2 test rows" in message
+    assert "on_overlap" in message and "\n" not in message
+    _, test, report = prepare_split(frame, on_overlap="keep")
+    assert test.nnz == 4 and (report.dropped_overlap, report.overlap_kept) == (0, 2)
+    assert "kept 2 test rows that repeat a training (user, item) pair" in str(report)
+    with pytest.raises(ConfigError, match="on_overlap"):
+        prepare_split(frame, on_overlap="ignore")  # type: ignore[arg-type]
+
+
+def test_overlap_counts_positives_only_and_reaches_data_stats(tmp_path: Path, capsys):
+    """A training pair below the rating threshold is no training positive: its test
+    copy is no overlap. ``data stats`` reports the count and takes --overlap."""
+    train = tmp_path / "train.inter"
+    train.write_text(
+        "user_id:token\titem_id:token\trating:float\n1\t1\t5\n1\t2\t1\n2\t1\t5\n2\t2\t5\n"
+    )
+    test = tmp_path / "test.inter"
+    test.write_text("user_id:token\titem_id:token\trating:float\n1\t1\t5\n1\t2\t5\n")
+    argv = ["data", "stats", str(train), "--test", str(test), "--min-rating", "4"]
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert "dropped 1 test rows that repeat a training (user, item) pair" in out
+    assert "(train 3, test 1)" in out
+    assert run([*argv, "--overlap", "error"]) == 2
+    assert "test.inter:2: test pair (user 1, item 1) is also in train" in capsys.readouterr().err
+
+
 def test_report_reads_well():
     report = PrepareReport(
         rows_read=1000,
@@ -322,6 +363,7 @@ def test_stats_on_a_split_with_filters(tmp_path: Path, capsys):
     test = tmp_path / "test.inter"
     test.write_text("user_id:token\titem_id:token\trating:float\n1\t1\t5\n3\t2\t5\n")
     argv = ["data", "stats", str(train), "--test", str(test), "--min-rating", "4"]
+    argv += ["--overlap", "keep"]  # test pair (1, 1) repeats a training pair: kept here
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert "test.inter:3: test user 3" in err and "--unseen drop" in err

@@ -8,11 +8,13 @@ the statistics its README states.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import re
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -261,7 +263,9 @@ def test_cache_errors_are_one_line(cache: Path) -> None:
 
 
 # -------------------------------------------------------------------------- import
-def test_import_from_archive_folder_and_file(cache: Path, tmp_path: Path) -> None:
+def test_import_from_archive_folder_and_file(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ratings = "".join(
         f"{u}::{i}::{1 + (u * i) % 5}::{u * 100 + i}\n" for u in range(1, 5) for i in range(1, 6)
     )
@@ -270,6 +274,9 @@ def test_import_from_archive_folder_and_file(cache: Path, tmp_path: Path) -> Non
         archive.writestr("ml-1m/ratings.dat", ratings)
         archive.writestr("ml-1m/movies.dat", "1::x::y\n")
     zipped = write(tmp_path, "downloads/ml-1m.zip", buffer.getvalue())
+    spec = get_spec("ml-1m")  # pinned to this test's zip, so that the import verifies it
+    source = replace(spec.sources[0], md5=hashlib.md5(buffer.getvalue()).hexdigest())
+    monkeypatch.setitem(REGISTRY, "ml-1m", replace(spec, sources=(source,)))
     entry, report = import_dataset("ml-1m", zipped, log=lambda m: None)
     assert entry == cache / "ml-1m" and report.min_rating == 4.0
     expected = sum(1 + (u * i) % 5 >= 4 for u in range(1, 5) for i in range(1, 6))
@@ -304,13 +311,74 @@ def test_cli_import_prints_stats_and_errors_in_one_line(
     folder = tmp_path / "gowalla"
     write(folder, "train.txt", "0 0 1 2\n1 1 2\n2 0 2\n")
     write(folder, "test.txt", "0 3\n1 0\n2 1\n")
-    assert main(["data", "import", "gowalla-lightgcn", str(folder), "--unseen", "keep"]) == 0
+    command = ["data", "import", "--as", "my-pair", "--format", "lightgcn", str(folder)]
+    assert main([*command, "--unseen", "keep"]) == 0
     out = capsys.readouterr().out
     assert "users         3" in out and "items         4" in out and "train 7, test 3" in out
-    assert main(["data", "import", "gowalla-lightgcn", str(folder)]) == 2
+    assert main([*command, "--force"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "test.txt:1: test item 3" in err
     assert main(["data", "import", "sasrec-nope", str(folder)]) == 2
+
+
+def test_import_does_not_trust_any_folder(cache: Path, tmp_path: Path, capsys) -> None:
+    """Regression: `negrec data import gowalla-lightgcn DIR` cached whatever train/test
+    files DIR held under that name, although the registry pins their sha256."""
+    folder = tmp_path / "other"
+    write(folder, "train.txt", "0 0 1 2\n1 1 2\n2 0 2\n")
+    write(folder, "test.txt", "0 1\n1 0\n2 2\n")
+    with pytest.raises(DataError, match=r"train\.txt: sha256 \w+ is not the sha256 pinned") as err:
+        import_dataset("gowalla-lightgcn", folder, log=lambda m: None)
+    assert "--as NEWNAME" in str(err.value) and "\n" not in str(err.value)
+    assert not is_prepared("gowalla-lightgcn")
+    assert main(["data", "import", "gowalla-lightgcn", str(folder)]) == 2
+    assert "not the sha256 pinned" in capsys.readouterr().err
+    assert not prepared_names()
+
+
+def test_an_unverifiable_import_with_another_row_count_is_flagged(
+    cache: Path, tmp_path: Path, capsys
+) -> None:
+    """An extracted events file has no checksum of its own (the registry pins the
+    archive's): its row count is compared with the registry's instead."""
+    ratings = write(tmp_path, "ml/ratings.dat", "1::1::5::1\n1::2::4::2\n2::1::3::3\n")
+    assert main(["data", "import", "ml-1m", str(ratings.parent)]) == 0
+    err = capsys.readouterr().err
+    assert "note: read 3 rows, but ml-1m has 1,000,209" in err and "--as NEWNAME" in err
+    assert read_meta("ml-1m")["source"]["verified"] == []
+
+
+def test_import_under_a_name_of_ones_own(cache: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "mine"
+    write(folder, "train.txt", "0 0 1\n1 1 2\n2 0 2\n")
+    write(folder, "test.txt", "0 2\n1 0\n2 1\n")
+    # with a registered dataset as the template (its format and recipe), unverified
+    assert main(["data", "import", "gowalla-lightgcn", str(folder), "--as", "my-gowalla"]) == 0
+    assert "my-gowalla: prepared from" in capsys.readouterr().out
+    meta = read_meta("my-gowalla")
+    assert meta["dataset"] == "my-gowalla" and meta["format"] == "lightgcn"
+    assert meta["source"]["template"] == "gowalla-lightgcn"
+    train, test, _ = load_prepared("my-gowalla")
+    assert (train.nnz, test.nnz) == (6, 3) and not is_prepared("gowalla-lightgcn")
+    # no template: a folder with one train and one test file, or one events file
+    _, report = import_dataset(None, folder, as_name="pair", format="lightgcn", log=print)
+    assert report.parts == {"train": 6, "test": 3} and read_meta("pair")["recipe"]["split"] == (
+        "given"
+    )
+    events = write(tmp_path, "events/ratings.dat", "1::1::5::1\n1::2::4::2\n2::1::3::3\n")
+    _, report = import_dataset(None, events, as_name="events", log=print)
+    assert report.n_interactions == 3 and read_meta("events")["format"] == "movielens-dat"
+    # a registered name cannot be taken, nor an entry replaced without --force
+    with pytest.raises(DataError, match="ml-1m is a registered dataset"):
+        import_dataset(None, events, as_name="ml-1m", log=print)
+    assert main(["data", "import", "--as", "events", str(events)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["data", "import", str(events)]) == 2  # one path and no --as: NAME missing
+    assert "NAME" in capsys.readouterr().err
+    assert main(["data", "list"]) == 0
+    assert "your own datasets (negrec data import --as): events, my-gowalla, pair" in (
+        capsys.readouterr().out
+    )
 
 
 # ------------------------------------------------------------------------ real data

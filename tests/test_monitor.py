@@ -283,7 +283,7 @@ def test_runner_report_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["report", str(tmp_path / "runs")]) == 0
     printed = capsys.readouterr().out
     assert "bound monitor plot:" in printed
-    assert (tmp_path / "bound-monitor.png").is_file()
+    assert (tmp_path / "runs-bound-monitor.png").is_file()
 
     off = run_experiment(tiny_experiment(name="off", output=str(tmp_path / "off")), progress=False)
     assert not has_bound_monitor(load_runs([off]))

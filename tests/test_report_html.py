@@ -143,7 +143,7 @@ def markdown_rows(table: str) -> list[list[str]]:
 
 def test_the_page_holds_every_table_plot_and_config(report):
     folder, out, stdout = report
-    page_path = out / "report.html"
+    page_path = out / "sweep-report.html"  # named after the folder given
     assert f"html: {page_path}" in stdout
     page = page_path.read_text(encoding="utf-8")
     parsed = parse(page)
@@ -167,10 +167,10 @@ def test_the_page_holds_every_table_plot_and_config(report):
     written = sorted(out.glob("*.png"))
     names = {p.name for p in written}
     assert names == {
-        "valid-ndcg@20.png",
-        "valid-ndcg@20-mean.png",
-        "ndcg@20-vs-k.png",
-        "bound-monitor.png",
+        "sweep-valid-ndcg@20.png",
+        "sweep-valid-ndcg@20-mean.png",
+        "sweep-ndcg@20-vs-k.png",
+        "sweep-bound-monitor.png",
     }
     prefix = "data:image/png;base64,"
     assert all(src.startswith(prefix) for src in parsed.images)
@@ -241,7 +241,7 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium: apt-get install chromium")
 def test_the_page_renders_in_headless_chromium(report, tmp_path):
     _, out, _ = report
-    page = out / "report.html"
+    page = out / "sweep-report.html"
     n_images = len(parse(page.read_text(encoding="utf-8")).images)
     url = page.resolve().as_uri()
 
@@ -274,7 +274,7 @@ def test_report_without_repeated_seeds_still_writes_the_page(tmp_path):
     write_run(folder, "bpr", 1, 0)
     write_run(folder, "cce", 1, 0)
     assert main(["report", str(folder)]) == 0
-    parsed = parse((tmp_path / "report.html").read_text(encoding="utf-8"))
+    parsed = parse((tmp_path / "runs-report.html").read_text(encoding="utf-8"))
     assert set(parsed.tables) == {"table-runs"}  # no aggregate without repeated seeds
     assert len(parsed.tables["table-runs"]) == 3
     assert len(parsed.images) == 2  # validation curves and the bound monitor

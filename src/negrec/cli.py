@@ -49,6 +49,7 @@ def _world(args: argparse.Namespace, device: str) -> AbstractContextManager[Worl
 def _run(args: argparse.Namespace) -> int:
     from negrec.experiment.config import load_config
     from negrec.experiment.report import comparison_table, load_runs, plot_curves
+    from negrec.experiment.rundir import orphan_staging
     from negrec.experiment.runner import default_comparison, run_experiment
 
     rank = _rank(args)
@@ -67,6 +68,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.output:
             config = config.replace(output=args.output)
         configs = [config]
+        if rank == 0:
+            for orphan in orphan_staging(Path(config.output), config.name):
+                print(
+                    f"negrec: note: {orphan} is left by a run killed before its first "
+                    f"checkpoint (no checkpoint, nothing to resume); unless a run is still "
+                    f"starting there, delete it: rm -r {orphan}",
+                    file=sys.stderr,
+                )
     with _world(args, configs[0].train.device) as world:
         paths = [run_experiment(c, progress=not args.quiet, world=world) for c in configs]
     if not world.is_main:  # rank 0 reports
@@ -74,7 +83,10 @@ def _run(args: argparse.Namespace) -> int:
     runs = load_runs(paths)
     print(comparison_table(runs))
     metric = configs[0].train.metric
-    plot = plot_curves(runs, metric, paths[0].parent / f"valid-{metric}.png")
+    # one run: named after it (single runs share their output folder); a comparison has
+    # its own folder
+    stem = f"{paths[0].name}-" if len(paths) == 1 else ""
+    plot = plot_curves(runs, metric, paths[0].parent / f"{stem}valid-{metric}.png")
     print(f"\nruns: {', '.join(str(p) for p in paths)}\nplot: {plot}")
     return 0
 
@@ -82,17 +94,40 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     """Continue an interrupted run from its last checkpoint, then finish it as usual."""
     from negrec.errors import ConfigError
-    from negrec.experiment.config import ExperimentConfig, read_toml
+    from negrec.experiment.config import (
+        ExperimentConfig,
+        apply_overrides,
+        parse_override,
+        read_toml,
+    )
     from negrec.experiment.report import comparison_table, load_runs
     from negrec.experiment.rundir import find_resumable
-    from negrec.experiment.runner import run_experiment
+    from negrec.experiment.runner import RESUME_KEYS, run_experiment
 
-    if args.config is not None or args.set or args.output:
-        raise ConfigError("--resume", "takes no CONFIG, --set or --output: the run keeps its own")
+    if args.config is not None or args.output:
+        raise ConfigError("--resume", "takes no CONFIG or --output: the run keeps its own")
+    changes: dict[str, object] = {}
+    for text in args.set:
+        keys, value = parse_override(text)
+        key = ".".join(keys)
+        if key not in RESUME_KEYS:
+            raise ConfigError(
+                key,
+                "cannot change when resuming (the run so far was trained with it); "
+                f"--resume takes --set for {', '.join(RESUME_KEYS)} only",
+            )
+        changes[key] = value
     staging = find_resumable(Path(args.resume))
-    config = ExperimentConfig.from_dict(read_toml(staging / "config.toml"))
+    raw = apply_overrides(read_toml(staging / "config.toml"), list(args.set))
+    config = ExperimentConfig.from_dict(raw)
     with _world(args, config.train.device) as world:
-        path = run_experiment(config, progress=not args.quiet, resume_dir=staging, world=world)
+        path = run_experiment(
+            config,
+            progress=not args.quiet,
+            resume_dir=staging,
+            resumed_with=changes or None,
+            world=world,
+        )
     if not world.is_main:  # rank 0 reports
         return 0
     print(comparison_table(load_runs([path])))
@@ -118,11 +153,13 @@ def _report(args: argparse.Namespace) -> int:
         raise NegrecError(
             f"--metric {metric}: no run has it per epoch (they have: {', '.join(known)})"
         )
-    plot = plot_curves(runs, metric, args.plot or Path(args.runs[0]).parent / f"valid-{metric}.png")
+    stem = _report_stem(args.runs)
+    default_plot = Path(args.runs[0]).parent / f"{stem}-valid-{metric}.png"
+    plot = plot_curves(runs, metric, args.plot or default_plot)
     print(f"\nplot: {plot}")
     plots = [plot]
     if has_bound_monitor(runs):  # runs made with [monitor] enabled = true
-        bound = plot_bound_monitor(runs, Path(plot).parent / "bound-monitor.png")
+        bound = plot_bound_monitor(runs, Path(plot).parent / f"{stem}-bound-monitor.png")
         plots.append(bound)
         print(f"bound monitor plot: {bound}")
     from negrec.experiment.aggregate import seeds_repeat, write_report
@@ -130,20 +167,37 @@ def _report(args: argparse.Namespace) -> int:
 
     report = None
     if seeds_repeat(runs):  # some config ran with several seeds: mean +- std, t-test
-        report = write_report(runs, Path(plot).parent, metric)
+        report = write_report(runs, Path(plot).parent, metric, prefix=f"{stem}-")
         plots += report_plots(report.files)
         print(f"\naggregated over seeds:\n\n{report.markdown}")
         print("report: " + ", ".join(str(p) for p in report.files))
-    page = write_html(args.html or Path(plot).parent / "report.html", runs, plots, report)
+    page = write_html(args.html or Path(plot).parent / f"{stem}-report.html", runs, plots, report)
     print(f"html: {page}")
     return 0
 
 
+def _report_stem(paths: Sequence[str]) -> str:
+    """The start of the names of a report's files, from the folders given: ``NAME`` for
+    one, ``NAME-and-N-more`` for several; so reports of other runs written to one folder
+    do not overwrite each other."""
+    names = [Path(p).resolve().name or "runs" for p in paths]
+    return names[0] if len(names) == 1 else f"{names[0]}-and-{len(names) - 1}-more"
+
+
 def _presets(args: argparse.Namespace) -> int:
+    from importlib import resources
+
     from negrec.experiment.config import preset_names
 
-    for name in preset_names():
-        print(name)
+    names = preset_names()
+    if args.name is None:
+        for name in names:
+            print(name)
+        return 0
+    if args.name not in names:
+        raise NegrecError(f"no preset named {args.name!r}; presets: {', '.join(names)}")
+    preset = resources.files("negrec") / "presets" / f"{args.name}.toml"
+    print(preset.read_text(encoding="utf-8"), end="")
     return 0
 
 
@@ -158,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train one config, or (no CONFIG) compare the core losses on built-in data",
         description="Train a model, select the epoch on validation, test once, and write a "
-        "run directory. With no CONFIG: MF with BPR, BCE, CCE and SimCE on the built-in "
+        "run directory OUTPUT/NAME (NAME-2, NAME-3, ... when a finished run already has "
+        "the name; a run is never overwritten). Prints one line of what preparing the data "
+        "dropped and kept. With no CONFIG: MF with BPR, BCE, CCE and SimCE on the built-in "
         "synthetic dataset, ending in a comparison table and a plot.",
     )
     run.add_argument("config", nargs="?", help="a TOML config file or a preset name")
@@ -167,16 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set loss.name=cce --set sampler.k=16",
+        help="override a config value, e.g. --set loss.name=cce --set sampler.k=16; with "
+        "--resume only train.lr, train.lr_decay, train.lr_decay_every, train.epochs and "
+        "train.patience (recorded in the run's history)",
     )
     run.add_argument("--output", help="parent directory of the run directories (default: runs)")
     run.add_argument("--seed", type=seed_type, default=0, help="seed of the default comparison")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bars, no progress or data line"
+    )
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint: its hidden staging "
-        "directory (printed when it started) or OUTPUT/NAME",
+        "directory (printed when it started) or OUTPUT/NAME; after a divergence add e.g. "
+        "--set train.lr=0.0001",
     )
     run.add_argument(
         "--distributed",
@@ -199,15 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--metric", help="validation metric to plot (default: the selection metric)"
     )
-    report.add_argument("--plot", help="PNG path (default: beside the first run)")
+    report.add_argument(
+        "--plot",
+        help="PNG path (default: STEM-valid-METRIC.png beside the first folder given, STEM "
+        "being its name, or NAME-and-N-more for several)",
+    )
     report.add_argument(
         "--html",
         help="path of the self-contained HTML page with every table, plot and config "
-        "(default: report.html beside the plot)",
+        "(default: STEM-report.html beside the plot)",
     )
     report.set_defaults(func=_report)
 
-    presets = commands.add_parser("presets", help="list the configs shipped with negrec")
+    presets = commands.add_parser(
+        "presets",
+        help="list the configs shipped with negrec, or print one",
+        description="Without NAME: the names of the configs shipped with negrec (`negrec "
+        "run NAME` runs one). With NAME: that config's TOML, to read or to copy and edit.",
+    )
+    presets.add_argument("name", nargs="?", metavar="NAME", help="print this preset's TOML")
     presets.set_defaults(func=_presets)
 
     # Each module registers its own sub-commands. A module that fails to import is an

@@ -114,6 +114,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         default="error",
         help="with --test: what to do with test users/items absent from train (default: error)",
     )
+    stats.add_argument(
+        "--overlap",
+        choices=("drop", "error", "keep"),
+        default="drop",
+        help="with --test: what to do with test rows that repeat a training (user, item) "
+        "pair, easy hits that inflate every metric (default: drop, and count them)",
+    )
     stats.set_defaults(func=stats_command)
     _add_registry_commands(commands)
 
@@ -248,6 +255,7 @@ def stats_command(args: argparse.Namespace) -> int:
                 min_rating=args.min_rating,
                 k_core=args.k_core,
                 on_unseen=args.unseen,
+                on_overlap=args.overlap,
             )
             source = f"{args.path} + {args.test} ({fmt})"
     except NegrecError as err:
@@ -291,6 +299,13 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="override the recipe of a pre-split dataset: what to do with test users/items "
         "absent from train",
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=("drop", "error", "keep"),
+        default=None,
+        help="override the recipe of a pre-split dataset: what to do with test rows that "
+        "repeat a training (user, item) pair (recipe default: drop)",
     )
 
 
@@ -341,20 +356,46 @@ def _add_registry_commands(
         action="store_true",
         help="no progress bar or progress messages (notes about checksums still show)",
     )
+    fetch.add_argument(
+        "--rerecord-checksum",
+        action="store_true",
+        help="for a source with no pinned checksum: ignore the sha256 recorded when it was "
+        "first prepared, download it again and record the new file's sha256 once it "
+        "prepares (when the file changed upstream, or a damaged download was recorded)",
+    )
     _recipe_options(fetch)
     _cache_option(fetch)
     fetch.set_defaults(func=fetch_command)
 
     imp = commands.add_parser(
         "import",
-        help="prepare and cache a public dataset from files you already have",
+        usage="negrec data import [-h] [NAME] PATH [--as NEWNAME] [options]",
+        help="prepare and cache a public dataset (or your own data) from local files",
         description="Prepare a registered dataset from a local copy (the offline path): "
         "PATH is the data file, the folder holding the file(s) (searched recursively; for "
         "a pre-split dataset the folder with both train and test files), or the archive "
-        "as downloaded. Prints what preparation did and the dataset statistics.",
+        "as downloaded. Files that are the dataset's downloads (the archive, or e.g. the "
+        "train.txt / test.txt of a LightGCN split) must match its pinned checksums: "
+        "another dataset's files are refused. Your own data goes in under a name of your "
+        "own with --as NEWNAME: with NAME, in NAME's format and recipe; without NAME, PATH "
+        "is one events file or a folder with one *train* and one *test* file (a pre-split "
+        "pair); --format when the name does not tell it. Use it in a config as "
+        "[data] source = 'cached', name = NEWNAME. Prints what preparation did and the "
+        "dataset statistics.",
     )
-    imp.add_argument("name", metavar="NAME", help="a dataset from `negrec data list`")
+    imp.add_argument("name", metavar="NAME", nargs="?", help="a dataset from `negrec data list`")
     imp.add_argument("path", metavar="PATH", help="data file, folder or downloaded archive")
+    imp.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NEWNAME",
+        default=None,
+        help="cache the data under this name of your own (letters, digits, '.', '_', '-'; "
+        "not a registered name), unverified",
+    )
+    imp.add_argument(
+        "--force", action="store_true", help="replace an entry already prepared under the name"
+    )
     imp.add_argument(
         "--format",
         choices=sorted(name for name in FORMATS if name != "delimited"),
@@ -419,6 +460,9 @@ def list_command(args: argparse.Namespace) -> int:
             print(f"{spec.name:<{width}} {mark} {spec.title}")
         return 0
     print("\n\n".join(describe_dataset(spec, spec.name in cached) for spec in specs))
+    own = sorted(cached - set(REGISTRY))
+    if own and not args.names:  # imported with --as NEWNAME
+        print(f"\nyour own datasets (negrec data import --as): {', '.join(own)}")
     print(f"\ncache: {cache_root(args.cache_dir)}")
     return 0
 
@@ -433,8 +477,10 @@ def fetch_command(args: argparse.Namespace) -> int:
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
+            on_overlap=args.overlap,
             timeout=args.timeout,
             progress=not args.quiet,
+            rerecord_checksum=args.rerecord_checksum,
             log=_quiet_log if args.quiet else _log,
         )
         train, test, report = load_prepared(args.name, args.cache_dir)
@@ -449,6 +495,7 @@ def fetch_command(args: argparse.Namespace) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     """Handler of ``negrec data import``."""
+    notes: list[str] = []
     try:
         entry, report = import_dataset(
             args.name,
@@ -458,12 +505,18 @@ def import_command(args: argparse.Namespace) -> int:
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
-            log=lambda message: None,
+            on_overlap=args.overlap,
+            force=args.force,
+            as_name=args.as_name,
+            log=notes.append,
         )
-        train, test, report = load_prepared(args.name, args.cache_dir)
+        train, test, report = load_prepared(entry.name, args.cache_dir)
     except NegrecError as err:
         return _report_error("import", err)
-    print(f"{args.name}: prepared from {args.path} in {entry}")
+    for note in notes:
+        if note.startswith("note:"):
+            print(note, file=sys.stderr)
+    print(f"{entry.name}: prepared from {args.path} in {entry}")
     print(report)
     print()
     print(format_stats(train, report, test))

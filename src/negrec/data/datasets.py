@@ -11,10 +11,12 @@ Checksums. A download is verified against a pinned **sha256** where negrec knows
 pinned values were computed from byte-identical copies of the files (the project's
 benchmark copies of the LightGCN, SimCE and SELFRec splits). Where the publisher only
 publishes an **md5** (GroupLens does for MovieLens) that is checked instead. Where
-neither is known offline, no checksum is invented: the first successful download is
-trusted, its sha256 is recorded in the cache (``checksums.json``) and printed, and every
-later download of the same URL must match it ("trust on first use"). A mismatch always
-stops with an error and deletes the download.
+neither is known offline, no checksum is invented: the first download that unpacks and
+prepares is trusted, its sha256 is recorded in the cache (``checksums.json``) and printed,
+and every later download of the same URL must match it ("trust on first use"; one that
+fails to unpack or prepare is deleted, never recorded). A mismatch always stops with an
+error and deletes the download; ``negrec data fetch NAME --rerecord-checksum`` records a
+changed file anew.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from negrec.errors import NegrecError
 
 SplitKind = Literal["given", "random", "leave_one_out"]
 OnUnseen = Literal["error", "drop", "keep"]
+OnOverlap = Literal["drop", "error", "keep"]
 
 
 class UnknownDataset(NegrecError):
@@ -60,7 +63,8 @@ class Recipe:
     :func:`negrec.data.prepare.prepare`). ``split`` says how to evaluate: ``"given"``
     (the files are already train / test), ``"random"`` (a random ``test_fraction`` of each
     user's items) or ``"leave_one_out"`` (each user's last item). For ``"given"`` splits
-    ``on_unseen`` says what to do with test users / items absent from train.
+    ``on_unseen`` says what to do with test users / items absent from train, and
+    ``on_overlap`` with test pairs that repeat a training pair.
     """
 
     min_rating: float | None = None
@@ -68,6 +72,7 @@ class Recipe:
     split: SplitKind = "random"
     test_fraction: float = 0.2
     on_unseen: OnUnseen = "error"
+    on_overlap: OnOverlap = "drop"
 
     def describe(self) -> str:
         """One line, e.g. ``rating >= 4, 10-core, random 80/20 per user``."""
@@ -78,6 +83,8 @@ class Recipe:
             split = "given train/test split"
             if self.on_unseen != "error":
                 split += f" (test users/items unseen in train: {self.on_unseen})"
+            if self.on_overlap != "drop":
+                split += f" (test pairs repeating a train pair: {self.on_overlap})"
         elif self.split == "leave_one_out":
             split = "leave-one-out (each user's last item is test)"
         else:

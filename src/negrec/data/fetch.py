@@ -3,11 +3,13 @@
 :func:`fetch_dataset` is ``negrec data fetch NAME``: each of the dataset's sources is
 downloaded over HTTP(S) into ``<cache>/downloads/NAME/`` (a partial download is kept as
 ``FILE.part`` and resumed with an HTTP ``Range`` request, on the next try or the next
-run), verified (pinned sha256, the publisher's md5, or the sha256 recorded on the first
-download -- see :mod:`negrec.data.datasets`), unpacked (zip, tar, gzip), loaded with the
+run), verified (pinned sha256, the publisher's md5, or the sha256 recorded when it first
+prepared -- see :mod:`negrec.data.datasets`), unpacked (zip, tar, gzip), loaded with the
 dataset's format, prepared with its recipe and stored in the cache
 (:mod:`negrec.data.cache`). :func:`import_dataset` is ``negrec data import NAME PATH``:
-the same from a file, archive or folder the user already has (the offline path).
+the same from a file, archive or folder the user already has (the offline path), checked
+against the dataset's pinned checksums (:func:`verify_import`), or under a name of the
+user's own (``as_name``).
 
 Failures raise :class:`FetchError` with one line that says what happened and what to do;
 a failed download or preparation never leaves a cache entry behind (entries are written
@@ -44,6 +46,7 @@ from negrec.atomic import atomic_write_text
 from negrec.data.cache import (
     PathLike,
     cache_root,
+    check_name,
     entry_dir,
     is_prepared,
     read_meta,
@@ -105,41 +108,49 @@ def recorded_checksums(cache_dir: PathLike | None = None) -> dict[str, dict[str,
 
 
 def _record_checksum(root: Path, url: str, sha256: str) -> None:
+    """Record ``sha256`` as the reference of the unpinned ``url`` (after it prepared)."""
     known = recorded_checksums(root)
     known[url] = {"sha256": sha256, "recorded": time.strftime("%Y-%m-%d", time.gmtime())}
     atomic_write_text(_known_path(root), json.dumps(known, indent=2, sort_keys=True) + "\n")
 
 
-def _verify(source: Source, path: Path, root: Path, log: Log) -> str:
+def _verify(source: Source, path: Path, root: Path, dataset: str, rerecord: bool = False) -> str:
     """Check a complete download against its checksum; returns its sha256.
 
-    A mismatch deletes the file and raises. An unpinned URL has its sha256 recorded
-    (first download) or compared with the recorded one.
+    A mismatch deletes the file and raises. An unpinned URL is compared with the sha256
+    recorded when it was first prepared, unless ``rerecord``; nothing is recorded here
+    (see :func:`fetch_dataset`: only a download that prepares is recorded).
     """
     sha256, md5 = _digests(path)
-    expected, kind = None, ""
+    expected, kind, hint = None, "", ""
     if source.sha256:
         expected, kind, actual = source.sha256.lower(), "sha256", sha256
     elif source.md5:
         expected, kind, actual = source.md5.lower(), "md5", md5
-    else:
+    elif not rerecord:
         recorded = recorded_checksums(root).get(source.url)
         if recorded is not None:
             expected, actual = recorded["sha256"], sha256
             kind = f"sha256 (recorded on first download, {recorded.get('recorded', '?')})"
+            hint = (
+                "; if the file changed upstream on purpose, or the recorded sha256 is wrong, "
+                f"run `negrec data fetch {dataset} --rerecord-checksum` to record it anew"
+            )
     if expected is not None and actual != expected:
         path.unlink(missing_ok=True)
         raise FetchError(
             f"checksum mismatch for {source.url}: expected {kind} {expected}, got {actual}; "
-            "the download was deleted (a corrupted transfer or a changed file upstream)"
-        )
-    if expected is None:
-        _record_checksum(root, source.url, sha256)
-        log(
-            f"note: no pinned checksum for {source.url}; recorded sha256 {sha256} in "
-            f"{_known_path(root)}; later downloads must match it"
+            "the download was deleted (a corrupted transfer or a changed file upstream)" + hint
         )
     return sha256
+
+
+def _established(source: Source, root: Path, rerecord: bool) -> bool:
+    """Whether a verified download of ``source`` is known good: pinned by the registry, or
+    matching the sha256 recorded when it was last prepared (and not being re-recorded)."""
+    if source.sha256 or source.md5:
+        return True
+    return not rerecord and source.url in recorded_checksums(root)
 
 
 # ------------------------------------------------------------------------- downloads
@@ -178,18 +189,21 @@ def download(
     attempts: int = DEFAULT_ATTEMPTS,
     progress: bool = False,
     log: Log = _stderr,
+    dataset: str = "NAME",
+    rerecord: bool = False,
 ) -> str:
     """Download ``source`` to ``dest`` (resuming ``dest.part``), verify it; returns its sha256.
 
     A transfer that ends early is resumed with a ``Range`` request, up to ``attempts``
     tries in all; after that the ``.part`` file stays for the next run. HTTP errors,
-    unreachable hosts and checksum mismatches raise :class:`FetchError`.
+    unreachable hosts and checksum mismatches raise :class:`FetchError` (``dataset``
+    names the dataset in the advice; ``rerecord`` ignores a recorded sha256).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if dest.is_file():  # downloaded before: verify again and reuse
         try:
-            return _verify(source, dest, root, log)
+            return _verify(source, dest, root, dataset, rerecord)
         except FetchError:
             log(f"re-downloading {source.url}: the earlier download no longer verifies")
     complete = False
@@ -252,7 +266,7 @@ def download(
             f"({problem}, {attempts} tries); nothing was cached; run the same command again "
             f"to resume from {part}"
         )
-    sha256 = _verify(source, part, root, log)
+    sha256 = _verify(source, part, root, dataset, rerecord)
     os.replace(part, dest)
     return sha256
 
@@ -455,7 +469,11 @@ def prepare_files(
     if len(files) == 2:
         table = load_split(files[0], files[1], fmt)
         train, test, report = prepare_split(
-            table, min_rating=recipe.min_rating, k_core=recipe.k_core, on_unseen=recipe.on_unseen
+            table,
+            min_rating=recipe.min_rating,
+            k_core=recipe.k_core,
+            on_unseen=recipe.on_unseen,
+            on_overlap=recipe.on_overlap,
         )
         return train, test, report, fmt
     data, report = prepare(load(files[0], fmt), min_rating=recipe.min_rating, k_core=recipe.k_core)
@@ -472,7 +490,7 @@ def _meta(spec: DatasetSpec, recipe: Recipe, fmt: str, source: dict[str, Any]) -
     }
 
 
-PREPARING = ("min_rating", "k_core", "on_unseen")  # recipe fields that change the data
+PREPARING = ("min_rating", "k_core", "on_unseen", "on_overlap")  # fields that change the data
 
 
 def _check_cached_recipe(name: str, root: Path, wanted: Recipe) -> None:
@@ -491,6 +509,26 @@ def _check_cached_recipe(name: str, root: Path, wanted: Recipe) -> None:
         )
 
 
+def _head(path: Path, n: int = 40) -> str:
+    """The first ``n`` bytes of a file as text, for saying what a download really is."""
+    with open(path, "rb") as handle:
+        return handle.read(n).decode("utf-8", "replace").split("\n")[0].strip()
+
+
+def _not_an_archive(spec: DatasetSpec, paths: Sequence[Path]) -> FetchError | None:
+    """A :class:`FetchError` when a download that should hold ``spec.files`` is a plain
+    file of another name (an HTML error or login page, typically), else None."""
+    wanted = {PurePosixPath(name).name for name in spec.files}
+    for path in paths:
+        plain = path.name[:-3] if path.name.endswith(".gz") else path.name
+        if _kind(path) == "plain" and plain not in wanted:
+            return FetchError(
+                f"the download {path.name} of {spec.name} is not an archive (zip, tar or gzip) "
+                f"and not one of its files: it begins {_head(path)!r} (an error or login page?)"
+            )
+    return None
+
+
 def fetch_dataset(
     spec: DatasetSpec | str,
     *,
@@ -499,22 +537,33 @@ def fetch_dataset(
     min_rating: float | None = None,
     k_core: int | None = None,
     on_unseen: str | None = None,
+    on_overlap: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     attempts: int = DEFAULT_ATTEMPTS,
     progress: bool = False,
+    rerecord_checksum: bool = False,
     log: Log = _stderr,
 ) -> Path:
     """Download, verify, unpack, prepare and cache a registered dataset; returns its entry.
 
-    An entry that is already prepared is kept unless ``force``. ``min_rating``,
-    ``k_core`` and ``on_unseen`` override the recipe. Raises :class:`FetchError` for
-    download problems and :class:`DataError` for bad data; neither leaves an entry.
+    An entry that is already prepared is kept unless ``force`` (or ``rerecord_checksum``).
+    ``min_rating``, ``k_core``, ``on_unseen`` and ``on_overlap`` override the recipe. Raises
+    :class:`FetchError` for download problems and :class:`DataError` for bad data;
+    neither leaves an entry.
+
+    The sha256 of a download with no pinned checksum is recorded only once the download
+    has been unpacked and prepared (a file cut short without a sign, e.g. a server that
+    announced no size, fails there and is never taken as the reference); such a download
+    that fails to unpack or prepare is deleted, so the next run downloads it anew.
+    ``rerecord_checksum`` ignores the sha256 recorded for such a URL and records the new
+    download's, once it has prepared.
     """
     spec = get_spec(spec) if isinstance(spec, str) else spec
     root = cache_root(cache_dir)
     final = entry_dir(spec.name, root)
-    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
-    if is_prepared(spec.name, root) and not force:
+    changes = {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen}
+    recipe = _recipe(spec, {**changes, "on_overlap": on_overlap})
+    if is_prepared(spec.name, root) and not (force or rerecord_checksum):
         _check_cached_recipe(spec.name, root, recipe)
         log(f"{spec.name} is already prepared in {final} (use --force to prepare it again)")
         return final
@@ -527,34 +576,160 @@ def fetch_dataset(
     downloads = root / "downloads" / spec.name
     hashes: dict[str, str] = {}
     paths = []
+    unproven: list[tuple[Source, Path]] = []  # downloads no checksum vouches for yet
     for source in spec.sources:
         dest = downloads / source.filename
+        if rerecord_checksum and not (source.sha256 or source.md5):
+            dest.unlink(missing_ok=True)  # re-recording: a new download, not the kept one
         if not dest.is_file():
             log(f"downloading {source.url}")
         hashes[source.url] = download(
-            source, dest, root=root, timeout=timeout, attempts=attempts, progress=progress, log=log
+            source,
+            dest,
+            root=root,
+            timeout=timeout,
+            attempts=attempts,
+            progress=progress,
+            log=log,
+            dataset=spec.name,
+            rerecord=rerecord_checksum,
         )
         paths.append(dest)
-    with staging_dir(root, f"unpack-{spec.name}") as work:
-        for path in dict.fromkeys(paths):
-            unpack(path, work, spec.files)
-        files = [_find(work, name) for name in spec.files]
-        missing = [n for n, f in zip(spec.files, files, strict=True) if f is None]
-        if missing:
-            raise FetchError(
-                f"the download of {spec.name} has no {', '.join(missing)}; the registry entry "
-                "may be out of date"
-            )
-        train, test, report, fmt = prepare_files(spec, [f for f in files if f], recipe)
+        if not _established(source, root, rerecord_checksum):
+            unproven.append((source, dest))
+    try:
+        with staging_dir(root, f"unpack-{spec.name}") as work:
+            for path in dict.fromkeys(paths):
+                unpack(path, work, spec.files)
+            files = [_find(work, name) for name in spec.files]
+            missing = [n for n, f in zip(spec.files, files, strict=True) if f is None]
+            if missing:
+                raise _not_an_archive(spec, list(dict.fromkeys(paths))) or FetchError(
+                    f"the download of {spec.name} has no {', '.join(missing)}; the registry "
+                    "entry may be out of date"
+                )
+            train, test, report, fmt = prepare_files(spec, [f for f in files if f], recipe)
+    except (DataError, FetchError) as err:
+        if unproven:  # never reuse (nor later trust) a download that did not prepare
+            for _, dest in unproven:
+                dest.unlink(missing_ok=True)
+            err.args = (f"{err}; the download was deleted: run the same command to fetch it anew",)
+        raise
     source_meta = {"kind": "fetch", "sha256": hashes}
     entry = save_prepared(
         spec.name, train, test, report, _meta(spec, recipe, fmt, source_meta), cache_dir=root
     )
+    for source, _ in unproven:
+        _record_checksum(root, source.url, hashes[source.url])
+        log(
+            f"note: no pinned checksum for {source.url}; recorded sha256 {hashes[source.url]} "
+            f"in {_known_path(root)}; later downloads must match it"
+        )
     return entry
 
 
+def _pinned(source: Source, root: Path) -> tuple[str, str] | None:
+    """(kind, expected hex digest) a file of ``source`` must have: the registry's sha256 or
+    md5, else the sha256 recorded when it was first prepared; None when none is known."""
+    if source.sha256:
+        return "sha256", source.sha256.lower()
+    if source.md5:
+        return "md5", source.md5.lower()
+    recorded = recorded_checksums(root).get(source.url)
+    return None if recorded is None else ("sha256", recorded["sha256"])
+
+
+def verify_import(spec: DatasetSpec, given: Path, files: Sequence[Path], root: Path) -> list[str]:
+    """Check local files against the checksums of ``spec``'s downloads; returns the names
+    of the files checked (empty when no checksum applies, e.g. a file extracted from the
+    downloaded archive).
+
+    The file or archive ``given`` (else each file found in the folder ``given``) whose name
+    is a download's file name must have that download's pinned (or recorded) checksum:
+    another dataset's files imported under this name would silently stand for it.
+    A mismatch raises :class:`DataError` naming the file and the way to import it anyway
+    under a name of one's own.
+    """
+    by_name = {source.filename: source for source in spec.sources}
+    checked = []
+    for path in [given] if given.is_file() else list(files):
+        source = by_name.get(path.name)
+        pinned = None if source is None else _pinned(source, root)
+        if pinned is None:
+            continue
+        kind, expected = pinned
+        sha256, md5 = _digests(path)
+        actual = sha256 if kind == "sha256" else md5
+        if actual != expected:
+            raise DataError(
+                f"{kind} {actual} is not the {kind} pinned for {spec.name}'s {path.name} "
+                f"({expected}): these are not {spec.name}'s files; to use them anyway, import "
+                f"them under a name of your own: `negrec data import {spec.name} PATH --as "
+                "NEWNAME`",
+                path=path,
+            )
+        checked.append(path.name)
+    return checked
+
+
+def _own_spec(name: str, path: Path, fmt: str | None, template: DatasetSpec | None) -> DatasetSpec:
+    """The registry-like entry of data imported under the user's own ``name``.
+
+    With a registered ``template``: its files, format and recipe under the new name (no
+    download, nothing to verify). Without: ``path`` is one events file (format ``fmt`` or
+    detected from the name), or a folder with one ``*train*`` and one ``*test*`` file (a
+    pre-split pair, evaluated on the given test)."""
+    from negrec.data.datasets import REGISTRY
+
+    check_name(name)
+    if name in REGISTRY:
+        raise DataError(
+            f"{name} is a registered dataset (`negrec data list`): choose another name for "
+            "your own data"
+        )
+    title = f"imported from {path}"
+    if template is not None:
+        return dataclasses.replace(
+            template,
+            name=name,
+            title=f"{template.title}; {title}",
+            notes="",
+            licence="your own data",
+            sources=(),
+        )
+    if path.is_file():
+        files: tuple[str, ...] = (path.name,)
+    elif path.is_dir():
+        pair = []
+        for part in ("train", "test"):
+            hits = sorted(p for p in path.iterdir() if p.is_file() and part in p.name.lower())
+            if len(hits) != 1:
+                shown = ", ".join(p.name for p in hits) or "none"
+                raise DataError(
+                    f"a folder to import needs exactly one file with '{part}' in its name "
+                    f"(found: {shown}); or give the one events file",
+                    path=path,
+                )
+            pair.append(hits[0].name)
+        files = (pair[0], pair[1])
+    else:
+        raise DataError("no such file or folder", path=path)
+    first = path if path.is_file() else path / files[0]
+    split: Any = "given" if len(files) == 2 else "random"
+    return DatasetSpec(
+        name=name,
+        title=title,
+        format=fmt or detect_format(first),
+        files=files,
+        licence="your own data",
+        size="-",
+        homepage="-",
+        recipe=Recipe(split=split),
+    )
+
+
 def import_dataset(
-    spec: DatasetSpec | str,
+    spec: DatasetSpec | str | None,
     path: PathLike,
     *,
     cache_dir: PathLike | None = None,
@@ -562,23 +737,38 @@ def import_dataset(
     min_rating: float | None = None,
     k_core: int | None = None,
     on_unseen: str | None = None,
+    on_overlap: str | None = None,
     force: bool = True,
+    as_name: str | None = None,
     log: Log = _stderr,
 ) -> tuple[Path, PrepareReport]:
-    """Prepare a registered dataset from local files and cache it; returns (entry, report).
+    """Prepare a dataset from local files and cache it; returns (entry, report).
 
     ``path`` is the data file, the folder holding the file(s) (searched recursively), or
     the archive as downloaded (zip / tar / gz). ``format`` overrides the format;
-    ``min_rating``, ``k_core`` and ``on_unseen`` override the recipe. An existing entry is
-    replaced unless ``force`` is false.
+    ``min_rating``, ``k_core``, ``on_unseen`` and ``on_overlap`` override the recipe. An
+    existing entry is replaced unless ``force`` is false.
+
+    A registered dataset ``spec`` is verified (:func:`verify_import`): files that are not
+    its own are refused. ``as_name`` caches the data under a name of the user's own
+    instead, unverified: with ``spec`` as the template (its files, format and recipe), or
+    with ``spec`` None from one events file or a folder holding a ``*train*`` and a
+    ``*test*`` file (see :func:`_own_spec`).
     """
-    spec = get_spec(spec) if isinstance(spec, str) else spec
+    source = Path(path).expanduser()
     root = cache_root(cache_dir)
+    template = get_spec(spec) if isinstance(spec, str) else spec
+    if as_name is not None:
+        spec = _own_spec(as_name, source, format, template)
+    elif template is None:
+        raise FetchError("give a registered dataset NAME, or --as NEWNAME for your own data")
+    else:
+        spec = template
     final = entry_dir(spec.name, root)
     if is_prepared(spec.name, root) and not force:
         raise FetchError(f"{spec.name} is already prepared in {final}; pass --force to replace it")
-    recipe = _recipe(spec, {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen})
-    source = Path(path).expanduser()
+    changes = {"min_rating": min_rating, "k_core": k_core, "on_unseen": on_unseen}
+    recipe = _recipe(spec, {**changes, "on_overlap": on_overlap})
     with staging_dir(root, f"import-{spec.name}") as work:
         if source.is_file() and _kind(source) in ("zip", "tar"):
             unpack(source, work, spec.files)
@@ -586,16 +776,47 @@ def import_dataset(
         else:
             folder = source
         files = locate_files(spec, folder)
+        verified = [] if as_name is not None else verify_import(spec, source, files, root)
         train, test, report, fmt = prepare_files(spec, files, recipe, format)
-    meta = _meta(
-        spec,
-        recipe,
-        fmt,
-        {"kind": "import", "path": str(source.resolve()), "files": [str(f) for f in files]},
-    )
+    origin: dict[str, Any] = {
+        "kind": "import",
+        "path": str(source.resolve()),
+        "files": [str(f) for f in files],
+    }
+    expected = expected_rows(spec) if as_name is None and not verified else None
+    if as_name is None:
+        origin["verified"] = verified  # the files checked by checksum
+        if expected is not None:
+            origin["rows_expected"] = expected  # else by the registry's row count
+    elif template is not None:
+        origin["template"] = template.name
+    meta = _meta(spec, recipe, fmt, origin)
     entry = save_prepared(spec.name, train, test, report, meta, cache_dir=root)
     log(f"prepared {spec.name} from {source} into {entry}")
+    if as_name is None and not verified:
+        if expected is not None and expected != report.rows_read:
+            log(
+                f"note: read {report.rows_read:,} rows, but {spec.name} has {expected:,} "
+                f"({spec.size}); if these are not its files, import them under a name of "
+                f"your own: `negrec data import {spec.name} PATH --as NEWNAME --force`"
+            )
+        elif expected is None and any(_pinned(s, root) for s in spec.sources):
+            log(
+                f"note: {spec.name} was not verified by checksum: its checksums are of the "
+                "download, not of the extracted file(s); import the download as it is to "
+                "verify it"
+            )
     return entry, report
+
+
+_EXACT_ROWS = re.compile(r"^([\d,]+) (?:ratings|interactions|reviews|check-ins|actions)\b")
+
+
+def expected_rows(spec: DatasetSpec) -> int | None:
+    """The number of rows of the dataset's raw file(s) where its ``size`` states it exactly
+    (``"1,000,209 ratings; ..."``), else None (``"about ..."``)."""
+    match = _EXACT_ROWS.match(spec.size)
+    return None if match is None else int(match.group(1).replace(",", ""))
 
 
 __all__ = [
@@ -607,4 +828,5 @@ __all__ = [
     "prepare_files",
     "recorded_checksums",
     "unpack",
+    "verify_import",
 ]

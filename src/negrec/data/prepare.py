@@ -15,7 +15,8 @@ The steps run in a fixed order, each counted in a :class:`PrepareReport`:
    vocabularies are kept in :attr:`Interactions.user_ids` / ``item_ids``.
 
 A pre-split table (a ``part`` column from :func:`negrec.data.loaders.load_split`) is
-de-duplicated within each part, k-cored on train and test together, checked for test
+de-duplicated within each part, cleared of test rows that repeat a training pair
+(:func:`handle_overlap`, by default), k-cored on train and test together, checked for test
 users and items that never occur in train (:func:`check_test_in_train_table`) and
 encoded with one vocabulary, so train and test share an id space. Where unseen test rows
 are dropped, k-core and that check repeat until neither removes a row.
@@ -35,6 +36,8 @@ from negrec.errors import ConfigError, DataError
 
 OnUnseen = Literal["error", "drop", "keep"]
 _ON_UNSEEN = ("error", "drop", "keep")
+OnOverlap = Literal["drop", "error", "keep"]
+_ON_OVERLAP = ("drop", "error", "keep")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class PrepareReport:
     k_core: int | None = None
     parts: dict[str, int] = field(default_factory=dict)  # interactions per part, if split
     unseen_kept: int = 0  # test rows with a user or item not in train, kept (on_unseen="keep")
+    dropped_overlap: int = 0  # test rows repeating a training pair, dropped (on_overlap="drop")
+    overlap_kept: int = 0  # test rows repeating a training pair, kept (on_overlap="keep")
 
     @property
     def density(self) -> float:
@@ -80,6 +85,15 @@ class PrepareReport:
             )
         if self.unseen_kept:
             lines.append(f"kept {self.unseen_kept:,} test rows whose user or item is not in train")
+        if self.dropped_overlap:
+            lines.append(
+                f"dropped {self.dropped_overlap:,} test rows that repeat a training "
+                "(user, item) pair"
+            )
+        if self.overlap_kept:
+            lines.append(
+                f"kept {self.overlap_kept:,} test rows that repeat a training (user, item) pair"
+            )
         kept = f"kept {self.n_interactions:,} interactions"
         if self.parts:
             kept += " (" + ", ".join(f"{part} {n:,}" for part, n in self.parts.items()) + ")"
@@ -190,8 +204,8 @@ def check_test_in_train(
         raise DataError(
             f"{what} does not occur in train; {bad.size:,} test rows are unseen in train "
             f"({n_users:,} users, {n_items:,} items). Every test user and item must occur "
-            "in train: pass on_unseen='drop' (CLI: --unseen drop) to drop those rows or "
-            "'keep' to keep them",
+            "in train: set on_unseen = 'drop' to drop those rows (negrec run: --set "
+            "data.on_unseen=drop; negrec data: --unseen drop) or 'keep' to keep them",
             path=path,
             line=None if lines is None else int(lines[first]),
         )
@@ -220,18 +234,57 @@ def check_test_in_train_table(
     return table[keep], int(keep.size - keep.sum())
 
 
+def handle_overlap(table: pd.DataFrame, on_overlap: OnOverlap = "drop") -> tuple[pd.DataFrame, int]:
+    """Test rows of a pre-split table that repeat a training (user, item) pair.
+
+    Such a pair is a target the model was trained on: the full-ranking evaluator reads a
+    target's score before it masks the user's training items, so each one is an easy hit
+    that inflates every metric. ``"drop"`` removes them, ``"keep"`` keeps them (the
+    published protocol of a split that has them), ``"error"`` raises :class:`DataError`
+    naming the test file and the line of the first. Returns (table, count of such rows).
+    """
+    if on_overlap not in _ON_OVERLAP:
+        raise ConfigError("on_overlap", f"must be one of {_ON_OVERLAP}, got {on_overlap!r}")
+    is_test = (table["part"] == "test").to_numpy()
+    pairs = pd.MultiIndex.from_frame(table[["user", "item"]])
+    repeat = np.zeros(len(table), dtype=bool)
+    repeat[is_test] = pairs[is_test].isin(pairs[~is_test])
+    count = int(repeat.sum())
+    if not count or on_overlap == "keep":
+        return table, count
+    if on_overlap == "error":
+        rows = table[repeat]
+        lines = rows["line"].to_numpy() if "line" in rows.columns else None
+        first = int(np.argmin(lines)) if lines is not None else 0
+        raise DataError(
+            f"test pair (user {rows['user'].iloc[first]!s}, item {rows['item'].iloc[first]!s}) "
+            f"is also in train; {count:,} test rows repeat a training pair (easy hits that "
+            "inflate every metric): set on_overlap = 'drop' (negrec run: --set "
+            "data.on_overlap=drop; negrec data: --overlap drop) or 'keep'",
+            path=source_path(table, "test"),
+            line=None if lines is None else int(lines[first]),
+        )
+    return table[~repeat], count
+
+
 # ------------------------------------------------------------------------- the pipeline
 def _filter(
-    table: pd.DataFrame, min_rating: float | None, k_core: int | None
+    table: pd.DataFrame,
+    min_rating: float | None,
+    k_core: int | None,
+    on_overlap: OnOverlap | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """De-duplicate, threshold and k-core ``table``; returns it with the drop counts."""
+    """De-duplicate, threshold, handle train/test overlap (``on_overlap``, a pre-split
+    table only) and k-core ``table``; returns it with the drop counts."""
     for column in ("user", "item"):
         if column not in table.columns:
             raise ValueError(f"the table needs a {column!r} column")
-    counts = {"rows_read": len(table), "dropped_threshold": 0, "kcore_rounds": 0}
+    counts = {"rows_read": len(table), "dropped_threshold": 0, "kcore_rounds": 0, "overlap": 0}
     table, counts["dropped_duplicates"] = deduplicate(table)
     if min_rating is not None:
         table, counts["dropped_threshold"] = apply_threshold(table, min_rating)
+    if on_overlap is not None:  # after the threshold: only training positives count
+        table, counts["overlap"] = handle_overlap(table, on_overlap)
     before = len(table)
     if k_core is not None:
         keep, counts["kcore_rounds"] = k_core_mask(
@@ -320,21 +373,24 @@ def prepare_split(
     min_rating: float | None = None,
     k_core: int | None = None,
     on_unseen: OnUnseen = "error",
+    on_overlap: OnOverlap = "drop",
 ) -> tuple[Interactions, Interactions, PrepareReport]:
     """Turn a pre-split table into (train, test) :class:`Interactions` over one id space.
 
-    De-duplication is per part; ``k_core`` counts train and test together; afterwards
-    every test user and item must occur in train (``on_unseen``: ``"error"`` raises a
-    :class:`DataError` naming the test file and line, ``"drop"`` drops those test rows,
-    ``"keep"`` keeps them -- the shared vocabulary then includes test-only ids). Users
-    and items are encoded with one vocabulary over what is left of both parts.
+    De-duplication is per part; test rows that repeat a training pair are dropped
+    (``on_overlap``, see :func:`handle_overlap`); ``k_core`` counts train and test
+    together; afterwards every test user and item must occur in train (``on_unseen``:
+    ``"error"`` raises a :class:`DataError` naming the test file and line, ``"drop"``
+    drops those test rows, ``"keep"`` keeps them -- the shared vocabulary then includes
+    test-only ids). Users and items are encoded with one vocabulary over what is left of
+    both parts.
     """
     if "part" not in table.columns:
         raise ValueError("prepare_split needs a pre-split table with a 'part' column")
     parts = set(table["part"].unique()) - {"train", "test"}
     if parts:
         raise ValueError(f"'part' must be 'train' or 'test', found {sorted(map(str, parts))}")
-    table, counts = _filter(table, min_rating, k_core)
+    table, counts = _filter(table, min_rating, k_core, on_overlap)
     table, dropped_unseen = check_test_in_train_table(table, on_unseen=on_unseen)
     last_drop = dropped_unseen if on_unseen == "drop" else 0
     while last_drop and k_core is not None:  # dropped test rows can leave some under k
@@ -380,6 +436,8 @@ def prepare_split(
         k_core=k_core,
         parts={"train": train.nnz, "test": test.nnz},
         unseen_kept=unseen_kept,
+        dropped_overlap=counts["overlap"] if on_overlap == "drop" else 0,
+        overlap_kept=counts["overlap"] if on_overlap == "keep" else 0,
     )
     return train, test, report
 
@@ -392,9 +450,12 @@ def prepare_presplit(
     min_rating: float | None = None,
     k_core: int | None = None,
     on_unseen: OnUnseen = "error",
+    on_overlap: OnOverlap = "drop",
     **options: Any,
 ) -> tuple[Interactions, Interactions, PrepareReport]:
     """Load a pre-split file pair and prepare it: :func:`~negrec.data.loaders.load_split`
     followed by :func:`prepare_split` (``options`` go to the format's loader)."""
     table = load_split(train_path, test_path, format, **options)
-    return prepare_split(table, min_rating=min_rating, k_core=k_core, on_unseen=on_unseen)
+    return prepare_split(
+        table, min_rating=min_rating, k_core=k_core, on_unseen=on_unseen, on_overlap=on_overlap
+    )

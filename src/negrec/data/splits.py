@@ -7,20 +7,23 @@ per-user positions come from one stable argsort, never from a loop over users.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from negrec.data.interactions import Interactions, NoTimeOrder, _segment_key_order
+from negrec.data.prepare import PrepareReport
 
 
 @dataclass(frozen=True)
 class Split:
-    """``train``, ``valid`` and ``test`` Interactions over the same users and items."""
+    """``train``, ``valid`` and ``test`` Interactions over the same users and items, and
+    what preparing the data dropped or kept (``report``; None for generated data)."""
 
     train: Interactions
     valid: Interactions
     test: Interactions
+    report: PrepareReport | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         shapes = {(p.n_users, p.n_items) for p in (self.train, self.valid, self.test)}

@@ -514,11 +514,12 @@ def seeds_repeat(runs: Sequence[RunRecord]) -> bool:
 
 
 def write_report(
-    runs: Sequence[RunRecord], folder: str | Path, metric: str | None = None
+    runs: Sequence[RunRecord], folder: str | Path, metric: str | None = None, prefix: str = ""
 ) -> Report:
     """Aggregate ``runs`` and write ``report.md``, ``report.tex``, the mean validation
     curves (``valid-{metric}-mean.png``) and, when K varies, ``{metric}-vs-k.png`` into
-    ``folder``; ``metric`` defaults to the selection metric."""
+    ``folder``, each name starting with ``prefix``; ``metric`` defaults to the selection
+    metric."""
     agg = aggregate(runs)
     metric = metric or agg.selection
     test = paired_test(agg.groups, agg.selection)
@@ -526,14 +527,14 @@ def write_report(
     markdown = f"{markdown_table(agg)}\n\n{sentence}\n"
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    md, tex = folder / "report.md", folder / "report.tex"
+    md, tex = folder / f"{prefix}report.md", folder / f"{prefix}report.tex"
     _write_text(md, markdown)
     _write_text(tex, latex_table(agg, test))
-    files = [md, tex, plot_mean_curves(agg.groups, metric, folder / f"valid-{metric}-mean.png")]
+    mean = folder / f"{prefix}valid-{metric}-mean.png"
+    files = [md, tex, plot_mean_curves(agg.groups, metric, mean)]
     if k_varies(agg.groups):
-        files.append(
-            plot_metric_vs_k(agg.groups, agg.selection, folder / f"{agg.selection}-vs-k.png")
-        )
+        by_k = folder / f"{prefix}{agg.selection}-vs-k.png"
+        files.append(plot_metric_vs_k(agg.groups, agg.selection, by_k))
     return Report(agg, test, markdown, files)
 
 

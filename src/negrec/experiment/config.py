@@ -10,6 +10,7 @@ exists, naming the fields involved.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -121,6 +122,9 @@ class DataConfig:
     sep: str | None = None
     header: bool | None = None
     columns: ColumnsConfig | None = None
+    # presplit: a test row repeating a training (user, item) pair -- an easy hit the model
+    # was trained on, inflating every metric -- is dropped (counted), an error, or kept
+    on_overlap: Literal["drop", "error", "keep"] = "drop"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, prefix: str) -> None:
@@ -181,6 +185,19 @@ class DataConfig:
             "delimiter": parse_separator("," if self.sep is None else self.sep),
             "header": True if self.header is None else self.header,
         }
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The keys the active source reads: no ``[data.synthetic]`` block for file data,
+        no pre-split policy at its default for data that is not pre-split."""
+        out = to_dict(self)
+        if self.source != "synthetic":
+            del out["synthetic"]
+        if self.source != "presplit":
+            default = DataConfig()
+            for key in ("on_unseen", "on_overlap"):
+                if out[key] == getattr(default, key):
+                    del out[key]
+        return out
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
@@ -408,6 +425,7 @@ class ExperimentConfig:
             "name": self.name,
             "output": self.output,
             **{s: to_dict(getattr(self, s)) for s in SECTIONS[2:]},
+            "data": self.data.to_toml_dict(),  # only the active source's keys
         }
         if self.logging == LoggingConfig():  # tracking off: stored as before it existed
             del out["logging"]
@@ -449,18 +467,39 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+class ConfigFileError(ConfigError):
+    """A config file that cannot be read: missing, not UTF-8, or not TOML. The message
+    names the file (and the line), not a config key."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None):
+        self.key = str(path)
+        where = f"{path}:{line}" if line is not None else str(path)
+        Exception.__init__(self, f"{where}: {message}")
+
+
+_TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; syntax errors name the file and line."""
+    """Parse a TOML file; syntax errors name the file and line. A UTF-8 byte-order mark
+    (which some editors write) is skipped, as the data loaders skip it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError(str(path), "no such config file or preset") from None
+        raise ConfigFileError(path, "no such config file or preset") from None
     except UnicodeDecodeError as err:
-        raise ConfigError(str(path), f"not UTF-8 text ({err.reason})") from None
+        raise ConfigFileError(path, f"not UTF-8 text ({err.reason})") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), f"invalid TOML: {err}") from None
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        where = _TOML_WHERE.search(message)
+        if where is None:
+            raise ConfigFileError(path, f"invalid TOML: {message}") from None
+        reason = message[: where.start()]
+        raise ConfigFileError(
+            path, f"invalid TOML: {reason} (column {where.group(2)})", int(where.group(1))
+        ) from None
 
 
 def stored_run_config(run_dir: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch
 
 from negrec.atomic import atomic_write, atomic_write_text, staging_folder
 from negrec.errors import NegrecError
+from negrec.train import TrainingDiverged
 
 FILES = ("config.toml", "environment.json", "history.csv", "summary.json")
 
@@ -67,7 +68,8 @@ def environment() -> dict[str, Any]:
 
 
 def unique_path(parent: Path, name: str) -> Path:
-    """``parent/name``, or ``parent/name-2``, ``-3``... if taken."""
+    """``parent/name``, or ``parent/name-2``, ``-3``... if taken (a finished run is never
+    overwritten by a later one of the same name)."""
     candidate, n = parent / name, 1
     while candidate.exists():
         n += 1
@@ -79,25 +81,52 @@ CHECKPOINT = "checkpoint.pt"
 
 
 @contextmanager
-def staging_dir(parent: Path, name: str, existing: Path | None = None) -> Iterator[Path]:
+def staging_dir(
+    parent: Path, name: str, existing: Path | None = None, *, lower_lr: float | None = None
+) -> Iterator[Path]:
     """A hidden temporary directory in ``parent`` (or ``existing``, when resuming).
 
     If the block raises before any epoch finished, the directory is removed; once a
-    checkpoint exists it is kept, so the run can be resumed (``negrec run --resume``)."""
+    checkpoint exists it is kept, so the run can be resumed (``negrec run --resume``).
+    After a divergence the advice resumes with ``--set train.lr=<lower_lr>``: resuming
+    with the same settings would diverge again at the same batch."""
     parent.mkdir(parents=True, exist_ok=True)
     tmp = existing or staging_folder(parent, prefix=f".{name}.tmp-")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as error:
         if (tmp / CHECKPOINT).exists():
+            how, command = "continue with", f"negrec run --resume {tmp}"
+            if isinstance(error, TrainingDiverged) and lower_lr is not None:
+                how = "continue with a lower learning rate"
+                command += f" --set train.lr={lower_lr:g}"
             print(
-                f"negrec: the last good checkpoint is kept in {tmp}; "
-                f"continue with: negrec run --resume {tmp}",
+                f"negrec: the last good checkpoint is kept in {tmp}; {how}: {command}",
                 file=sys.stderr,
             )
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files of writes cut short in ``folder`` (``.NAME.XXXX.tmp``,
+    see :func:`negrec.atomic.atomic_write`): a resumed run must not publish them."""
+    removed = sorted(p for p in folder.glob(".*.tmp") if p.is_file())
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def orphan_staging(parent: Path, name: str) -> list[Path]:
+    """Staging directories ``.NAME.tmp-*`` in ``parent`` without a checkpoint: left by a
+    run killed before its first epoch ended (or being filled by a run starting now);
+    ``--resume`` cannot use them."""
+    if not parent.is_dir():
+        return []
+    return sorted(
+        p for p in parent.glob(f".{name}.tmp-*") if p.is_dir() and not (p / CHECKPOINT).exists()
+    )
 
 
 def find_resumable(path: Path) -> Path:

@@ -9,6 +9,8 @@ validation.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from negrec.errors import ConfigError, NegrecError, first_line
 from negrec.evaluation import evaluate
 from negrec.experiment import rundir
 from negrec.experiment.config import ExperimentConfig
-from negrec.experiment.data import build_split
+from negrec.experiment.data import build_split, describe_data
 from negrec.losses import Loss
 from negrec.models import MODELS, Model
 from negrec.models.sequential import contexts_for
@@ -46,14 +48,29 @@ if TYPE_CHECKING:
     from negrec.experiment.tracking import Tracker
 
 
+#: The settings ``negrec run --resume DIR --set KEY=VALUE`` may change: the learning rate
+#: and its schedule, the number of epochs and the early-stopping patience. They change how
+#: training goes on from the checkpoint, not what was trained so far (the data, the model,
+#: the sampler, the loss and the seed stay those of the interrupted run).
+RESUME_KEYS = (
+    "train.lr",
+    "train.lr_decay",
+    "train.lr_decay_every",
+    "train.epochs",
+    "train.patience",
+)
+
+
 @contextmanager
-def _staging(world: World, output: Path, name: str, existing: Path | None) -> Iterator[Path | None]:
+def _staging(
+    world: World, output: Path, name: str, existing: Path | None, lr: float
+) -> Iterator[Path | None]:
     """Rank 0's (or the only process's) staging directory; None on the other ranks of a
-    distributed run, which write nothing."""
+    distributed run, which write nothing. ``lr``: a divergence advises a tenth of it."""
     if not world.is_main:
         yield None
         return
-    with rundir.staging_dir(output, name, existing=existing) as tmp:
+    with rundir.staging_dir(output, name, existing=existing, lower_lr=lr / 10) as tmp:
         yield tmp
 
 
@@ -171,12 +188,17 @@ def run_experiment(
     progress: bool = True,
     extra_callbacks: tuple[Callback, ...] = (),
     resume_dir: Path | None = None,
+    resumed_with: dict[str, Any] | None = None,
     world: World = LOCAL,
 ) -> Path:
     """Train, select on validation, test once, write the run directory; returns its path.
 
     ``resume_dir`` is the staging directory of an interrupted run (see
     :func:`rundir.find_resumable`); training continues from its last checkpoint.
+    ``resumed_with``: the overrides (dotted key -> value) ``config`` applies to the
+    interrupted run's own config (see ``RESUME_KEYS``); they are recorded in the run's
+    ``environment.json`` and ``summary.json`` (``resumed``) and in ``history.csv``
+    (``resumed_with``, on the first epoch trained with them).
     ``world``: the ranks of a distributed run (:mod:`negrec.distributed`), every one
     calling this with the same config: all train and evaluate, rank 0 alone writes the
     run directory and prints (``extra_callbacks`` and the bound monitor run there only);
@@ -197,16 +219,25 @@ def run_experiment(
                 f"{path}: cannot read the checkpoint ({first_line(err)}); "
                 "delete the interrupted run's folder to start it over"
             ) from None
-    with _staging(world, output, config.name, resume_dir) as tmp:
+    data = None if split.report is None else dataclasses.asdict(split.report)
+    with _staging(world, output, config.name, resume_dir, config.train.lr) as tmp:
         if tmp is not None and progress:
             print(f"negrec: training into {tmp}", file=sys.stderr)
+            if split.report is not None:
+                print(f"negrec: data: {describe_data(split.report)}", file=sys.stderr)
         if tmp is not None and resume is None:
             rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
             env = rundir.environment()
             env["device"] = str(world.place(resolve_device(config.train.device)))
             if world.backend is not None:
                 env["distributed"] = {"world_size": world.size, "backend": world.backend}
+            if data is not None:
+                env["data"] = data
             rundir.write_json(tmp / "environment.json", env)
+        resumes: list[dict[str, Any]] = []
+        if tmp is not None and resume is not None:
+            rundir.remove_leftovers(tmp)  # writes the interruption cut short
+            resumes = _record_resume(tmp, config, resume["epoch"], resumed_with)
         stopper = EarlyStopping(
             config.train.metric, config.train.patience, None if tmp is None else tmp / "best.pt"
         )
@@ -248,7 +279,7 @@ def run_experiment(
         if tmp is None:  # another rank: rank 0 writes the run, and tells where
             return Path(world.share(None))
 
-        rundir.write_history(tmp / "history.csv", state.history)
+        rundir.write_history(tmp / "history.csv", _mark_resumes(state.history, resumes))
         rundir.write_per_user(
             tmp / "test_per_user.csv", test.users, test.per_user, split.test.user_ids
         )
@@ -271,6 +302,10 @@ def run_experiment(
             "test": test.summary,
             "n_test_users": int(test.users.size),
         }
+        if data is not None:
+            summary["data"] = data  # what preparing the data dropped and kept
+        if resumes:
+            summary["resumed"] = resumes
         rundir.write_json(tmp / "summary.json", summary)
         for tracker in trackers:
             tracker.on_run_end(summary)
@@ -278,6 +313,43 @@ def run_experiment(
         final = rundir.unique_path(output, config.name)
         path = rundir.publish(tmp, final)
     return Path(world.share(str(path)))
+
+
+def _record_resume(
+    tmp: Path, config: ExperimentConfig, epoch: int, resumed_with: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Note a resume with overrides in the staging directory: ``config.toml`` becomes the
+    config the run continues with, and ``environment.json``'s ``resumed`` list gains
+    ``{"after_epoch": epoch, "set": resumed_with}``. Returns that list (all resumes)."""
+    path = tmp / "environment.json"
+    try:
+        env = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):  # (written at the start; a damaged one is rewritten)
+        env = rundir.environment()
+    resumes: list[dict[str, Any]] = list(env.get("resumed", []))
+    if resumed_with:
+        resumes.append({"after_epoch": int(epoch), "set": dict(resumed_with)})
+        env["resumed"] = resumes
+        rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
+        rundir.write_json(path, env)
+    return resumes
+
+
+def _mark_resumes(
+    history: list[dict[str, Any]], resumes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``history`` with a ``resumed_with`` note (``train.lr=0.001``) on the first epoch
+    trained after each resume with overrides."""
+    if not resumes:
+        return history
+    notes = {
+        entry["after_epoch"] + 1: ", ".join(f"{k}={v}" for k, v in entry["set"].items())
+        for entry in resumes
+    }
+    return [
+        {**row, "resumed_with": notes[row["epoch"]]} if row["epoch"] in notes else row
+        for row in history
+    ]
 
 
 def default_comparison(output: str = "runs", seed: int = 0) -> list[ExperimentConfig]:
