@@ -218,7 +218,7 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path):
             "split": {"valid": "last", "seed": 3},
             "model": {"dim": 8, "init_std": 0.05},
             "sampler": {"name": "uniform", "k": 16, "replacement": False},
-            "loss": {"name": "simce", "margin": 0.5, "neg_reduction": "mean"},
+            "loss": {"name": "hinge", "margin": 0.5, "neg_reduction": "mean"},
             "train": {"epochs": 3, "lr": 0.01, "metric": "recall@5", "device": "auto"},
             "eval": {"ks": [5], "betas": [0.1], "batch_size": 64},
         },

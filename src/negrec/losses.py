@@ -1,11 +1,12 @@
-"""Recommendation losses as pure tensor functions of positive and negative scores.
+"""Recommendation losses: pure tensor functions of positive and negative scores, and one
+registered plugin class per loss.
 
-Every loss is ``loss(pos[B], neg[B, K], *, log_q=None, weights=None) -> scalar``, defined
-per positive and averaged over the batch. Sums over negatives are the default (that is what
-the theory of Di Teodoro et al., arXiv 2411.07770, uses: BPR equals CCE exactly at K = 1);
-``neg_reduction = "mean"`` divides by K. Negatives scored ``-inf`` (padding, or masked
-items of the full catalogue) contribute nothing to any loss. Only stable forms are used:
-softplus and logsumexp.
+Every loss is ``loss(pos[B], neg[B, K], *, log_q=None, weights=None, <its options>) ->
+scalar``, defined per positive and averaged over the batch. Sums over negatives are the
+default (that is what the theory of Di Teodoro et al., arXiv 2411.07770, uses: BPR equals
+CCE exactly at K = 1); ``neg_reduction = "mean"`` divides by K. Negatives scored ``-inf``
+(padding, or masked items of the full catalogue) contribute nothing to any loss. Only
+stable forms are used: softplus and logsumexp.
 
 Per positive with score ``s+`` and negatives ``s_j``:
 
@@ -21,6 +22,15 @@ e.g. DNS's 1/M or Softmax-v); in CCE they weight ``e^{s_j}``; SimCE's max ignore
 but skips negatives of weight 0. ``log_q`` [B, K] applies the logQ correction of sampled
 softmax (Yi et al. 2019): CCE and softmax use ``s_j - log(K q_j)`` in place of ``s_j``.
 
+The plugin kind. Each loss is a :class:`Loss` subclass registered in :data:`LOSSES` under
+its config name (aliases register the same class twice: ``ssm`` is ``cce``), with its own
+typed ``Config`` (``[loss] name = "simce", margin = 5``; a key the loss does not take is
+refused). A loss implements :meth:`Loss.rows` (the per-positive values [B]); the batch
+value is their mean. Optional fast forms are methods it may override, never found by
+identity: :meth:`Loss.value_and_grad_dense` (a closed-form gradient, used by the fused MF
+step), :meth:`Loss.catalogue` (the whole catalogue as negatives, used with the ``full``
+sampler); ``requires_sampler`` names a sampler the loss only works with.
+
 The whole catalogue as negatives (the ``full`` sampler): the trainer hands the score matrix
 [B, n_items] to :meth:`Loss.catalogue`, which is by definition the loss of
 :func:`catalogue_scores` (the positive's column as ``pos``, the matrix with its masked items
@@ -32,40 +42,79 @@ temporaries and as many again in the backward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from negrec.config_base import require
+from negrec.config_base import from_dict, to_dict
+from negrec.errors import ConfigError
 from negrec.registry import Registry
 
 NEG_INF = float("-inf")
+Tensor = torch.Tensor
+Reduction = Literal["sum", "mean"]
+
+
+# ---------------------------------------------------------------------------- configs
+@dataclass
+class LossConfig:
+    """Options every loss shares: its name. ``Loss(LossConfig(name=...))`` builds that
+    loss with its defaults."""
+
+    #: keys that configs stored by negrec 0.1 carry for every loss, at these values: a loss
+    #: that does not take one accepts it at that value only (and drops it)
+    retired: ClassVar[dict[str, Any]] = {"neg_reduction": "sum", "margin": 1.0}
+
+    name: str = "bpr"
 
 
 @dataclass
-class LossConfig:
-    """Options every loss shares."""
+class SummedConfig(LossConfig):
+    """Options of a loss that sums over the negatives."""
 
+    neg_reduction: Reduction = "sum"  # "mean" divides the sum over negatives by K
+
+
+@dataclass
+class BPRConfig(SummedConfig):
     name: str = "bpr"
-    neg_reduction: Literal["sum", "mean"] = "sum"
-    margin: float = 1.0  # used by simce and hinge only
-
-    def validate(self, prefix: str) -> None:
-        require(self.name in LOSSES.names(), f"{prefix}.name", f"unknown loss '{self.name}'")
-        if self.name not in ("simce", "hinge"):
-            require(
-                self.margin == 1.0,
-                f"{prefix}.margin",
-                f"only simce and hinge take a margin, not {self.name}",
-            )
 
 
-def _reduce_neg(per_neg: torch.Tensor, weights: torch.Tensor | None, mean: bool) -> torch.Tensor:
+@dataclass
+class BCEConfig(SummedConfig):
+    name: str = "bce"
+
+
+@dataclass
+class CCEConfig(SummedConfig):
+    name: str = "cce"
+
+
+@dataclass
+class SoftmaxConfig(CCEConfig):
+    name: str = "softmax"
+
+
+@dataclass
+class SimCEConfig(LossConfig):
+    name: str = "simce"
+    margin: float = 1.0  # relu(margin - s+ + max_j s_j)
+
+
+@dataclass
+class HingeConfig(SummedConfig):
+    name: str = "hinge"
+    margin: float = 1.0  # relu(margin - s+ + s_j)
+
+
+# ---------------------------------------------------------------------------- per positive
+def _reduce_neg(per_neg: Tensor, weights: Tensor | None, mean: bool) -> Tensor:
     """Sum [B, K] -> [B] over negatives, weighted, or mean over K when asked."""
     if weights is not None:
         per_neg = per_neg * weights
@@ -73,12 +122,127 @@ def _reduce_neg(per_neg: torch.Tensor, weights: torch.Tensor | None, mean: bool)
     return total / per_neg.shape[1] if mean else total
 
 
-def bpr(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
-    """Bayesian personalised ranking: sum_j softplus(s_j - s+), batch mean."""
+def _bpr_rows(pos: Tensor, neg: Tensor, weights: Tensor | None, mean: bool) -> Tensor:
     per_neg = F.softplus(neg - pos.unsqueeze(1))  # [B, K]
-    return _reduce_neg(per_neg, weights, neg_reduction == "mean").mean()
+    return _reduce_neg(per_neg, weights, mean)  # [B]
 
 
+def _bce_rows(pos: Tensor, neg: Tensor, weights: Tensor | None, mean: bool) -> Tensor:
+    return F.softplus(-pos) + _reduce_neg(F.softplus(neg), weights, mean)  # [B]
+
+
+def _cce_negative_logits(
+    neg: Tensor, log_q: Tensor | None, weights: Tensor | None, mean: bool
+) -> Tensor:
+    """The negatives' logits [B, K] in CCE's softmax: their scores with the logQ correction
+    (Yi et al., RecSys 2019), the log importance weights (weight 0 -> -inf -> no mass) and,
+    for ``neg_reduction = "mean"``, log K subtracted."""
+    k = neg.shape[1]
+    logits = neg
+    if log_q is not None:
+        logits = logits - (log_q + math.log(k))
+    if weights is not None:
+        logits = logits + torch.log(weights)
+    if mean:
+        logits = logits - math.log(k)
+    return logits
+
+
+def _cce_rows(
+    pos: Tensor, neg: Tensor, log_q: Tensor | None, weights: Tensor | None, mean: bool
+) -> Tensor:
+    logits = _cce_negative_logits(neg, log_q, weights, mean)
+    all_logits = torch.cat([pos.unsqueeze(1), logits], dim=1)  # [B, 1 + K]
+    return torch.logsumexp(all_logits, dim=1) - pos  # [B]
+
+
+def _simce_rows(pos: Tensor, neg: Tensor, weights: Tensor | None, margin: float) -> Tensor:
+    if weights is not None:
+        neg = neg.masked_fill(weights <= 0, NEG_INF)
+    hardest = neg.max(dim=1).values  # [B]
+    return F.relu(margin - pos + hardest)  # [B]
+
+
+def _hinge_rows(
+    pos: Tensor, neg: Tensor, weights: Tensor | None, mean: bool, margin: float
+) -> Tensor:
+    per_neg = F.relu(margin - pos.unsqueeze(1) + neg)  # [B, K]
+    return _reduce_neg(per_neg, weights, mean)  # [B]
+
+
+# ---------------------------------------------------------------------------- pure functions
+def bpr(
+    pos: Tensor,
+    neg: Tensor,
+    *,
+    log_q: Tensor | None = None,
+    weights: Tensor | None = None,
+    neg_reduction: Reduction = "sum",
+) -> Tensor:
+    """Bayesian personalised ranking: sum_j softplus(s_j - s+), batch mean (``log_q``
+    ignored)."""
+    return _bpr_rows(pos, neg, weights, neg_reduction == "mean").mean()
+
+
+def bce(
+    pos: Tensor,
+    neg: Tensor,
+    *,
+    log_q: Tensor | None = None,
+    weights: Tensor | None = None,
+    neg_reduction: Reduction = "sum",
+) -> Tensor:
+    """Binary cross-entropy: softplus(-s+) + sum_j softplus(s_j), batch mean (``log_q``
+    ignored)."""
+    return _bce_rows(pos, neg, weights, neg_reduction == "mean").mean()
+
+
+def cce(
+    pos: Tensor,
+    neg: Tensor,
+    *,
+    log_q: Tensor | None = None,
+    weights: Tensor | None = None,
+    neg_reduction: Reduction = "sum",
+) -> Tensor:
+    """Sampled softmax cross-entropy: logsumexp([s+, s_j]) - s+, batch mean.
+
+    With ``neg_reduction="mean"`` the negatives' mass is divided by K (log K subtracted).
+    """
+    return _cce_rows(pos, neg, log_q, weights, neg_reduction == "mean").mean()
+
+
+def simce(
+    pos: Tensor,
+    neg: Tensor,
+    *,
+    log_q: Tensor | None = None,
+    weights: Tensor | None = None,
+    margin: float = 1.0,
+) -> Tensor:
+    """SimCE: relu(margin - s+ + max_j s_j), batch mean (the hardest sampled negative).
+
+    Weights only select: the max runs over the negatives with a positive weight. DNS(M, N)
+    keeps the pool's top M, whose max is the pool's top one, so SimCE with DNS(M, N)
+    trains exactly as with DNS(1, N). (The SimCE paper draws its negatives uniformly.)
+    """
+    return _simce_rows(pos, neg, weights, margin).mean()
+
+
+def hinge(
+    pos: Tensor,
+    neg: Tensor,
+    *,
+    log_q: Tensor | None = None,
+    weights: Tensor | None = None,
+    neg_reduction: Reduction = "sum",
+    margin: float = 1.0,
+) -> Tensor:
+    """Pairwise hinge: sum_j relu(margin - s+ + s_j), batch mean (``log_q`` ignored)."""
+    return _hinge_rows(pos, neg, weights, neg_reduction == "mean", margin).mean()
+
+
+# ---------------------------------------------------------------------------- closed forms
 def bpr_value_and_grad(
     scores: torch.Tensor, weights: torch.Tensor | None, mean: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,58 +276,6 @@ def cce_value_and_grad(
     grad = mass.div_(total * scores.shape[0])  # softmax / B
     grad[:, 0] -= 1.0 / scores.shape[0]
     return value, grad
-
-
-def bce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
-    """Binary cross-entropy: softplus(-s+) + sum_j softplus(s_j), batch mean."""
-    per_neg = F.softplus(neg)  # [B, K]
-    return (F.softplus(-pos) + _reduce_neg(per_neg, weights, neg_reduction == "mean")).mean()
-
-
-def _cce_negative_logits(
-    neg: torch.Tensor, log_q: torch.Tensor | None, weights: torch.Tensor | None, mean: bool
-) -> torch.Tensor:
-    """The negatives' logits [B, K] in CCE's softmax: their scores with the logQ correction
-    (Yi et al., RecSys 2019), the log importance weights (weight 0 -> -inf -> no mass) and,
-    for ``neg_reduction = "mean"``, log K subtracted."""
-    k = neg.shape[1]
-    logits = neg
-    if log_q is not None:
-        logits = logits - (log_q + math.log(k))
-    if weights is not None:
-        logits = logits + torch.log(weights)
-    if mean:
-        logits = logits - math.log(k)
-    return logits
-
-
-def cce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
-    """Sampled softmax cross-entropy: logsumexp([s+, s_j]) - s+, batch mean.
-
-    With ``neg_reduction="mean"`` the negatives' mass is divided by K (log K subtracted).
-    """
-    logits = _cce_negative_logits(neg, log_q, weights, neg_reduction == "mean")
-    all_logits = torch.cat([pos.unsqueeze(1), logits], dim=1)  # [B, 1 + K]
-    return (torch.logsumexp(all_logits, dim=1) - pos).mean()
-
-
-def simce(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
-    """SimCE: relu(margin - s+ + max_j s_j), batch mean (the hardest sampled negative).
-
-    Weights only select: the max runs over the negatives with a positive weight. DNS(M, N)
-    keeps the pool's top M, whose max is the pool's top one, so SimCE with DNS(M, N)
-    trains exactly as with DNS(1, N). (The SimCE paper draws its negatives uniformly.)
-    """
-    if weights is not None:
-        neg = neg.masked_fill(weights <= 0, NEG_INF)
-    hardest = neg.max(dim=1).values  # [B]
-    return F.relu(margin - pos + hardest).mean()
-
-
-def hinge(pos, neg, *, log_q=None, weights=None, neg_reduction="sum", margin=1.0):
-    """Pairwise hinge: sum_j relu(margin - s+ + s_j), batch mean."""
-    per_neg = F.relu(margin - pos.unsqueeze(1) + neg)
-    return _reduce_neg(per_neg, weights, neg_reduction == "mean").mean()
 
 
 # ---------------------------------------------------------------------------- whole catalogue
@@ -254,93 +366,265 @@ def cce_catalogue(
     return torch.where(twice, doubled, per_row).mean()
 
 
-LossFn = Callable[..., torch.Tensor]
+# ---------------------------------------------------------------------------- the plugin kind
+LossFn = Callable[..., Tensor]
 
 
 class Loss:
-    """A configured loss: calls the pure function with the config's options."""
+    """Base class of every loss: a configured loss, called on scores.
 
-    Config = LossConfig
+    A subclass sets ``Config`` (its typed options) and implements :meth:`rows`; it
+    registers with ``@LOSSES.register("name")``. ``Loss(config)`` on this base class
+    builds the loss ``config.name`` names (``Loss(LossConfig(name="cce"))``)."""
+
+    Config: ClassVar[type[LossConfig]] = LossConfig
+    #: the public pure function this loss computes (for tests and documentation), if any
+    function: ClassVar[LossFn | None] = None
+    #: the sampler this loss only works with (the config layer refuses any other), if any
+    requires_sampler: ClassVar[str | None] = None
+
+    def __new__(cls, config: LossConfig) -> Loss:
+        if cls is Loss:  # the loss the config names
+            cls = LOSSES.get(config.name, "loss.name")
+        return super().__new__(cls)
+
+    @classmethod
+    def option_keys(cls) -> list[str]:
+        """The keys of this loss's ``[loss]`` table, ``name`` first."""
+        return [field.name for field in dataclasses.fields(cls.Config)]
 
     def __init__(self, config: LossConfig):
+        if not isinstance(config, self.Config):  # e.g. LossConfig(name=...): its defaults
+            config = from_dict(self.Config, to_dict(config), prefix="loss")
         self.config = config
-        self.fn: LossFn = _FUNCTIONS[config.name]
+
+    def rows(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        """The loss of each positive [B] from ``pos`` [B], ``neg`` [B, K] (``-inf``:
+        padding, contributes nothing), ``log_q`` and ``weights`` [B, K]."""
+        raise NotImplementedError  # abstract
 
     def __call__(
         self,
-        pos: torch.Tensor,
-        neg: torch.Tensor,
+        pos: Tensor,
+        neg: Tensor,
         *,
-        log_q: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.fn(
-            pos,
-            neg,
-            log_q=log_q,
-            weights=weights,
-            neg_reduction=self.config.neg_reduction,
-            margin=self.config.margin,
-        )
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        """The batch loss: the mean of :meth:`rows`."""
+        return self.rows(pos, neg, log_q=log_q, weights=weights).mean()
 
     def value_and_grad(
         self,
-        scores: torch.Tensor,
+        scores: Tensor,
         *,
-        valid: torch.Tensor | None = None,
-        log_q: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        valid: Tensor | None = None,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """The loss of ``scores`` [B, 1 + K] (column 0 the positive, the rest its negatives,
-        those where ``valid`` is False masked) and its gradient with respect to ``scores``,
-        for steps that back-propagate into the model themselves (:mod:`negrec._fast.fused`).
-        BPR and CCE in closed form (:func:`bpr_value_and_grad`,
-        :func:`cce_value_and_grad`), every other loss by autograd
-        through its pure function; the same value and gradient either way."""
+        those where ``valid`` [B, K] is False masked) and its gradient with respect to
+        ``scores``, for steps that back-propagate into the model themselves
+        (:mod:`negrec._fast.fused`): :meth:`value_and_grad_dense` of the masked scores."""
         scores = scores.detach()
         if valid is not None:
             scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(~valid, NEG_INF)], 1)
-        if self.fn is bpr:
-            return bpr_value_and_grad(scores, weights, self.config.neg_reduction == "mean")
-        if self.fn is cce:
-            return cce_value_and_grad(scores, log_q, weights, self.config.neg_reduction == "mean")
-        scores.requires_grad_(True)
+        return self.value_and_grad_dense(scores, log_q=log_q, weights=weights)
+
+    def value_and_grad_dense(
+        self, scores: Tensor, *, log_q: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Value and gradient [B, 1 + K] of the loss of ``scores`` [B, 1 + K] (padding
+        already at -inf), by autograd through :meth:`__call__` on that small tensor alone.
+        A loss with a closed-form gradient overrides it (same value and gradient)."""
+        scores = scores.detach().requires_grad_(True)
         value = self(scores[:, 0], scores[:, 1:], log_q=log_q, weights=weights)
         (grad,) = torch.autograd.grad(value, scores)
         return value.detach(), grad
 
     def catalogue(
         self,
-        scores: torch.Tensor,
-        pos_items: torch.Tensor,
+        scores: Tensor,
+        pos_items: Tensor,
         *,
-        valid: torch.Tensor | None = None,
-        log_q: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        valid: Tensor | None = None,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
         """The loss with every item as a negative, from the score matrix ``scores``
         [B, N] (``valid``, ``log_q``, ``weights``: [B, N]): by definition
         ``self(*catalogue_scores(scores, pos_items, valid), log_q=..., weights=...)``.
-        CCE / softmax without ``log_q`` or ``weights`` (the ``full`` sampler sets neither)
-        computes it as :func:`cce_catalogue`, which never builds that pair."""
-        if self.fn is cce and log_q is None and weights is None:
-            return cce_catalogue(
-                scores, pos_items, valid=valid, neg_reduction=self.config.neg_reduction
-            )
+        A loss with a cheaper direct form overrides it (CCE: :func:`cce_catalogue`)."""
         pos, neg = catalogue_scores(scores, pos_items, valid)
         return self(pos, neg, log_q=log_q, weights=weights)
 
 
-_FUNCTIONS: dict[str, LossFn] = {
-    "bpr": bpr,
-    "bce": bce,
-    "cce": cce,
-    "ssm": cce,  # the SimCE paper's name for sampled softmax
-    "softmax": cce,  # with the full sampler this is the full softmax
-    "simce": simce,
-    "hinge": hinge,
-}
+class _LossRegistry(Registry[type[Loss]]):
+    """The loss registry: configs stored by negrec 0.1 carry ``neg_reduction`` and
+    ``margin`` for every loss; a loss that does not take one accepts it at its 0.1
+    default (see ``LossConfig.retired``) and drops it."""
 
-LOSSES: Registry[type[Loss]] = Registry("loss")
-for _name in _FUNCTIONS:
-    LOSSES.register(_name)(Loss)
+    def config(self, name: str, options: dict[str, Any], prefix: str) -> Any:
+        cls = self.get(name, f"{prefix}.name")
+        own = cls.option_keys()
+        retired = cls.Config.retired
+        kept = {}
+        for key, value in options.items():
+            if key in own:
+                kept[key] = value
+            elif key not in retired or value != retired[key]:
+                raise ConfigError(
+                    f"{prefix}.{key}",
+                    f"unknown key for loss '{name}' (its keys: {', '.join(own)})",
+                )
+        return super().config(name, kept, prefix)
+
+
+LOSSES: Registry[type[Loss]] = _LossRegistry("loss")
+
+
+@LOSSES.register("bpr")
+class BPR(Loss):
+    """BPR (Rendle et al., UAI 2009), with its closed-form gradient for the fused step."""
+
+    Config = BPRConfig
+    config: BPRConfig
+    function = staticmethod(bpr)
+
+    def rows(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        return _bpr_rows(pos, neg, weights, self.config.neg_reduction == "mean")
+
+    def value_and_grad_dense(
+        self, scores: Tensor, *, log_q: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        return bpr_value_and_grad(scores, weights, self.config.neg_reduction == "mean")
+
+
+@LOSSES.register("bce")
+class BCE(Loss):
+    """Binary cross-entropy on the positive and each negative."""
+
+    Config = BCEConfig
+    config: BCEConfig
+    function = staticmethod(bce)
+
+    def rows(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        return _bce_rows(pos, neg, weights, self.config.neg_reduction == "mean")
+
+
+@LOSSES.register("ssm")  # the SimCE paper's name for sampled softmax
+@LOSSES.register("cce")
+class CCE(Loss):
+    """Sampled softmax cross-entropy with the logQ correction, its closed-form gradient for
+    the fused step and its direct whole-catalogue form."""
+
+    Config = CCEConfig
+    config: CCEConfig
+    function = staticmethod(cce)
+
+    def rows(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        return _cce_rows(pos, neg, log_q, weights, self.config.neg_reduction == "mean")
+
+    def value_and_grad_dense(
+        self, scores: Tensor, *, log_q: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        return cce_value_and_grad(scores, log_q, weights, self.config.neg_reduction == "mean")
+
+    def catalogue(
+        self,
+        scores: Tensor,
+        pos_items: Tensor,
+        *,
+        valid: Tensor | None = None,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        """Without ``log_q`` or ``weights`` (the ``full`` sampler sets neither):
+        :func:`cce_catalogue`, which never builds the masked [B, N] copy."""
+        if log_q is None and weights is None:
+            return cce_catalogue(
+                scores, pos_items, valid=valid, neg_reduction=self.config.neg_reduction
+            )
+        return super().catalogue(scores, pos_items, valid=valid, log_q=log_q, weights=weights)
+
+
+@LOSSES.register("softmax")
+class Softmax(CCE):
+    """The full softmax: CCE with every item as a negative (the ``full`` sampler)."""
+
+    Config = SoftmaxConfig
+    config: SoftmaxConfig
+    requires_sampler = "full"
+
+
+@LOSSES.register("simce")
+class SimCE(Loss):
+    """SimCE (Yang et al.): a margin hinge on the hardest sampled negative."""
+
+    Config = SimCEConfig
+    config: SimCEConfig
+    function = staticmethod(simce)
+
+    def rows(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        return _simce_rows(pos, neg, weights, self.config.margin)
+
+
+@LOSSES.register("hinge")
+class Hinge(Loss):
+    """Pairwise margin hinge summed over the negatives."""
+
+    Config = HingeConfig
+    config: HingeConfig
+    function = staticmethod(hinge)
+
+    def rows(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        log_q: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        return _hinge_rows(
+            pos, neg, weights, self.config.neg_reduction == "mean", self.config.margin
+        )
+
+
+def make_loss(name: str, **options: Any) -> Loss:
+    """The loss ``name`` with ``options`` (checked as in a config's ``[loss]`` table)."""
+    return Loss(LOSSES.config(name, {"name": name, **options}, "loss"))
