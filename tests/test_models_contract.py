@@ -62,7 +62,7 @@ class TestGRU4Rec(ModelContract):
 
 
 def test_every_registered_model_has_a_contract_class() -> None:
-    tested = {c.name for c in ModelContract.__subclasses__()}
+    tested = {c.name for c in ModelContract.__subclasses__() if c.plugin is None}
     assert tested == set(MODELS.names())
 
 

@@ -95,7 +95,7 @@ class TestSoftmaxTau(SamplerContract):
 
 
 def test_every_registered_sampler_has_a_contract_class() -> None:
-    tested = {c.name for c in SamplerContract.__subclasses__()}
+    tested = {c.name for c in SamplerContract.__subclasses__() if c.plugin is None}
     assert tested == set(SAMPLERS.names())
 
 
