@@ -1,4 +1,5 @@
-"""A loss and a sampler written outside negrec get every contract test for free.
+"""A loss, a sampler and a model written outside negrec get every contract test for free
+(they are the examples of docs/extending.md).
 
 Each is one small class (with its typed config) and one registration: ``plugin = ...`` on
 the test class registers it under ``name`` for each contract test only (a plugin package
@@ -16,10 +17,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from negrec.losses import LOSSES, Loss, LossConfig
+from negrec.models import MODELS, Model, ModelConfig
+from negrec.models.base import squared_norms
 from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig
-from negrec.testing import LossContract, SamplerContract
+from negrec.testing import LossContract, ModelContract, SamplerContract
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -70,6 +74,46 @@ class TestMaskedUniform(SamplerContract):
     plugin = MaskedUniform  # the one registration
 
 
+# ----------------------------------------------------------------------------- the model
+@dataclass
+class BiasedMFConfig(ModelConfig):
+    name: str = "biased_mf"
+
+
+class BiasedMF(Model):
+    """Dot product plus an item bias."""
+
+    Config = BiasedMFConfig
+
+    def __init__(self, config, train, generator):
+        super().__init__(config, train, generator)
+        with torch.random.fork_rng(devices=[]):  # nn.Embedding's own init draws globally
+            self.user = nn.Embedding(self.n_users, config.dim)
+            self.item = nn.Embedding(self.n_items, config.dim)
+            self.bias = nn.Embedding(self.n_items, 1)
+        with torch.no_grad():
+            self.user.weight.normal_(0.0, config.init_std, generator=generator)
+            self.item.weight.normal_(0.0, config.init_std, generator=generator)
+            self.bias.weight.zero_()
+
+    def score(self, ctx, items):  # [B], [B, K] -> [B, K]
+        dots = (self.user(ctx).unsqueeze(1) * self.item(items)).sum(-1)
+        return dots + self.bias(items).squeeze(-1)
+
+    def score_all(self, ctx):  # [B] -> [B, n_items]
+        return self.user(ctx) @ self.item.weight.T + self.bias.weight.T
+
+    def l2_penalty(self, ctx, items):
+        norms = squared_norms(self.user, ctx) + squared_norms(self.item, items)
+        return norms / ctx.numel()
+
+
+class TestBiasedMF(ModelContract):
+    name = "biased_mf"
+    plugin = BiasedMF  # the one registration
+
+
 def test_the_plugins_are_registered_only_inside_their_tests() -> None:
     assert "squared_hinge" not in LOSSES.names()
     assert "masked_uniform" not in SAMPLERS.names()
+    assert "biased_mf" not in MODELS.names()
