@@ -13,6 +13,7 @@ plain Python. The mixin checks
 - -inf handling: padded negatives scored -inf (and a row with every negative padded) give
   a finite value, finite gradients (no NaN), zero gradient at the padding, and the value
   of a negligible finite score there; finite values and gradients at scores of +-1e4;
+- the same value and gradients on every device (CUDA when present) as on the CPU;
 - the fast forms agree with the definition: :meth:`~negrec.losses.Loss.value_and_grad`
   (the fused MF step's) with autograd through the loss on masked scores, and
   :meth:`~negrec.losses.Loss.catalogue` (the ``full`` sampler's) with the loss of
@@ -240,6 +241,24 @@ class LossContract:
             (value, grad), (expected, expected_grad) = got
             torch.testing.assert_close(value, expected)
             torch.testing.assert_close(grad, expected_grad)
+
+    def test_same_on_every_device(self, device: str) -> None:
+        """Value and gradients on ``device`` equal the CPU's (float32, padding included)."""
+        loss = self.make()
+        x = draw(6, 5, 70)
+        neg = x["neg"].masked_fill(torch.arange(5) >= 3, NEG_INF)  # [B, K], 2 padded columns
+        got = []
+        for where in ("cpu", device):
+            inputs = {"pos": x["pos"], "neg": neg, "weights": x["weights"], "log_q": x["log_q"]}
+            moved = {k: v.to(where, torch.float32) for k, v in inputs.items()}
+            pos, neg_scores = (moved.pop(k).requires_grad_(True) for k in ("pos", "neg"))
+            value = loss(pos, neg_scores, **moved)
+            value.backward()
+            assert value.device.type == where
+            assert pos.grad is not None and neg_scores.grad is not None
+            got.append([t.detach().cpu() for t in (value, pos.grad, neg_scores.grad)])
+        for ours, cpu in zip(got[1], got[0], strict=True):
+            torch.testing.assert_close(ours, cpu, rtol=1e-5, atol=1e-6)
 
     # -------------------------------------------------------------- every sampler, model
     def test_trains_with_every_sampler(self, sampler_name: str) -> None:
