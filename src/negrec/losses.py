@@ -383,10 +383,14 @@ class Loss:
     #: the sampler this loss only works with (the config layer refuses any other), if any
     requires_sampler: ClassVar[str | None] = None
 
-    def __new__(cls, config: LossConfig) -> Loss:
-        if cls is Loss:  # the loss the config names
+    def __new__(cls, *args: Any, **kwargs: Any) -> Loss:
+        if cls is Loss:  # Loss(config): the loss the config names
+            config = args[0] if args else kwargs["config"]
             cls = LOSSES.get(config.name, "loss.name")
-        return super().__new__(cls)
+        return super().__new__(cls)  # (no arguments: copy and pickle rebuild it so)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
 
     @classmethod
     def option_keys(cls) -> list[str]:

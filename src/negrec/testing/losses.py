@@ -5,7 +5,8 @@ small ``options``, and writes :meth:`LossContract.reference`: the loss of one po
 plain Python. The mixin checks
 
 - the registration and typed config (unknown keys refused, ``Loss(LossConfig(name=...))``
-  builds it, the config round-trips through an experiment config);
+  builds it, the config round-trips through an experiment config, the loss through
+  ``copy.deepcopy`` and pickle);
 - values: each positive's loss (:meth:`negrec.losses.Loss.rows`) equals the reference;
 - the batch mean: the loss of a batch is the mean of its rows' losses, each computed alone
   (with importance weights and ``log_q`` too);
@@ -26,7 +27,9 @@ plain Python. The mixin checks
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -113,6 +116,8 @@ class LossContract:
         assert isinstance(Loss(LossConfig(name=self.name)), cls)
         with pytest.raises(ConfigError, match=r"loss\.bogus"):
             self.make(bogus=1)
+        for clone in (copy.deepcopy(loss), pickle.loads(pickle.dumps(loss))):  # e.g. to workers
+            assert type(clone) is cls and clone.config == loss.config
         config = self.experiment(sampler=self.sampler_for_models())
         again = ExperimentConfig.from_dict(config.to_toml_dict())
         assert again.loss == config.loss == loss.config
