@@ -19,6 +19,9 @@ from negrec.data.splits import Split
 from negrec.experiment import rundir
 from negrec.experiment.config import ExperimentConfig
 
+# the contract mixins' asserts report like the tests' own (before any test imports them)
+pytest.register_assert_rewrite("negrec.testing")
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from negrec.data.batches import Batch
 from negrec.data.interactions import Interactions
 from negrec.data.synthetic import synthetic_interactions
-from negrec.losses import LOSSES, Loss, LossConfig, catalogue_scores, cce_catalogue
+from negrec.losses import LOSSES, Loss, LossConfig, catalogue_scores, cce_catalogue, make_loss
 from negrec.models import MF, ModelConfig
 from negrec.models.base import Model
 from negrec.models.sasrec import SASRec, SASRecConfig
@@ -88,7 +88,12 @@ def test_catalogue_equals_the_previous_expression(name, kind, reduction, extra, 
     if extra == "weights":
         weights = torch.rand(B, N, generator=gen, dtype=dtype) * 2
         options["weights"] = weights.masked_fill(weights < 0.2, 0.0)
-    loss = Loss(LossConfig(name=name, neg_reduction=reduction))
+    if "neg_reduction" not in LOSSES.get(name, "loss.name").option_keys():
+        if reduction != "sum":
+            pytest.skip(f"{name} takes no neg_reduction")
+        loss = make_loss(name)
+    else:
+        loss = make_loss(name, neg_reduction=reduction)
     new, new_grad = value_and_grad(lambda s: loss.catalogue(s, pos, valid=valid, **options), scores)
     old, old_grad = value_and_grad(lambda s: previous(loss, s, pos, valid, **options), scores)
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}

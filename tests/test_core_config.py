@@ -217,7 +217,7 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path):
             "split": {"valid": "last", "seed": 3},
             "model": {"dim": 8, "init_std": 0.05},
             "sampler": {"name": "uniform", "k": 16, "replacement": False},
-            "loss": {"name": "simce", "margin": 0.5, "neg_reduction": "mean"},
+            "loss": {"name": "hinge", "margin": 0.5, "neg_reduction": "mean"},
             "train": {"epochs": 3, "lr": 0.01, "metric": "recall@5", "device": "auto"},
             "eval": {"ks": [5], "betas": [0.1], "batch_size": 64},
         },
@@ -265,3 +265,24 @@ def test_cached_dataset_source_builds_the_split(tmp_path, monkeypatch):
     wrong = ExperimentConfig.from_dict({"data": {"source": "cached", "name": "tiny"}})
     with pytest.raises(ConfigError, match=r"split\.method.*pre-split"):
         build_split(wrong.data, wrong.split)
+
+
+def test_run_config_stored_by_negrec_0_1_reads_as_today(tmp_path: Path):
+    """negrec 0.1 stored ``neg_reduction`` and ``margin`` in every run's ``[loss]`` table;
+    such a run reads back as the same config a run made today stores (so sweeps resume it
+    and reports group it with new runs)."""
+    from negrec.experiment import rundir
+    from negrec.experiment.config import stored_run_config
+
+    for loss, today in [
+        ({"name": "bpr", "neg_reduction": "sum", "margin": 1.0}, {"name": "bpr"}),
+        (
+            {"name": "simce", "neg_reduction": "sum", "margin": 16.0},
+            {"name": "simce", "margin": 16.0},
+        ),
+    ]:
+        run = tmp_path / loss["name"]
+        run.mkdir()
+        old = ExperimentConfig.from_dict({"loss": today}).to_toml_dict()
+        rundir.write_toml(run / "config.toml", {**old, "loss": loss})
+        assert stored_run_config(run) == old

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from negrec.errors import ConfigError
-from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce
+from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, make_loss, simce
 
-SAMPLED = {"bpr": bpr, "bce": bce, "cce": cce, "simce": simce, "hinge": hinge}
+# the pure function of every registered loss, declared on its class (softmax and ssm are cce)
+SAMPLED = {f.__name__: f for cls in LOSSES.entries().values() if (f := cls.function) is not None}
 
 # docs/theory.md#loss-chain: s+ = 2 and ten negatives
 S_POS = 2.0
@@ -75,14 +76,18 @@ def test_batch_loss_is_the_mean_of_per_positive_losses(name):
 def test_neg_reduction_mean_divides_the_negative_sum_by_k():
     pos, neg = example()
     k = len(S_NEG)
-    mean = {name: SAMPLED[name](pos, neg, neg_reduction="mean").item() for name in SAMPLED}
+    mean = {
+        name: SAMPLED[name](pos, neg, neg_reduction="mean").item()
+        for name in SAMPLED
+        if "neg_reduction" in LOSSES.get(name, "loss.name").option_keys()
+    }
     assert mean["bpr"] == pytest.approx(sum(sp(s - S_POS) for s in S_NEG) / k)
     assert mean["bce"] == pytest.approx(sp(-S_POS) + sum(sp(s) for s in S_NEG) / k)
     assert mean["hinge"] == pytest.approx(4.7 / k)
     # CCE: the negatives' mass divided by K inside the log
     cce_mean = math.log(math.exp(S_POS) + sum(math.exp(s) for s in S_NEG) / k) - S_POS
     assert mean["cce"] == pytest.approx(cce_mean)
-    assert mean["simce"] == pytest.approx(2.0)  # a max has nothing to average
+    assert "simce" not in mean  # a max has nothing to average: SimCE takes no neg_reduction
 
 
 def test_sum_is_the_default_reduction():
@@ -90,7 +95,7 @@ def test_sum_is_the_default_reduction():
     for name, fn in SAMPLED.items():
         configured = Loss(LossConfig(name=name))(pos, neg).item()
         assert configured == pytest.approx(fn(pos, neg).item()), name
-    mean = Loss(LossConfig(name="bpr", neg_reduction="mean"))(pos, neg).item()
+    mean = make_loss("bpr", neg_reduction="mean")(pos, neg).item()
     assert mean == pytest.approx(bpr(pos, neg).item() / len(S_NEG))
 
 
@@ -233,8 +238,27 @@ def test_extreme_scores_give_the_asymptotic_values():
 # ----------------------------------------------------------------------------- config
 def test_loss_registry_and_config_validation():
     assert {"bpr", "bce", "cce", "ssm", "softmax", "simce", "hinge"} <= set(LOSSES.names())
-    with pytest.raises(ConfigError, match=r"loss\.margin"):
-        LossConfig(name="bpr", margin=0.5).validate("loss")
+    assert {"bpr": bpr, "bce": bce, "cce": cce, "simce": simce, "hinge": hinge} == SAMPLED
+    assert LOSSES.get("ssm", "loss.name") is LOSSES.get("cce", "loss.name")  # an alias
+    with pytest.raises(ConfigError, match=r"loss\.margin.*'bpr'.*name, neg_reduction"):
+        make_loss("bpr", margin=0.5)
+    with pytest.raises(ConfigError, match=r"loss\.neg_reduction.*'simce'.*name, margin"):
+        make_loss("simce", neg_reduction="mean")
     with pytest.raises(ConfigError, match=r"loss\.name"):
-        LossConfig(name="nope").validate("loss")
-    LossConfig(name="simce", margin=0.5).validate("loss")
+        make_loss("nope")
+    assert make_loss("simce", margin=5).config.margin == 5.0  # type: ignore[attr-defined]
+    assert type(Loss(LossConfig(name="ssm"))) is LOSSES.get("cce", "loss.name")
+
+
+def test_keys_stored_by_negrec_0_1_load_at_their_old_defaults():
+    """Every config.toml negrec 0.1 wrote carries ``neg_reduction`` and ``margin`` for every
+    loss: a loss that takes no such key accepts it at the 0.1 default (and drops it), so old
+    runs still load, compare and group as before; any other value is refused."""
+    bpr_config = make_loss("bpr", margin=1.0).config
+    assert bpr_config == make_loss("bpr").config
+    assert (
+        make_loss("simce", neg_reduction="sum", margin=2.0).config
+        == make_loss("simce", margin=2.0).config
+    )
+    with pytest.raises(ConfigError, match=r"loss\.margin"):
+        make_loss("bce", margin=2.0)

@@ -134,14 +134,14 @@ def test_nan_loss_names_epoch_and_batch(split):
     parts = build_components(config, split)
     batches_per_epoch = math.ceil(split.train.nnz / config.train.batch_size)
     calls = []
-    real = parts.loss.fn
+    real = parts.loss.rows
 
     def nan_on_third_batch_of_epoch_two(pos, neg, **options):
         calls.append(1)
         value = real(pos, neg, **options)
         return value * math.nan if len(calls) == batches_per_epoch + 3 else value
 
-    parts.loss.fn = nan_on_third_batch_of_epoch_two
+    parts.loss.rows = nan_on_third_batch_of_epoch_two  # type: ignore[method-assign]
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 3\b"):
         fit(parts.model, parts.sampler, parts.loss, split, config.train)
 

@@ -23,7 +23,7 @@ from negrec.data.synthetic import synthetic_interactions
 from negrec.distributed import LOCAL
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components
-from negrec.losses import LOSSES, Loss, LossConfig
+from negrec.losses import LOSSES, Loss, LossConfig, make_loss
 from negrec.samplers.base import Negatives
 from negrec.train import TrainConfig, TrainingDiverged, fit, make_optimizer
 
@@ -244,8 +244,9 @@ def test_value_and_grad_equals_autograd_of_the_loss(
     weights = torch.rand(rows, k, generator=gen, dtype=torch.float64) if weighted else None
     uniforms = torch.rand(rows, k, generator=gen, dtype=torch.float64)
     log_q = torch.log(uniforms) if corrected else None
-    margin = {"margin": 0.5} if loss in ("simce", "hinge") else {}
-    fn = Loss(LossConfig(name=loss, neg_reduction=reduction, **margin))  # type: ignore[arg-type]
+    keys = LOSSES.get(loss, "loss.name").option_keys()
+    options = {"margin": 0.5, "neg_reduction": reduction}
+    fn = make_loss(loss, **{key: value for key, value in options.items() if key in keys})
     value, grad = fn.value_and_grad(scores, valid=valid, log_q=log_q, weights=weights)
 
     leaf = scores.clone().requires_grad_(True)

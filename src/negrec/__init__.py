@@ -14,7 +14,7 @@ from negrec.data.splits import (
 from negrec.data.synthetic import synthetic_interactions
 from negrec.errors import ConfigError, DataError, NegrecError
 from negrec.evaluation import EvalConfig, EvalResult, evaluate
-from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce
+from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, make_loss, simce
 from negrec.models import MF, MODELS, Model, ModelConfig
 from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig
 from negrec.train import Callback, TrainConfig, TrainState, fit
@@ -51,6 +51,7 @@ __all__ = [
     "from_pandas",
     "hinge",
     "leave_one_out_split",
+    "make_loss",
     "random_split",
     "simce",
     "synthetic_interactions",

@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from negrec.data.splits import Split
 from negrec.errors import NegrecError
+from negrec.losses import Loss, make_loss
 from negrec.theory.bounds import BOUND_LOSSES, bound_probability
 from negrec.train import Callback, TrainState
 
@@ -128,6 +128,8 @@ class BoundMonitor(Callback):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.losses: tuple[str, ...] = tuple(losses)
+        #: the losses as trained (negrec.losses, summed over negatives), by name
+        self.loss_fns: dict[str, Loss] = {name: make_loss(name) for name in self.losses}
         self.users: torch.Tensor | None = None  # int64 [U]
         self.positives: torch.Tensor | None = None  # int64 [U]
         self.generator: torch.Generator | None = None
@@ -249,13 +251,10 @@ class BoundMonitor(Callback):
             ids = top_ids[:, :kk]  # [B, K]
             drawn = top_keys[:, :kk] >= 0  # [B, K] False past the user's N_- negatives
             s_neg = scores.gather(1, ids)  # [B, K]
-            diff = (s_neg - s_pos.unsqueeze(1)).masked_fill(~drawn, float("-inf"))  # [B, K]
-            zero = torch.zeros(b, 1, dtype=scores.dtype, device=scores.device)
-            values = {
-                "cce": torch.logsumexp(torch.cat([zero, diff], dim=1), dim=1),
-                "bpr": torch.where(drawn, F.softplus(diff), 0.0).sum(dim=1),
-                "bce": F.softplus(-s_pos) + torch.where(drawn, F.softplus(s_neg), 0.0).sum(dim=1),
-            }
+            # the training losses' own per-positive forms (sums over the drawn negatives,
+            # the rest at -inf contribute nothing)
+            padded = s_neg.masked_fill(~drawn, float("-inf"))  # [B, K]
+            values = {name: self.loss_fns[name].rows(s_pos, padded) for name in self.losses}
             k_eff = torch.minimum(n_neg, torch.full_like(n_neg, k))
             kr = KRecord(
                 k=k,

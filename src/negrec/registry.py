@@ -6,7 +6,8 @@ unknown name is an error that lists the known ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from negrec.config_base import from_dict
@@ -31,8 +32,22 @@ class Registry(Generic[T]):
 
         return decorate
 
+    @contextmanager
+    def registered(self, name: str, obj: T) -> Iterator[T]:
+        """``obj`` registered under ``name`` inside a ``with`` block only, e.g. a plugin
+        defined in a test module that must not leak into other tests."""
+        self.register(name)(obj)
+        try:
+            yield obj
+        finally:
+            del self._entries[name]
+
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def entries(self) -> dict[str, T]:
+        """Name -> plugin, sorted by name (a copy: an alias appears under each name)."""
+        return {name: self._entries[name] for name in self.names()}
 
     def get(self, name: str, key: str) -> T:
         if not isinstance(name, str):  # e.g. name = [] in a config: not hashable

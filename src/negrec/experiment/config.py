@@ -1,8 +1,8 @@
 """The experiment config: one TOML file (plus ``--set key=value`` overrides), typed.
 
 Sections: ``[data]``, ``[split]``, ``[model]``, ``[sampler]``, ``[loss]``, ``[train]``,
-``[eval]``, ``[monitor]``, ``[logging]``. The ``model`` and ``sampler`` sections are
-validated by the chosen plugin's own Config class, so each plugin rejects keys it does not
+``[eval]``, ``[monitor]``, ``[logging]``. The ``model``, ``sampler`` and ``loss`` sections
+are validated by the chosen plugin's own Config class, so each plugin rejects keys it does not
 know. Impossible combinations fail here, before any data is read or any run directory
 exists, naming the fields involved.
 """
@@ -21,7 +21,7 @@ from negrec.config_base import from_dict, require, to_dict
 from negrec.data.loaders import parse_separator
 from negrec.errors import ConfigError
 from negrec.evaluation import EvalConfig
-from negrec.losses import LossConfig
+from negrec.losses import LOSSES, LossConfig
 from negrec.metrics import metric_names
 from negrec.models import MODELS, ModelConfig
 from negrec.samplers import SAMPLERS, SamplerConfig
@@ -333,8 +333,10 @@ class ExperimentConfig:
                 raise ConfigError(key, f"expected a table, got {raw[key]!r}")
         model = dict(raw.get("model", {}))
         sampler = dict(raw.get("sampler", {}))
+        loss = dict(raw.get("loss", {}))
         model.setdefault("name", "mf")
         sampler.setdefault("name", "uniform")
+        loss.setdefault("name", "bpr")
         config = cls(
             name=_string(raw.get("name", "run"), "name"),
             output=_string(raw.get("output", "runs"), "output"),
@@ -342,7 +344,7 @@ class ExperimentConfig:
             split=from_dict(SplitConfig, raw.get("split", {}), prefix="split"),
             model=MODELS.config(model["name"], model, "model"),
             sampler=SAMPLERS.config(sampler["name"], sampler, "sampler"),
-            loss=from_dict(LossConfig, raw.get("loss", {}), prefix="loss"),
+            loss=LOSSES.config(loss["name"], loss, "loss"),
             train=from_dict(TrainConfig, raw.get("train", {}), prefix="train"),
             eval=from_dict(EvalConfig, raw.get("eval", {}), prefix="eval"),
             monitor=from_dict(MonitorConfig, raw.get("monitor", {}), prefix="monitor"),
@@ -359,12 +361,13 @@ class ExperimentConfig:
 
     def check_combinations(self) -> None:
         """Reject combinations no run can satisfy, naming both fields."""
-        if self.loss.name == "softmax":
+        needed = LOSSES.get(self.loss.name, "loss.name").requires_sampler
+        if needed is not None:  # e.g. softmax, the loss over the whole catalogue
             require(
-                self.sampler.name == "full",
+                self.sampler.name == needed,
                 "loss.name",
-                f"'softmax' is the full softmax: it needs sampler.name = 'full', "
-                f"not '{self.sampler.name}'",
+                f"loss '{self.loss.name}' works with one sampler only: it needs "
+                f"sampler.name = '{needed}', not '{self.sampler.name}'",
             )
         if self.split.method == "given":
             require(
