@@ -7,7 +7,9 @@ place only when complete, so a crash or a bad input never leaves a half-written 
 Layout: ``config.toml`` (resolved config), ``environment.json`` (versions, device, git
 commit), ``history.csv`` (one row per epoch), ``test_per_user.csv`` (per-user test
 metrics), ``summary.json`` (best epoch, validation and test means), ``best.pt`` (the
-selected weights).
+selected weights), ``interactions.npz`` (raw-id vocabularies and each user's items per
+split part: :mod:`negrec.experiment.artifacts`). Data paths in ``config.toml`` are
+absolute; ``environment.json``'s ``data_given`` keeps them as the config gave them.
 """
 
 from __future__ import annotations

@@ -122,10 +122,10 @@ def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     (:func:`negrec.experiment.config.stored_run_config`), so a finished sweep stays
     resumable when negrec gains a config key."""
     try:
-        stored = stored_run_config(path)
+        stored = stored_run_config(path, absolute=True)
     except NegrecError as err:
         return [f"its config no longer loads: {err}"]
-    wanted = run.config.to_toml_dict()
+    wanted = run.config.with_absolute_data()[0].to_toml_dict()  # as the runner stores it
     stored.pop("logging", None)
     wanted.pop("logging", None)
     ignored = {"output", "train.device"}
