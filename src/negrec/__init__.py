@@ -15,6 +15,7 @@ from negrec.errors import ConfigError, DataError, NegrecError
 from negrec.evaluation import EvalConfig, EvalResult, evaluate
 from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, simce
 from negrec.models import MF, MODELS, Model, ModelConfig
+from negrec.recommend import Embeddings, Recommender, load
 from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig
 from negrec.train import Callback, TrainConfig, TrainState, fit
 
@@ -26,6 +27,7 @@ __all__ = [
     "Callback",
     "ConfigError",
     "DataError",
+    "Embeddings",
     "EvalConfig",
     "EvalResult",
     "Interactions",
@@ -35,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "Negatives",
     "NegrecError",
+    "Recommender",
     "Sampler",
     "SamplerConfig",
     "Split",
@@ -49,6 +52,7 @@ __all__ = [
     "fit",
     "hinge",
     "leave_one_out_split",
+    "load",
     "random_split",
     "simce",
     "synthetic_interactions",
