@@ -44,7 +44,11 @@ def test_top_unseen_matches_a_sort_by_score_then_id(data):
     n = data.draw(st.integers(1, 14))
     values = st.sampled_from([0.0, 1.0, 2.0, float("nan"), float("-inf")])
     scores = torch.tensor(
-        data.draw(st.lists(st.lists(values, min_size=n_items, max_size=n_items), min_size=rows, max_size=rows)),
+        data.draw(
+            st.lists(
+                st.lists(values, min_size=n_items, max_size=n_items), min_size=rows, max_size=rows
+            )
+        ),
         dtype=torch.float32,
     )
     seen_rows = [sorted(data.draw(st.sets(st.integers(0, n_items - 1)))) for _ in range(rows)]
@@ -81,7 +85,10 @@ def _tiny_split(timed: bool) -> Split:
         rng = np.random.default_rng(0)
         users, items = data.to_coo()
         data = Interactions.from_arrays(
-            users, items, n_users=data.n_users, n_items=data.n_items,
+            users,
+            items,
+            n_users=data.n_users,
+            n_items=data.n_items,
             timestamps=rng.permutation(data.nnz).astype(float),
         )
         return leave_one_out_split(data)
@@ -109,7 +116,9 @@ def evaluator_ranks(model, split: Split) -> np.ndarray:
     ranks = np.full((split.n_users, split.n_items), np.inf)
     contexts = model.eval_contexts(split, "valid")
     for item in range(split.n_items):
-        users = np.flatnonzero(~split.train.dense_mask(torch.arange(split.n_users))[:, item].numpy())
+        users = np.flatnonzero(
+            ~split.train.dense_mask(torch.arange(split.n_users))[:, item].numpy()
+        )
         target = Interactions.from_arrays(
             users, np.full(users.size, item), n_users=split.n_users, n_items=split.n_items
         )
@@ -120,7 +129,8 @@ def evaluator_ranks(model, split: Split) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "name,tied", [("mf", False), ("mf", True), ("lightgcn", False), ("ncf", False), ("sasrec", False)]
+    "name,tied",
+    [("mf", False), ("mf", True), ("lightgcn", False), ("ncf", False), ("sasrec", False)],
 )
 def test_recommend_is_the_evaluators_ranking(name, tied):
     """Every user's full list is the candidates sorted by the evaluator's rank (1 + items
@@ -139,7 +149,10 @@ def test_recommend_is_the_evaluators_ranking(name, tied):
         assert got.tolist() == [rec.item_ids[i] for i in expected]
     top10 = rec.recommend(None, n=10)
     assert top10.groupby("user").size().max() == 10
-    assert (top10.groupby("user")["rank"].apply(list) == top10.groupby("user")["rank"].apply(lambda r: list(range(1, len(r) + 1)))).all()
+    assert (
+        top10.groupby("user")["rank"].apply(list)
+        == top10.groupby("user")["rank"].apply(lambda r: list(range(1, len(r) + 1)))
+    ).all()
 
 
 def test_scores_and_histories_agree_with_the_model():

@@ -70,7 +70,9 @@ def union(parts: Iterable[Interactions]) -> Interactions:
     users = np.concatenate([u for u, _ in coo])
     items = np.concatenate([i for _, i in coo])
     timed = all(p.timestamps is not None for p in parts)
-    times = np.concatenate([p.timestamps for p in parts]) if timed else None  # type: ignore[misc]
+    times = (
+        np.concatenate([p.timestamps for p in parts if p.timestamps is not None]) if timed else None
+    )
     keys = users * np.int64(first.n_items) + items
     order = np.lexsort((times, keys)) if times is not None else np.argsort(keys, kind="stable")
     last = np.ones(order.size, dtype=bool)
@@ -87,7 +89,7 @@ def union(parts: Iterable[Interactions]) -> Interactions:
     )
 
 
-def _listing(values: Sequence[Any], total: int, limit: int = 5) -> str:
+def _listing(values: Sequence[Any] | np.ndarray, total: int, limit: int = 5) -> str:
     shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:limit])
     return shown + (f" and {total - limit} more" if total > limit else "")
 
@@ -165,7 +167,9 @@ class Recommender:
         try:
             return index.get_indexer(ids).astype(np.int64)
         except TypeError as err:  # unhashable ids
-            raise NegrecError(f"{what} ids must be strings or integers ({first_line(err)})") from None
+            raise NegrecError(
+                f"{what} ids must be strings or integers ({first_line(err)})"
+            ) from None
 
     def _known(self, index: pd.Index, ids: np.ndarray, what: str) -> np.ndarray:
         found = self._lookup(index, ids, what)
@@ -407,9 +411,7 @@ class Recommender:
         users, items, bias = self._factors()
 
         def frame(table: torch.Tensor, ids: np.ndarray, name: str) -> pd.DataFrame:
-            return pd.DataFrame(
-                table.float().cpu().numpy(), index=pd.Index(ids, name=name)
-            )
+            return pd.DataFrame(table.float().cpu().numpy(), index=pd.Index(ids, name=name))
 
         return Embeddings(
             users=None if users is None else frame(users, self.user_ids, "user"),
@@ -463,6 +465,8 @@ def load(run_dir: str | Path, *, history: History = "all", device: str = "cpu") 
         state = torch.load(run / "best.pt", map_location=where, weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # damaged file, or weights of another model
-        raise NegrecError(f"{run / 'best.pt'}: cannot load the run's weights ({first_line(err)})") from None
+        raise NegrecError(
+            f"{run / 'best.pt'}: cannot load the run's weights ({first_line(err)})"
+        ) from None
     model.to(where)
     return Recommender.from_split(model, split, history=history)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,7 @@ def add_commands(subparsers: Any) -> None:
         metavar="FILE|ID",
         help="user ids, or one file of ids (one per line); default: every user of the run",
     )
-    rec.add_argument(
-        "-n", type=int, default=10, metavar="N", help="items per user (default 10)"
-    )
+    rec.add_argument("-n", type=int, default=10, metavar="N", help="items per user (default 10)")
     rec.add_argument("--output", metavar="CSV", help="write the CSV here (default: stdout)")
     rec.add_argument(
         "--include-seen",
@@ -141,13 +140,18 @@ def run_recommend(args: argparse.Namespace) -> int:
 
 
 def _table(frame: pd.DataFrame, key: str, bias: pd.Series | None = None) -> pd.DataFrame:
-    out = pd.DataFrame(
-        frame.to_numpy(), columns=[f"f{j}" for j in range(frame.shape[1])]
-    )
+    out = pd.DataFrame(frame.to_numpy(), columns=[f"f{j}" for j in range(frame.shape[1])])
     out.insert(0, key, frame.index.to_numpy())
     if bias is not None:
         out["bias"] = bias.to_numpy()
     return out
+
+
+def _parquet_writer(table: pd.DataFrame) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        table.to_parquet(tmp, engine="pyarrow", index=False)
+
+    return write
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -186,7 +190,9 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         folder = Path(args.output) if args.output else run / "embeddings"
         if folder.exists() and not folder.is_dir():
-            raise NegrecError(f"{folder}: --output for {args.format} is a folder, and this is a file")
+            raise NegrecError(
+                f"{folder}: --output for {args.format} is a folder, and this is a file"
+            )
         tables = {"items": _table(emb.items, "item", emb.item_bias)}
         if emb.users is not None:
             tables["users"] = _table(emb.users, "user")
@@ -196,7 +202,7 @@ def run_export(args: argparse.Namespace) -> int:
             if args.format == "csv":
                 _write_csv(table, path)
             else:
-                atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, engine="pyarrow", index=False))
+                atomic_write(path, _parquet_writer(table))
             written.append(path)
     if emb.users is None:
         print("negrec: a sequential model has no user table: items only", file=sys.stderr)

@@ -1,10 +1,11 @@
 """Top-N items per row of a score matrix, skipping each row's seen items: one pass.
 
 The order is the recommender's (:mod:`negrec.recommend`): score descending, ties by item
-id ascending; items scored NaN or -inf are never returned. On CPU a compiled kernel scans each row once,
-keeping the best N in a sorted buffer; an item is checked against the row's seen items
-(a binary search in its sorted CSR row) and the allowed set only when its score would
-enter the buffer, so masking costs nothing for the bulk of the catalogue. Elsewhere
+id ascending; items scored NaN or -inf are never returned. On CPU a compiled kernel scans
+each row once, keeping the best N in a sorted buffer; an item is checked against the
+row's seen items (a binary search in its sorted CSR row) and the allowed set only when
+its score would enter the buffer, so masking costs nothing for the bulk of the catalogue.
+Elsewhere
 (CUDA) a torch path: mask, ``topk``, then a stable sort of the items tied at the cut.
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import prange
 
 from negrec._fast.kernels import _pick, _serial_and_parallel
-from numba import prange
 
 
 def _top_unseen(

@@ -59,7 +59,7 @@ def write_split(path: Path, split: Split, *, times: bool) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
     atomic_write(path, write)
 
@@ -69,7 +69,9 @@ def _read(path: Path) -> Split:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise NegrecError(f"{path}: cannot read the run's interactions ({first_line(err)})") from None
+        raise NegrecError(
+            f"{path}: cannot read the run's interactions ({first_line(err)})"
+        ) from None
     try:
         user_ids, item_ids = arrays["user_ids"], arrays["item_ids"]
         parts = {}

@@ -110,7 +110,7 @@ class DataConfig:
                 if resolved != value:
                     changes[key] = resolved
         given = {key: getattr(self, key) for key in changes}
-        return dataclasses.replace(self, **changes), given
+        return dataclasses.replace(self, **changes), given  # type: ignore[arg-type]
 
 
 @dataclass
