@@ -33,10 +33,11 @@ def _top_unseen(
     for b in prange(scores.shape[0]):
         row = scores[b]
         count = 0
+        worst = -np.inf  # the buffer's last score once it is full
         lo0, hi0 = seen_start[b], seen_end[b]
         for j in range(row.shape[0]):
             v = row[j]
-            if count == n and not v > out_scores[b, n - 1]:
+            if count == n and not v > worst:
                 continue  # the bulk: cannot enter (ties go to the earlier item)
             if v != v or v == -np.inf:
                 continue  # NaN or -inf: never recommended
@@ -60,6 +61,7 @@ def _top_unseen(
             out_items[b, p] = j
             if count < n:
                 count += 1
+            worst = out_scores[b, n - 1]
         out_count[b] = count
 
 
