@@ -330,3 +330,22 @@ def test_old_run_directories_still_report_and_load_from_their_data(tmp_path, mon
     (tmp_path / "events.inter").unlink()
     with pytest.raises(negrec.NegrecError, match="made before runs stored their ids"):
         negrec.load(run)
+
+
+def test_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+    """DataConfig.absolute: root and file paths from the working directory (".." folded),
+    the given spelling returned; sources without files unchanged."""
+    from negrec.experiment.config import DataConfig
+
+    monkeypatch.chdir(tmp_path)
+    data = DataConfig(source="file", root="x/../data", path="events.inter")
+    absolute, given = data.absolute()
+    assert absolute.root == str(tmp_path / "data")
+    assert absolute.path == str(tmp_path / "data" / "events.inter")
+    assert given == {"root": "x/../data", "path": "events.inter"}
+    assert absolute.absolute() == (absolute, {})
+    assert DataConfig().absolute() == (DataConfig(), {})
+    elsewhere = DataConfig(source="presplit", root=".", train="/d/train.txt", test="t.txt")
+    moved, given = elsewhere.absolute()
+    assert moved.train == "/d/train.txt" and moved.test == str(tmp_path / "t.txt")
+    assert given == {"root": ".", "test": "t.txt"}

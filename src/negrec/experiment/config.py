@@ -10,6 +10,7 @@ exists, naming the fields involved.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -100,13 +101,13 @@ class DataConfig:
         if self.source not in ("file", "presplit"):
             return self, {}
         changes: dict[str, str] = {}
-        root = Path(self.root).expanduser().absolute()
+        root = Path(os.path.abspath(Path(self.root).expanduser()))  # "a/../b" -> "/cwd/b"
         if str(root) != self.root:
             changes["root"] = str(root)
         for key in ("path", "train", "test"):
             value = getattr(self, key)
             if value is not None:
-                resolved = str((root / Path(value).expanduser()).absolute())
+                resolved = os.path.abspath(root / Path(value).expanduser())
                 if resolved != value:
                     changes[key] = resolved
         given = {key: getattr(self, key) for key in changes}

@@ -102,9 +102,9 @@ def staging_dirs(folder: Path, name: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and p.is_dir())
 
 
-#: config keys naming a folder: two spellings of one folder ("../shared/data" and
+#: config keys naming a folder or file: two spellings of one place ("../shared/data" and
 #: "/work/shared/data", from the working directory the sweep runs in) are the same value
-FOLDER_KEYS = frozenset({"data.root"})
+FOLDER_KEYS = frozenset({"data.root", "data.path", "data.train", "data.test"})
 
 
 def _same_folder(a: object, b: object) -> bool:
