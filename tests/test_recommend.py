@@ -349,3 +349,24 @@ def test_data_paths_are_stored_absolute(tmp_path, monkeypatch):
     moved, given = elsewhere.absolute()
     assert moved.train == "/d/train.txt" and moved.test == str(tmp_path / "t.txt")
     assert given == {"root": ".", "test": "t.txt"}
+
+
+@pytest.mark.parametrize("name", ["mf", "lightgcn", "sasrec", "gru4rec"])
+def test_embeddings_reproduce_the_scores(name):
+    """Model.embeddings(): the vectors whose dot product (plus the item bias) is score_all."""
+    split = _tiny_split(timed=name in ("sasrec", "gru4rec"))
+    options = {"name": name, "dim": 4} | ({"max_len": 5} if name in ("sasrec", "gru4rec") else {})
+    config = MODELS.config(name, options, "model")
+    model = MODELS.get(name, "model.name")(config, split.train, torch.Generator().manual_seed(1))
+    model.eval()
+    users, items, bias = model.embeddings()
+    with torch.no_grad():
+        if users is None:  # a history's hidden state plays the user
+            contexts = model.eval_contexts(split, "valid")(torch.arange(split.n_users))
+            users = model.hidden(contexts)
+            scores = model.score_all(contexts)
+        else:
+            scores = model.score_all(torch.arange(split.n_users))
+        expected = users @ items.T + (0 if bias is None else bias)
+    assert torch.allclose(scores, expected, atol=1e-5)
+    assert (bias is not None) == (name == "gru4rec")
