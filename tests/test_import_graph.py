@@ -44,6 +44,7 @@ LAYER_OF = {
     "negrec._fast.kernels": "kernels",
     "negrec._fast.gather_dot": "kernels",
     "negrec._fast.optim": "kernels",
+    "negrec._fast.topn": "kernels",
     "negrec.data": "data",
     "negrec.data.*": "data",  # data/cli.py included: it may use nothing above data
     "negrec.models": "components",
@@ -63,6 +64,8 @@ LAYER_OF = {
     "negrec.experiment": "experiment",
     "negrec.experiment.*": "experiment",
     "negrec.hardness_cli": "experiment",  # rebuilds a run's components through the runner
+    "negrec.recommend": "experiment",  # negrec.load reads a run directory
+    "negrec.recommend_cli": "experiment",
     "negrec.cli": "cli",
     "negrec.__main__": "cli",
     "negrec": "cli",  # the facade re-exports from every layer, train included

@@ -17,12 +17,14 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from negrec import LOSSES, MODELS, SAMPLERS
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.data import build_split
 
@@ -96,7 +98,13 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
     assert len(blocks) >= 2, "expected the Quick tour's Python examples in README.md"
     write_ratings(tmp_path / "ratings.csv")
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": "__readme__"}
+    # the blocks run as a real module (dataclasses look their module up in sys.modules),
+    # and what they register (the README's example loss) is undone after the test
+    module = types.ModuleType("__readme__")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    for registry in (LOSSES, MODELS, SAMPLERS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    namespace = module.__dict__
     for block in blocks:
         compiled = compile(block.code, f"README.md:{block.line}", "exec")
         if not block.tested:

@@ -16,6 +16,7 @@ from negrec.errors import ConfigError, DataError, NegrecError
 from negrec.evaluation import EvalConfig, EvalResult, evaluate
 from negrec.losses import LOSSES, Loss, LossConfig, bce, bpr, cce, hinge, make_loss, simce
 from negrec.models import MF, MODELS, Model, ModelConfig
+from negrec.recommend import Embeddings, Recommender, load
 from negrec.samplers import SAMPLERS, Negatives, Sampler, SamplerConfig
 from negrec.train import Callback, TrainConfig, TrainState, fit
 
@@ -27,6 +28,7 @@ __all__ = [
     "Callback",
     "ConfigError",
     "DataError",
+    "Embeddings",
     "EvalConfig",
     "EvalResult",
     "Interactions",
@@ -36,6 +38,7 @@ __all__ = [
     "ModelConfig",
     "Negatives",
     "NegrecError",
+    "Recommender",
     "Sampler",
     "SamplerConfig",
     "Split",
@@ -51,6 +54,7 @@ __all__ = [
     "from_pandas",
     "hinge",
     "leave_one_out_split",
+    "load",
     "make_loss",
     "random_split",
     "simce",

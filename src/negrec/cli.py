@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "negrec.theory.cli",
     "negrec.hardness_cli",
     "negrec.experiment.sweep_cli",
+    "negrec.recommend_cli",
 )
 
 

@@ -2,9 +2,9 @@
 
 ``negrec hardness RUN_DIR [--sampler NAME] [--set sampler.KEY=VALUE ...] [--users 500]
 [--draws 4] [--seed 0] [--ranks 1,5,10,...] [--out DIR] [--device cpu]`` loads the run's
-``config.toml`` and ``best.pt``, rebuilds its split and model, draws negatives with the
-given sampler (default: the run's own) for sampled validation users, and prints the
-cumulative probability of drawing a top-r negative against uniform sampling, with the
+``config.toml`` and ``best.pt``, rebuilds its split (stored in the run) and model, draws
+negatives with the given sampler (default: the run's own) for sampled validation users,
+and prints the cumulative probability of drawing a top-r negative against uniform sampling, with the
 implied beta of OPAUC(beta) (see :mod:`negrec.hardness`; Figure 7 of Shi et al., WWW 2023),
 and how much of the drawn weight falls on the user's validation and test items (false
 negatives: positives the sampler cannot know of), against uniform draws. It writes
@@ -115,8 +115,8 @@ def _label(options: dict[str, Any], sets: list[str]) -> str:
 def run_hardness(args: argparse.Namespace) -> int:
     """Handler of ``negrec hardness``; returns the exit status."""
     from negrec import hardness as H
+    from negrec.experiment.artifacts import read_split
     from negrec.experiment.config import load_config
-    from negrec.experiment.data import build_split
     from negrec.experiment.runner import build_components
     from negrec.samplers import SAMPLERS
     from negrec.train import resolve_device
@@ -143,7 +143,7 @@ def run_hardness(args: argparse.Namespace) -> int:
         raise NegrecError(f"sampler name must be a string, got {name!r}")
     sampler_config = SAMPLERS.config(name, options, "sampler")
 
-    split = build_split(config.data, config.split)
+    split = read_split(run)  # stored in the run (older runs: re-read from the config's data)
     parts = build_components(config, split)
     model = parts.model
     if model.input_kind != "user":

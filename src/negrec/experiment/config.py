@@ -10,6 +10,7 @@ exists, naming the fields involved.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -202,6 +203,26 @@ class DataConfig:
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else Path(self.root).expanduser() / candidate
+
+    def absolute(self) -> tuple[DataConfig, dict[str, str]]:
+        """This config with ``root`` and the file paths made absolute (from the working
+        directory), so a run's stored config finds its data from anywhere; and the keys
+        it changed, as given (``{"root": ".", "path": "events.inter"}``). Sources that name
+        no file (synthetic, cached) come back unchanged."""
+        if self.source not in ("file", "presplit"):
+            return self, {}
+        changes: dict[str, str] = {}
+        root = Path(os.path.abspath(Path(self.root).expanduser()))  # "a/../b" -> "/cwd/b"
+        if str(root) != self.root:
+            changes["root"] = str(root)
+        for key in ("path", "train", "test"):
+            value = getattr(self, key)
+            if value is not None:
+                resolved = os.path.abspath(root / Path(value).expanduser())
+                if resolved != value:
+                    changes[key] = resolved
+        given = {key: getattr(self, key) for key in changes}
+        return dataclasses.replace(self, **changes), given  # type: ignore[arg-type]
 
 
 @dataclass
@@ -437,6 +458,12 @@ class ExperimentConfig:
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_absolute_data(self) -> tuple[ExperimentConfig, dict[str, str]]:
+        """This config with absolute data paths, and the ``data.*`` keys as given
+        (:meth:`DataConfig.absolute`): what a run directory stores."""
+        data, given = self.data.absolute()
+        return self.replace(data=data), {f"data.{k}": v for k, v in given.items()}
+
 
 def _string(value: Any, key: str) -> str:
     if not isinstance(value, str):
@@ -505,12 +532,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def stored_run_config(run_dir: Path) -> dict[str, Any]:
+def stored_run_config(run_dir: Path, *, absolute: bool = False) -> dict[str, Any]:
     """A run directory's ``config.toml`` as this version reads it: keys added to negrec
     after the run was made take their defaults, so runs from before and after such an
-    upgrade compare equal (sweeps resume, reports group them). Raises
-    :class:`ConfigError` when this version no longer loads it."""
-    return ExperimentConfig.from_dict(read_toml(run_dir / "config.toml")).to_toml_dict()
+    upgrade compare equal (sweeps resume, reports group them). ``absolute``: data paths
+    made absolute (:meth:`DataConfig.absolute`; runs made before negrec stored them so
+    are read from the working directory). Raises :class:`ConfigError` when this version
+    no longer loads it."""
+    config = ExperimentConfig.from_dict(read_toml(run_dir / "config.toml"))
+    return (config.with_absolute_data()[0] if absolute else config).to_toml_dict()
 
 
 def preset_names() -> list[str]:

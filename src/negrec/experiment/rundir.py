@@ -8,7 +8,9 @@ Layout: ``config.toml`` (resolved config), ``environment.json`` (versions, devic
 commit), ``history.csv`` (one row per epoch), ``test_per_user.csv`` (per-user test
 metrics; ``user`` is the raw id of the data, ``user_index`` the internal one),
 ``summary.json`` (best epoch, validation and test means), ``best.pt`` (the selected
-weights).
+weights), ``interactions.npz`` (raw-id vocabularies and each user's items per split part:
+:mod:`negrec.experiment.artifacts`). Data paths in ``config.toml`` are absolute;
+``environment.json``'s ``data_given`` keeps them as the config gave them.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from negrec.data.splits import Split
 from negrec.distributed import LOCAL, World
 from negrec.errors import ConfigError, NegrecError, first_line
 from negrec.evaluation import evaluate
-from negrec.experiment import rundir
+from negrec.experiment import artifacts, rundir
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.data import build_split, describe_data
 from negrec.losses import Loss
@@ -204,6 +204,8 @@ def run_experiment(
     run directory and prints (``extra_callbacks`` and the bound monitor run there only);
     every rank returns the path.
     """
+    # data paths stored absolute, so the run finds its data from any working directory
+    config, given = config.with_absolute_data()
     split = split if split is not None else load_split(config)
     check_split(config, split)
     parts = build_components(config, split)
@@ -229,6 +231,8 @@ def run_experiment(
             rundir.write_toml(tmp / "config.toml", config.to_toml_dict())
             env = rundir.environment()
             env["device"] = str(world.place(resolve_device(config.train.device)))
+            if given:  # the data paths as the config gave them, and where they were read from
+                env["data_given"] = {"cwd": str(Path.cwd()), **given}
             if world.backend is not None:
                 env["distributed"] = {"world_size": world.size, "backend": world.backend}
             if data is not None:
@@ -283,6 +287,9 @@ def run_experiment(
         rundir.write_per_user(
             tmp / "test_per_user.csv", test.users, test.per_user, split.test.user_ids
         )
+        # ids and each user's items: the run is a model usable without the data (negrec.load)
+        sequential = parts.model.input_kind == "sequence"
+        artifacts.write_split(tmp / artifacts.INTERACTIONS, split, times=sequential)
         best = next((h for h in state.history if h["epoch"] == stopper.best_epoch), {})
         summary: dict[str, Any] = {
             "name": config.name,

@@ -102,9 +102,9 @@ def staging_dirs(folder: Path, name: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and p.is_dir())
 
 
-#: config keys naming a folder: two spellings of one folder ("../shared/data" and
+#: config keys naming a folder or file: two spellings of one place ("../shared/data" and
 #: "/work/shared/data", from the working directory the sweep runs in) are the same value
-FOLDER_KEYS = frozenset({"data.root"})
+FOLDER_KEYS = frozenset({"data.root", "data.path", "data.train", "data.test"})
 
 
 def _same_folder(a: object, b: object) -> bool:
@@ -122,10 +122,10 @@ def config_differences(path: Path, run: GridRun, limit: int = 3) -> list[str]:
     (:func:`negrec.experiment.config.stored_run_config`), so a finished sweep stays
     resumable when negrec gains a config key."""
     try:
-        stored = stored_run_config(path)
+        stored = stored_run_config(path, absolute=True)
     except NegrecError as err:
         return [f"its config no longer loads: {err}"]
-    wanted = run.config.to_toml_dict()
+    wanted = run.config.with_absolute_data()[0].to_toml_dict()  # as the runner stores it
     stored.pop("logging", None)
     wanted.pop("logging", None)
     ignored = {"output", "train.device"}

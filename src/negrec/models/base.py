@@ -66,6 +66,16 @@ class Model(nn.Module):
     def l2_penalty(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # abstract
 
+    def embeddings(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """(users [n_users, d] or None, items [n_items, d], item bias [n_items] or None):
+        the vectors whose dot product (plus the bias) is the score, for similar items and
+        export. Sequential models have no user table (None: a user is a history).
+        Models whose score is no dot product (NeuMF) raise NotImplementedError."""
+        raise NotImplementedError(
+            f"model '{self.config.name}' scores without a dot product of user and item "
+            "vectors, so it has no embeddings to compare or export"
+        )
+
     # ------------------------------------------------------------ optional hooks
     def make_batches(self, train: Interactions, batch_size: int, device: torch.device) -> Batches:
         """The training batches this model reads: shuffled (user, positive) pairs by

@@ -294,6 +294,12 @@ class LightGCN(Model):
         users, item_table = self.final_embeddings()
         return users[ctx] @ item_table.T
 
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The final (propagated, layer-mean) embeddings: their dot product is the score."""
+        with torch.no_grad():
+            users, items = self.final_embeddings()
+        return users, items, None
+
     def l2_penalty(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """On the ego embeddings E^(0) of the batch's users and items, as in the paper."""
         return (squared_norms(self.user, ctx) + squared_norms(self.item, items)) / ctx.shape[0]

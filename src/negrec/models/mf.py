@@ -36,5 +36,8 @@ class MF(Model):
         # [B, d] @ [d, n_items] -> [B, n_items]
         return self.user(ctx) @ self.item.weight.T
 
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor, None]:
+        return self.user.weight.detach(), self.item.weight.detach(), None
+
     def l2_penalty(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (squared_norms(self.user, ctx) + squared_norms(self.item, items)) / ctx.shape[0]

@@ -337,6 +337,12 @@ class SequentialModel(Model):
         scores = h @ table.weight[: self.n_items].T
         return scores if bias is None else scores + bias.weight[: self.n_items, 0]
 
+    def embeddings(self) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+        """No user table (a user is a history); the output item table, and its bias."""
+        table, bias = self.output_items()
+        items = table.weight[: self.n_items].detach()
+        return None, items, None if bias is None else bias.weight[: self.n_items, 0].detach()
+
     def l2_penalty(self, ctx: Any, items: torch.Tensor) -> torch.Tensor:
         ctx = self._check(ctx)
         history = squared_norms(self.input_embeddings(), ctx.items)  # the pad row is zero

@@ -1,0 +1,127 @@
+"""``negrec recommend`` and ``negrec export`` end to end on a run trained on string ids."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_recommend import train_run
+
+from negrec.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    path, memory = train_run(folder, {"name": "mf", "dim": 4}, {"method": "random"})
+    return path, memory
+
+
+def test_recommend_writes_raw_ids(run, tmp_path, capsys):
+    path, memory = run
+    (tmp_path / "users.txt").write_text("007\nü-ser\n\n", encoding="utf-8")
+    out = tmp_path / "recs.csv"
+    assert (
+        main(
+            [
+                "recommend",
+                str(path),
+                "--users",
+                str(tmp_path / "users.txt"),
+                "-n",
+                "3",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    table = pd.read_csv(out, dtype={"user": str, "item": str})
+    expected = memory.recommend(["007", "ü-ser"], n=3)
+    assert table["user"].tolist() == ["007"] * 3 + ["ü-ser"] * 3
+    assert table["item"].tolist() == expected["item"].tolist()
+    assert np.allclose(table["score"], expected["score"], rtol=1e-6)
+    assert "6 recommendations written" in capsys.readouterr().err
+
+    assert main(["recommend", str(path), "--users", "u1", "-n", "12", "--include-seen"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "user,rank,item,score" and len(printed) == 13  # every item, seen too
+    assert main(["recommend", str(path), "--users", "u1", "-n", "12"]) == 0
+    unseen = capsys.readouterr().out.splitlines()[1:]
+    seen = set(memory.item_ids[memory.history.items_of(list(memory.user_ids).index("u1"))])
+    assert unseen and not {line.split(",")[2] for line in unseen} & seen
+
+
+def test_recommend_errors_are_one_line(run, capsys):
+    path, _ = run
+    assert main(["recommend", str(path), "--users", "7", "nobody"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown user id: 'nobody'" in err
+    assert (
+        main(["recommend", str(path), "--users", "nobody", "--unknown", "popular", "-n", "2"]) == 0
+    )
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["recommend", str(path.parent / "missing")]) == 2
+    assert "not a finished run directory" in capsys.readouterr().err
+
+
+def test_export_npz_and_csv(run, tmp_path):
+    path, memory = run
+    emb = memory.embeddings()
+    assert main(["export", str(path), "--output", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as stored:
+        assert stored["user_ids"].tolist() == list(memory.user_ids)  # '007' stays '007'
+        assert stored["item_ids"].tolist() == list(memory.item_ids)
+        assert np.array_equal(stored["users"], emb.users.to_numpy())
+        assert np.array_equal(stored["items"], emb.items.to_numpy())
+    assert main(["export", str(path), "--format", "csv", "--output", str(tmp_path / "csv")]) == 0
+    items = pd.read_csv(tmp_path / "csv" / "items.csv", dtype={"item": str})
+    users = pd.read_csv(tmp_path / "csv" / "users.csv", dtype={"user": str})
+    assert list(items.columns) == ["item", "f0", "f1", "f2", "f3"]
+    assert items["item"].tolist() == list(memory.item_ids)
+    assert np.allclose(users.iloc[:, 1:].to_numpy(), emb.users.to_numpy(), rtol=1e-6)
+    assert not [p for p in os.listdir(tmp_path / "csv") if p.endswith(".tmp")]
+
+
+def test_export_parquet_and_its_missing_dependency(run, tmp_path, monkeypatch, capsys):
+    path, memory = run
+    pytest.importorskip("pyarrow")
+    assert main(["export", str(path), "--format", "parquet", "--output", str(tmp_path / "pq")]) == 0
+    items = pd.read_parquet(tmp_path / "pq" / "items.parquet")
+    assert items["item"].tolist() == list(memory.item_ids)
+    capsys.readouterr()
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError("No module named 'pyarrow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "pyarrow", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    assert main(["export", str(path), "--format", "parquet", "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'negrec[parquet]'" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_hardness_runs_from_another_folder_without_the_data(run, tmp_path, monkeypatch, capsys):
+    """Regression (issue 18): `negrec hardness RUN` failed outside the run's working
+    directory (events.inter: file not found), the data root being stored as '.'."""
+    path, _ = run
+    monkeypatch.chdir(tmp_path)
+    data = path.parent.parent / "events.inter"  # RUN = folder/runs/NAME
+    moved = tmp_path / "moved.inter"
+    data.rename(moved)
+    try:
+        assert (
+            main(["hardness", str(path), "--users", "3", "--draws", "1", "--out", str(tmp_path)])
+            == 0
+        )
+    finally:
+        moved.rename(data)
+    assert "Hardness of sampler" in capsys.readouterr().out
