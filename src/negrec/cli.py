@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "negrec.theory.cli",
         "negrec.hardness_cli",
         "negrec.experiment.sweep_cli",
+        "negrec.experiment.tune_cli",
     ):
         try:
             add_commands = __import__(module, fromlist=["add_commands"]).add_commands
