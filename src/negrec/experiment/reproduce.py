@@ -79,6 +79,9 @@ def resolve_dataset(text: str, valid: float | str = 0.1) -> Dataset:
     from negrec.data.cache import is_prepared, read_meta
     from negrec.data.datasets import REGISTRY
 
+    if "/" in text or "\\" in text or text.startswith((".", "~")):
+        raise NegrecError(f"--dataset {text}: no such folder")
+
     if is_prepared(text):
         presplit = bool(read_meta(text).get("has_test"))
         split = {"method": "given", "valid": valid, "seed": 0} if presplit else {"method": "random"}
