@@ -254,3 +254,5 @@ def test_reproduce_dataset_errors_are_one_line(tmp_path):
         resolve_dataset(str(tmp_path))
     with pytest.raises(NegrecError, match="neither a folder"):
         resolve_dataset("no-such-dataset-anywhere")
+    with pytest.raises(NegrecError, match="no such folder"):
+        resolve_dataset(str(tmp_path / "missing"))
