@@ -256,3 +256,10 @@ def test_reproduce_dataset_errors_are_one_line(tmp_path):
         resolve_dataset("no-such-dataset-anywhere")
     with pytest.raises(NegrecError, match="no such folder"):
         resolve_dataset(str(tmp_path / "missing"))
+
+
+def test_a_set_of_a_searched_value_is_refused(tmp_path):
+    folder = write_folder(tmp_path / "data")
+    with pytest.raises(ConfigError, match="replaced in every trial"):
+        load_reproduction("simce", str(folder), overrides=["train.lr=0.01"])
+    load_reproduction("simce", str(folder), overrides=["train.epochs=5"])  # not searched

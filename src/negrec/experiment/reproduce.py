@@ -38,7 +38,7 @@ import numpy as np
 from negrec.errors import ConfigError, NegrecError
 from negrec.experiment.config import apply_overrides, preset_names
 from negrec.experiment.grid import read_source, sanitize
-from negrec.experiment.tune import Log, TunePlan, _print, parse_plan
+from negrec.experiment.tune import Log, TunePlan, _print, check_overrides, parse_plan
 
 PAPERS = ("simce", "hns", "loss-theory")
 BUDGETS = ("small", "full")
@@ -154,7 +154,9 @@ def load_reproduction(
         if output is not None
         else Path("runs") / "reproduce" / sanitize(f"{paper}-{where.key}")
     )
-    return parse_plan(raw, folder=folder), table, where
+    plan = parse_plan(raw, folder=folder)
+    check_overrides(plan, overrides or [])
+    return plan, table, where
 
 
 def _toml(value: Any) -> str:

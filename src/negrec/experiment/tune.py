@@ -384,9 +384,28 @@ def _parse_studies(table: dict[str, Any], default_name: str) -> list[Study]:
 def load_plan(
     source: str | Path, overrides: list[str] | None = None, *, folder: str | Path | None = None
 ) -> TunePlan:
-    """A config file or preset with a ``[tune]`` table, ``--set`` overrides applied."""
+    """A config file or preset with a ``[tune]`` table, ``--set`` overrides applied. An
+    override of a value the studies search or fix would be replaced in every trial: it
+    is an error that says so."""
     raw = apply_overrides(read_source(source), overrides or [])
-    return parse_plan(raw, folder=folder)
+    plan = parse_plan(raw, folder=folder)
+    check_overrides(plan, overrides or [])
+    return plan
+
+
+def check_overrides(plan: TunePlan, overrides: list[str]) -> None:
+    """Refuse ``--set`` of a path some study searches or fixes (it would be ignored)."""
+    from negrec.experiment.config import parse_override
+
+    taken = {path for s in plan.studies for path in (*s.space, *s.values)}
+    for text in overrides:
+        path = ".".join(parse_override(text)[0])
+        if path in taken:
+            raise ConfigError(
+                path,
+                f"is searched or fixed by the [tune] studies, so --set {path}=... would be "
+                "replaced in every trial; change tune.space or the study instead",
+            )
 
 
 # ------------------------------------------------------------------------------ trials
