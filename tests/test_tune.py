@@ -263,3 +263,17 @@ def test_a_set_of_a_searched_value_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="replaced in every trial"):
         load_reproduction("simce", str(folder), overrides=["train.lr=0.01"])
     load_reproduction("simce", str(folder), overrides=["train.epochs=5"])  # not searched
+
+
+def test_tune_command_no_confirm_stops_after_tuning(tmp_path, capsys):
+    import tomli_w
+
+    raw = plan_raw(tmp_path, trials=1)
+    raw["tune"]["grid"] = {"loss.name": ["bpr"]}
+    raw["train"]["epochs"] = 1
+    path = tmp_path / "space.toml"
+    path.write_text(tomli_w.dumps(raw))
+    assert main(["tune", str(path), "--no-confirm", "--output", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "study.db").is_file()
+    assert not (tmp_path / "t" / "confirm").exists()
+    assert "| loss=bpr | 1 | 0 |" in capsys.readouterr().out
