@@ -277,3 +277,13 @@ def test_tune_command_no_confirm_stops_after_tuning(tmp_path, capsys):
     assert (tmp_path / "t" / "study.db").is_file()
     assert not (tmp_path / "t" / "confirm").exists()
     assert "| loss=bpr | 1 | 0 |" in capsys.readouterr().out
+
+
+def test_values_the_data_cannot_take_count_as_pruned(tmp_path):
+    raw = plan_raw(tmp_path, trials=2)  # 120 items: K = 500 is more than the catalogue
+    raw["tune"]["grid"] = {"loss.name": ["bpr"]}
+    raw["tune"]["space"] = {"sampler.k": {"choices": [500]}}
+    messages: list[str] = []
+    result = tune_studies(parse_plan(raw), log=messages.append)
+    assert (result[0].trials, result[0].pruned, result[0].best_params) == (2, 2, None)
+    assert any("infeasible" in m and "sampler.k" in m for m in messages)

@@ -558,9 +558,13 @@ def _objective(
 
     def objective(trial: optuna.Trial) -> float:
         params = {path: param.suggest(trial) for path, param in study.space.items()}
-        config = plan.config(study, params, f"{study.name}-trial{trial.number}")
         try:
+            config = plan.config(study, params, f"{study.name}-trial{trial.number}")
             result = train_trial(config, split, trial, plan.warmup_epochs)
+        except ConfigError as err:  # values this dataset cannot take (K above the catalogue)
+            trial.set_user_attr("infeasible", str(err))
+            log(f"tune {study.name}: trial {trial.number} infeasible ({err}); counted as pruned")
+            raise optuna.TrialPruned() from None
         except TrainingDiverged as err:
             trial.set_user_attr("diverged", str(err))
             log(f"tune {study.name}: trial {trial.number} diverged ({err}); counted as pruned")
