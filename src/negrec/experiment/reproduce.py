@@ -38,7 +38,8 @@ import numpy as np
 from negrec.errors import ConfigError, NegrecError
 from negrec.experiment.config import apply_overrides, preset_names
 from negrec.experiment.grid import read_source, sanitize
-from negrec.experiment.tune import Log, TunePlan, _print, check_overrides, parse_plan
+from negrec.experiment.tune import Log, _print
+from negrec.experiment.tune_plan import TunePlan, check_overrides, parse_plan
 
 PAPERS = ("simce", "hns", "loss-theory")
 BUDGETS = ("small", "full")

@@ -110,7 +110,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def tune_command(args: argparse.Namespace) -> int:
     from negrec.experiment.sweep_cli import _sigterm_as_interrupt
-    from negrec.experiment.tune import load_plan, run_tune
+    from negrec.experiment.tune import run_tune
+    from negrec.experiment.tune_plan import load_plan
 
     plan = load_plan(args.config, args.set, folder=args.output)
     with _sigterm_as_interrupt():
