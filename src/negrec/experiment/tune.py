@@ -285,8 +285,8 @@ def tune_studies(
             done = len(finished_trials(opened))
             left = max(plan.trials - done, 0)
             log(
-                f"tune {study.name}: {done} of {plan.trials} trials finished before, {left} to run"
-                f" ({plan.folder / STUDY_FILE})"
+                f"tune {study.name}: {done} trial(s) finished before ({plan.trials} wanted), "
+                f"{left} to run ({plan.folder / STUDY_FILE})"
             )
             for _ in range(left):  # one at a time: a trial that fails (not pruned) stops here
                 opened.optimize(_objective(plan, study, split, log), n_trials=1, catch=())
