@@ -63,6 +63,10 @@ def test_a_run_cut_by_its_budget_is_flagged(tmp_path, split, capsys):
     assert "budget-bound: raise train.epochs" in capsys.readouterr().err
     table = comparison_table(load_runs([path]))
     assert "stop" in table.splitlines()[0] and "budget-bound" in table.splitlines()[2]
+    from negrec.cli import main
+
+    assert main(["report", str(path), "--plot", str(tmp_path / "p.png")]) == 0
+    assert "1 run(s) ended on their epoch budget" in capsys.readouterr().out
 
 
 def test_a_run_stopped_by_patience_is_not_flagged(tmp_path, split, capsys):
