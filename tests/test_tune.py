@@ -191,6 +191,15 @@ def test_a_killed_trial_is_redone_with_its_values(tmp_path, monkeypatch):
     raw["tune"]["grid"] = {"loss.name": ["bpr"]}
     with pytest.raises(KeyboardInterrupt):
         tune_studies(parse_plan(raw), log=lambda m: None)
+    raw["tune"]["trials"] = 1  # enough finished: the retry is queued, not run, and queued once
+    for _ in range(2):
+        tune_studies(parse_plan(raw), log=lambda m: None)
+    storage = f"sqlite:///{(parse_plan(raw).folder / 'study.db').resolve()}"
+    states = [
+        t.state.name for t in optuna.load_study(study_name="loss=bpr", storage=storage).trials
+    ]
+    assert states == ["COMPLETE", "FAIL", "WAITING"]
+    raw["tune"]["trials"] = 3
     result = tune_studies(parse_plan(raw), log=lambda m: None)
     assert result[0].trials == 3
     assert seen[2] == seen[1]  # the killed trial's values, first thing after resuming

@@ -187,7 +187,11 @@ def _open_study(plan: TunePlan, study: Study, index: int, storage: Any) -> optun
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     trials = opened.get_trials(deepcopy=False)
     for trial in trials:
-        retried = any(t.number > trial.number and t.params == trial.params for t in trials)
+        retried = any(  # (a queued retry has no params until it runs: its retry_of says)
+            t.number > trial.number
+            and (t.params == trial.params or t.user_attrs.get("retry_of") == trial.number)
+            for t in trials
+        )
         if trial.state == TrialState.FAIL and not retried:
             opened.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return opened
