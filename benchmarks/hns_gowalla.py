@@ -18,6 +18,9 @@ Softmax-v x 3 values of rho), then the tables:
 
     python benchmarks/hns_gowalla.py --data ../shared/data --output benchmarks/out/hns \\
         [--workers 12] [--set train.device=cuda] [--stage all|select|confirm|analyse]
+
+The same two-stage protocol on any dataset, with M, rho, the lr and L2 searched by Optuna
+instead of this fixed grid: ``negrec reproduce hns --dataset NAME`` (see the README).
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def test_presets_expand_with_registered_plugins(preset, count):
             )
             for r in grid.runs
         }
-        assert recipes == {("mf", 1024, 1e-3, 60), ("lightgcn", 8192, 5e-3, 40)}
+        assert recipes == {("mf", 1024, 1e-3, 500), ("lightgcn", 8192, 5e-3, 300)}
 
 
 def test_sweep_dry_run_lists_the_runs(tmp_path, capsys):

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "negrec.hardness_cli",
     "negrec.experiment.sweep_cli",
     "negrec.recommend_cli",
+    "negrec.experiment.tune_cli",
 )
 
 
@@ -147,6 +148,12 @@ def _report(args: argparse.Namespace) -> int:
 
     runs = load_runs(args.runs)
     print(comparison_table(runs))
+    bound_runs = [r.name for r in runs if r.summary.get("budget_bound")]
+    if bound_runs:
+        print(
+            f"\n{len(bound_runs)} run(s) ended on their epoch budget while still improving "
+            f"({', '.join(bound_runs)}): budget-bound: raise train.epochs"
+        )
     metric = args.metric or runs[0].summary.get("selection_metric", "ndcg@20")
     columns = {c for r in runs for c in r.history.columns}
     if f"valid/{metric}" not in columns:

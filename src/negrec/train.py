@@ -63,6 +63,12 @@ class TrainConfig:
     # The schedule of the hard-negative paper's code (Shi et al., WWW 2023): 0.95 every 5.
     lr_decay: float = 1.0
     lr_decay_every: int = 1
+    # "plateau": the lr is multiplied by lr_factor after lr_patience validation evaluations
+    # without improvement of `metric` (torch's ReduceLROnPlateau, see PlateauSchedule);
+    # "none": constant, or the step decay above
+    lr_schedule: Literal["none", "plateau"] = "none"
+    lr_factor: float = 0.5
+    lr_patience: int = 3
     weight_decay: float = 0.0  # Adam's coupled L2 on all parameters
     l2: float = 0.0  # explicit L2 on the embeddings a batch touched (see module doc)
     eval_every: int = 1  # evaluate on validation every N epochs
@@ -90,6 +96,13 @@ class TrainConfig:
         require(self.lr > 0, f"{prefix}.lr", "must be > 0")
         require(0 < self.lr_decay <= 1, f"{prefix}.lr_decay", "must be in (0, 1]")
         require(self.lr_decay_every >= 1, f"{prefix}.lr_decay_every", "must be >= 1")
+        require(0 < self.lr_factor < 1, f"{prefix}.lr_factor", "must be in (0, 1)")
+        require(self.lr_patience >= 1, f"{prefix}.lr_patience", "must be >= 1")
+        require(
+            not (self.lr_schedule == "plateau" and self.lr_decay != 1.0),
+            f"{prefix}.lr_schedule",
+            "'plateau' cannot be combined with the step decay (lr_decay != 1): choose one",
+        )
         require(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
         require(self.l2 >= 0, f"{prefix}.l2", "must be >= 0")
         require(self.eval_every >= 1, f"{prefix}.eval_every", "must be >= 1")
@@ -194,6 +207,7 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_evals = 0
+        self.stopped = False  # True once patience ran out (the run converged on validation)
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.key not in state.log:
@@ -207,7 +221,7 @@ class EarlyStopping(Callback):
         else:
             self.bad_evals += 1
             if self.patience and self.bad_evals >= self.patience:
-                state.stop = True
+                state.stop = self.stopped = True
 
     def on_train_end(self, state: TrainState) -> None:
         if self.best_state is not None:
@@ -219,11 +233,63 @@ class EarlyStopping(Callback):
             "best_epoch": self.best_epoch,
             "best_state": self.best_state,
             "bad_evals": self.bad_evals,
+            "stopped": self.stopped,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.best_state, self.bad_evals = state["best_state"], state["bad_evals"]
+        self.stopped = bool(state.get("stopped", False))
+
+    @property
+    def budget_bound(self) -> bool:
+        """True when the run ended on its epoch budget with its best evaluation among the
+        last ``patience`` ones (the last one when ``patience = 0``): the metric may still
+        have been improving, so more epochs could change the result. Meaningful after
+        training ended."""
+        return not self.stopped and self.bad_evals < max(self.patience, 1)
+
+
+class PlateauSchedule(Callback):
+    """Learning rate on plateau: multiplies every parameter group's lr by
+    ``config.lr_factor`` once ``config.lr_patience`` validation evaluations in a row have
+    not improved ``valid/<metric>`` (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`,
+    mode ``max``, its default relative threshold 1e-4). Logs the epoch's ``lr``.
+
+    Place it after :class:`ValidationEval` (it reads the value that callback logs) and
+    before :class:`Checkpoint`: the scheduler's state is part of the checkpoint, and the
+    optimizer's state restores the lr it had reached, so a resumed run keeps its schedule.
+    """
+
+    def __init__(self, config: TrainConfig):
+        self.key = f"valid/{config.metric}"
+        self.factor = config.lr_factor
+        self.patience = config.lr_patience
+        self.scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._saved: dict[str, Any] | None = None  # restored before the optimizer exists
+
+    def on_train_start(self, state: TrainState) -> None:
+        assert state.optimizer is not None
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            state.optimizer,
+            mode="max",
+            factor=self.factor,
+            patience=self.patience - 1,  # torch lowers after patience + 1 bad steps
+        )
+        if self._saved is not None:
+            self.scheduler.load_state_dict(self._saved)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        assert self.scheduler is not None and state.optimizer is not None
+        state.log["lr"] = state.optimizer.param_groups[0]["lr"]  # the lr this epoch trained at
+        if self.key in state.log:
+            self.scheduler.step(state.log[self.key])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.scheduler is None else self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._saved = state or None
 
 
 class Checkpoint(Callback):
@@ -451,6 +517,9 @@ def fit(
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
     state.optimizer, state.generator = optimizer, generator
+    plateau = config.lr_schedule == "plateau"
+    if plateau and not any(isinstance(c, PlateauSchedule) for c in callbacks):
+        raise ValueError("train.lr_schedule = 'plateau' needs a PlateauSchedule callback")
     first_epoch = 1
     if resume is not None:
         first_epoch = _restore(state, callbacks, resume)
@@ -461,11 +530,12 @@ def fit(
 
     for epoch in range(first_epoch, config.epochs + 1):
         state.epoch, state.log = epoch, {"epoch": epoch}
-        # the lr is a function of the epoch alone, so a resumed run keeps its schedule
-        lr = scheduled_lr(config, epoch)
-        set_learning_rate(optimizer, lr)
-        if config.lr_decay != 1.0:
-            state.log["lr"] = lr  # (a history column only when it changes)
+        if not plateau:  # (on plateau, PlateauSchedule owns the lr)
+            # the lr is a function of the epoch alone, so a resumed run keeps its schedule
+            lr = scheduled_lr(config, epoch)
+            set_learning_rate(optimizer, lr)
+            if config.lr_decay != 1.0:
+                state.log["lr"] = lr  # (a history column only when it changes)
         model.train()
         start = time.perf_counter()
         step_losses: list[torch.Tensor] = []  # [] per step, on the device

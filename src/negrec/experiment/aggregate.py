@@ -35,7 +35,7 @@ from negrec.atomic import save_figure
 from negrec.errors import NegrecError
 from negrec.experiment.config import ExperimentConfig, stored_run_config
 from negrec.experiment.grid import flatten, format_value, short_key
-from negrec.experiment.report import RunRecord, reported_metrics, run_metrics
+from negrec.experiment.report import RunRecord, is_budget_bound, reported_metrics, run_metrics
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -203,6 +203,13 @@ def _common_name(group: Group) -> str:
 
 
 # ------------------------------------------------------------------------------ numbers
+def runs_cell(group: Group) -> str:
+    """The ``runs`` cell of a group: its count, and how many of its runs ended on the
+    epoch budget while still improving (``3 (2 budget-bound)``)."""
+    bound = sum(is_budget_bound(run) for run in group.runs)
+    return f"{group.n} ({bound} budget-bound)" if bound else str(group.n)
+
+
 def mean_std(values: np.ndarray) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; NaN for fewer than 2 values)."""
     values = values[~np.isnan(values)]
@@ -332,7 +339,7 @@ def markdown_table(agg: Aggregate) -> str:
         for c, (mean, std) in enumerate(row):
             text = format_cell(mean, std)
             cells.append(f"**{text}**" if best[c] == i and text else text)
-        lines.append("| " + " | ".join([f"`{group.label}`", str(group.n), *cells]) + " |")
+        lines.append("| " + " | ".join([f"`{group.label}`", runs_cell(group), *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -378,7 +385,10 @@ def latex_table(agg: Aggregate, test: PairedTest | str | None = None) -> str:
             number = f"{mean:.4f}" if best[c] != i else f"\\mathbf{{{mean:.4f}}}"
             cells.append(f"${number}$" if math.isnan(std) else f"${number} \\pm {std:.4f}$")
         lines.append(
-            " & ".join([f"\\texttt{{{latex_escape(group.label)}}}", str(group.n), *cells]) + " \\\\"
+            " & ".join(
+                [f"\\texttt{{{latex_escape(group.label)}}}", latex_escape(runs_cell(group)), *cells]
+            )
+            + " \\\\"
         )
     caption = "Mean $\\pm$ sample standard deviation over seeds; best mean in bold."
     if isinstance(test, PairedTest):

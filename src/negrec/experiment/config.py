@@ -346,6 +346,8 @@ class ExperimentConfig:
     def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
         if "grid" in raw:  # expanded by negrec.experiment.grid, never one run
             raise ConfigError("grid", "this config is a grid of runs: run it with `negrec sweep`")
+        if "tune" in raw:  # read by negrec.experiment.tune
+            raise ConfigError("tune", "this config is a search space: run it with `negrec tune`")
         for key in raw:
             if key not in SECTIONS:
                 raise ConfigError(key, f"unknown key (expected one of: {', '.join(SECTIONS)})")

@@ -286,9 +286,14 @@ def _set_path(raw: dict[str, Any], path: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
+#: tables of a preset that ``negrec tune`` / ``negrec reproduce`` read, never part of a run
+PLAN_TABLES = ("tune", "reproduce")
+
+
 def split_grid(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The base config (without ``grid``) and the ``grid`` table (None if absent)."""
-    base = {k: v for k, v in raw.items() if k != GRID}
+    """The base config (without ``grid``, ``tune`` and ``reproduce``) and the ``grid``
+    table (None if absent)."""
+    base = {k: v for k, v in raw.items() if k != GRID and k not in PLAN_TABLES}
     table = raw.get(GRID)
     if table is not None and not isinstance(table, dict):
         raise ConfigError(GRID, f"expected a table, got {table!r}")

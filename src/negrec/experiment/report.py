@@ -98,7 +98,7 @@ def comparison_rows(
     """The cells of :func:`comparison_table` (header, one row per run), for any format."""
     metrics = run_metrics(runs) if metrics is None else metrics
     selection = runs[0].summary.get("selection_metric", "ndcg@20") if runs else "ndcg@20"
-    header = ["run", "model", "loss", "sampler", "K", "best epoch", f"valid {selection}"]
+    header = ["run", "model", "loss", "sampler", "K", "best epoch", "stop", f"valid {selection}"]
     header += [f"test {m}" for m in metrics]
     rows = []
     for run in runs:
@@ -110,11 +110,29 @@ def comparison_rows(
             s.get("sampler", ""),
             str(s.get("k", "")),
             str(s.get("best_epoch", "")),
+            stop_reason(s),
             _fmt(s.get("valid", {}).get(selection)),
         ]
         cells += [_fmt(s.get("test", {}).get(m)) for m in metrics]
         rows.append(cells)
     return header, rows
+
+
+def stop_reason(summary: dict[str, Any]) -> str:
+    """How a run ended: ``patience`` (early stopping: converged on validation),
+    ``budget-bound`` (ended on ``train.epochs`` while its best epoch was among the last
+    ``patience`` evaluations: raise train.epochs), ``budget`` (ended on the budget long
+    after its best epoch, patience 0); empty for runs made before negrec recorded it."""
+    if "budget_bound" not in summary:
+        return ""
+    if summary["budget_bound"]:
+        return "budget-bound"
+    return "patience" if summary.get("stopped_early") else "budget"
+
+
+def is_budget_bound(run: RunRecord) -> bool:
+    """True when the run's summary flags it budget-bound (see :func:`stop_reason`)."""
+    return bool(run.summary.get("budget_bound", False))
 
 
 def _fmt(value: Any) -> str:

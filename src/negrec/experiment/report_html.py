@@ -33,6 +33,7 @@ from negrec.experiment.aggregate import (
     Report,
     format_cell,
     latex_table,
+    runs_cell,
 )
 from negrec.experiment.report import RunRecord, comparison_rows
 
@@ -133,7 +134,7 @@ def aggregate_table(agg: Aggregate, runs: list[RunRecord]) -> str:
         label = f"<code>{_e(group.label)}</code>"
         if links:
             label += f'<div class="runs-of-group">{links}</div>'
-        tds = [f'<td class="label">{label}</td>', f"<td>{group.n}</td>"]
+        tds = [f'<td class="label">{label}</td>', f"<td>{_e(runs_cell(group))}</td>"]
         for c, (mean, std) in enumerate(row):
             text = format_cell(mean, std)
             marked = best[c] == g and not math.isnan(mean)

@@ -37,6 +37,7 @@ from negrec.train import (
     Callback,
     Checkpoint,
     EarlyStopping,
+    PlateauSchedule,
     ProgressBar,
     TrainState,
     ValidationEval,
@@ -152,6 +153,20 @@ def _describe_data(config: ExperimentConfig) -> str:
     return f"data.source = '{data.source}'"
 
 
+def schedule_callbacks(config: ExperimentConfig) -> list[Callback]:
+    """The learning-rate scheduler callback of ``train.lr_schedule`` (none by default)."""
+    return [PlateauSchedule(config.train)] if config.train.lr_schedule == "plateau" else []
+
+
+def budget_warning(summary: dict[str, Any]) -> str:
+    """The console line for a run that ended on its epoch budget while still improving."""
+    return (
+        f"negrec: {summary.get('name', 'run')}: best epoch {summary.get('best_epoch')} of "
+        f"{summary.get('last_epoch', summary.get('epochs_run'))}, not stopped by patience: "
+        "budget-bound: raise train.epochs"
+    )
+
+
 def _monitor_callbacks(config: ExperimentConfig) -> list[Callback]:
     """The bound monitor when ``[monitor] enabled = true`` (else nothing)."""
     if not config.monitor.enabled:
@@ -248,6 +263,7 @@ def run_experiment(
         trackers = _tracking_callbacks(config, tmp)
         callbacks: list[Callback] = [
             ValidationEval(config.eval, config.train.eval_every),
+            *schedule_callbacks(config),  # reads the validation value, before the checkpoint
             *_only_main(world, _monitor_callbacks(config)),  # right after validation
             *_only_main(world, extra_callbacks),
             stopper,
@@ -301,6 +317,10 @@ def run_experiment(
             "selection_metric": config.train.metric,
             "best_epoch": stopper.best_epoch,
             "epochs_run": state.epoch,
+            "last_epoch": state.epoch,
+            "epoch_budget": config.train.epochs,
+            "stopped_early": stopper.stopped,
+            "budget_bound": stopper.budget_bound,
             "train_seconds": train_seconds,
             "mean_epoch_seconds": sum(h["train_seconds"] for h in state.history) / state.epoch,
             "valid": {
@@ -314,6 +334,8 @@ def run_experiment(
         if resumes:
             summary["resumed"] = resumes
         rundir.write_json(tmp / "summary.json", summary)
+        if stopper.budget_bound:
+            print(budget_warning(summary), file=sys.stderr)
         for tracker in trackers:
             tracker.on_run_end(summary)
         (tmp / rundir.CHECKPOINT).unlink()  # resumable state is not part of a finished run

@@ -327,7 +327,13 @@ def _metric_line(path: Path) -> str:
         metric = summary["selection_metric"]
         valid = summary.get("valid", {}).get(metric, math.nan)
         test = summary.get("test", {}).get(metric, math.nan)
-        return f"valid {metric} {valid:.4f}, test {metric} {test:.4f}"
+        line = f"valid {metric} {valid:.4f}, test {metric} {test:.4f}"
+        if summary.get("budget_bound"):
+            line += (
+                f" (best epoch {summary.get('best_epoch')} of {summary.get('last_epoch')}: "
+                "budget-bound: raise train.epochs)"
+            )
+        return line
     return ""
 
 

@@ -41,7 +41,8 @@ also written to report.md / report.tex with plots in the sweep folder.
 
 Presets: simce, hns, loss-theory (negrec presets). They read LightGCN-format
 train.txt / test.txt files under data.root: --set data.root=/path/to/datasets, or
---set data.train=... --set data.test=... for another dataset.
+--set data.train=... --set data.test=... for another dataset. To tune them on any
+dataset instead: negrec reproduce PAPER --dataset NAME (negrec tune for your own space).
 """
 
 
