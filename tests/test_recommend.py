@@ -222,15 +222,40 @@ ITEMS = ["007", "i1", "🎬", "é", "i4", "i5", "i6", "i7", "i8", "i9", "i10", "
 
 
 def write_inter(path: Path) -> None:
-    """A RecBole .inter file with string ids ('007' twice: a user and an item; unicode)."""
+    """A RecBole .inter file with string ids ('007' twice: a user and an item; unicode);
+    for a ``.csv`` path, the same rows as a plain ``user,item,rating,timestamp`` CSV."""
     rng = np.random.default_rng(0)
-    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    sep = "," if path.suffix == ".csv" else "\t"
+    header = (
+        "user,item,rating,timestamp"
+        if sep == ","
+        else ("user_id:token\titem_id:token\trating:float\ttimestamp:float")
+    )
+    lines = [header]
     t = 0
     for user in USERS:
         for item in rng.choice(ITEMS, size=7, replace=False):
             t += 1
-            lines.append(f"{user}\t{item}\t5\t{t}")
+            lines.append(sep.join([user, str(item), "5", str(t)]))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+#: the data file a run trains on, by kind: its name and the [data] keys that read it
+DATA_FILES = {
+    "inter": ("events.inter", {}),
+    "csv": (
+        "events.csv",
+        {
+            "format": "delimited",
+            "columns": {
+                "user": "user",
+                "item": "item",
+                "rating": "rating",
+                "timestamp": "timestamp",
+            },
+        },
+    ),
+}
 
 
 class Keep(Callback):
@@ -240,12 +265,16 @@ class Keep(Callback):
         self.model = state.model
 
 
-def train_run(folder: Path, model: dict, split: dict) -> tuple[Path, Recommender]:
-    """Train from ``folder`` as the working directory on ``events.inter`` given relative."""
-    write_inter(folder / "events.inter")
+def train_run(
+    folder: Path, model: dict, split: dict, data: str = "inter"
+) -> tuple[Path, Recommender]:
+    """Train from ``folder`` as the working directory on ``events.inter`` (or
+    ``events.csv``) given relative."""
+    name, keys = DATA_FILES[data]
+    write_inter(folder / name)
     raw = {
         "name": model["name"],
-        "data": {"source": "file", "path": "events.inter"},
+        "data": {"source": "file", "path": name, **keys},
         "split": split,
         "model": model,
         "sampler": {"name": "uniform", "k": 2},
@@ -275,21 +304,28 @@ def fresh_process(code: str, cwd: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "model,split",
+    "model,split,data",
     [
-        ({"name": "mf", "dim": 8}, {"method": "random"}),
-        ({"name": "sasrec", "dim": 8, "max_len": 4, "blocks": 1}, {"method": "leave_one_out"}),
+        ({"name": "mf", "dim": 8}, {"method": "random"}, "inter"),
+        ({"name": "mf", "dim": 8}, {"method": "random"}, "csv"),
+        (
+            {"name": "sasrec", "dim": 8, "max_len": 4, "blocks": 1},
+            {"method": "leave_one_out"},
+            "inter",
+        ),
     ],
 )
-def test_a_run_is_a_self_contained_model(tmp_path, model, split):
-    """Trained on string ids, loaded in a fresh process from another folder with the data
-    file deleted: the same top-10 per user in raw ids as the in-memory model."""
+def test_a_run_is_a_self_contained_model(tmp_path, model, split, data):
+    """Trained on string ids (a RecBole file, or a plain CSV with a header), loaded in a
+    fresh process from another folder with the data file deleted: the same top-10 per user
+    in raw ids as the in-memory model."""
     (tmp_path / "train").mkdir()
     (tmp_path / "elsewhere").mkdir()
-    run, memory = train_run(tmp_path / "train", model, split)
+    name = DATA_FILES[data][0]
+    run, memory = train_run(tmp_path / "train", model, split, data)
     expected = memory.recommend(None, n=10)
     assert {"007", "ü-ser", "user β"} <= set(expected["user"]) and "007" in set(memory.item_ids)
-    (tmp_path / "train" / "events.inter").unlink()
+    (tmp_path / "train" / name).unlink()
     code = (
         "import negrec, sys\n"
         f"rec = negrec.load({str(run)!r})\n"
@@ -305,9 +341,9 @@ def test_a_run_is_a_self_contained_model(tmp_path, model, split):
     assert not any(pair in seen for pair in zip(users, items, strict=True))
     stored = (run / "config.toml").read_text(encoding="utf-8")
     assert f'root = "{tmp_path / "train"}"' in stored
-    assert f'path = "{tmp_path / "train" / "events.inter"}"' in stored
+    assert f'path = "{tmp_path / "train" / name}"' in stored
     given = json.loads((run / "environment.json").read_text())["data_given"]
-    assert given["data.path"] == "events.inter" and given["data.root"] == "."
+    assert given["data.path"] == name and given["data.root"] == "."
 
 
 def test_old_run_directories_still_report_and_load_from_their_data(tmp_path, monkeypatch, capsys):
