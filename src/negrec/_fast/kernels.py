@@ -639,3 +639,174 @@ def mf_row_step(
         lr, beta1, beta2, eps, weight_decay, item_corrections[0], item_corrections[1],
     )  # fmt: skip
     return squares
+
+
+#: the momentum-only steps a row catches up in full; beyond this many the contributions
+#: shrink as ~0.9^s (beta1 / beta2^2.5 for the last series term): 0.903^256 < 5e-12 of the
+#: first, far below float32 rounding, so only the moments' decay continues in closed form
+CATCH_UP_CAP = 256
+#: the eps series below is used while eps * x_s / sqrt(v) <= this; its 5-term remainder is
+#: then <= 0.05^5 = 3e-7 of the (already small) catch-up drift; smaller sqrt(v) loop exactly
+EPS_SERIES_MAX = 0.05
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _catch_up_row(
+    p: np.ndarray,  # float32 [d], updated in place
+    m: np.ndarray,  # float32 [d]
+    v: np.ndarray,  # float32 [d]
+    since: int,  # the step the row is current at
+    until: int,  # the step to bring it to (> since)
+    hist_a: np.ndarray,  # float64 [steps]: lr_u * sqrt(c2_u) / c1_u of step u = base + 1 + i
+    hist_sc2: np.ndarray,  # float64 [steps]: sqrt(c2_u) of the same steps
+    base: int,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """Apply to one row the ``until - since`` Adam steps in which it got no gradient.
+
+    Dense Adam still moves such a row: ``m <- b1 m``, ``v <- b2 v``,
+    ``p -= lr_u / c1_u * m / (sqrt(v / c2_u) + eps)``. After ``s`` such steps from
+    (m0, v0), with ``w = sqrt(v0)``, ``a_u = lr_u sqrt(c2_u) / c1_u``, ``r = b1 / sqrt(b2)``,
+    ``x_s = sqrt(c2_u) b2^(-s/2)``, step s moves p by
+    ``-a_u r^s (m0 / w) / (1 + (eps / w) x_s)``. Expanding ``1 / (1 + e)`` to fifth order
+    gives the whole drift as five row scalars ``S_k = sum_s a_u r^s x_s^k``:
+    ``-(m0 / w) sum_k (-eps / w)^k S_k`` per element, exact to float32 rounding while
+    ``e <= EPS_SERIES_MAX``; elements with a smaller ``sqrt(v0)`` sum their steps one by one.
+    Cost: ``min(n, CATCH_UP_CAP)`` scalar iterations per row plus O(d), not O(n d)."""
+    n = until - since
+    steps = min(n, CATCH_UP_CAP)
+    r = beta1 / np.sqrt(beta2)
+    inv_sqrt_b2 = 1.0 / np.sqrt(beta2)
+    s0 = s1 = s2 = s3 = s4 = 0.0
+    rs = 1.0
+    grow = 1.0
+    x_max = 0.0
+    for s in range(1, steps + 1):
+        u = since + s - base - 1  # index of step since + s in the history
+        rs *= r
+        grow *= inv_sqrt_b2
+        x = hist_sc2[u] * grow
+        x_max = max(x_max, x)
+        t = hist_a[u] * rs
+        s0 += t
+        t *= x
+        s1 += t
+        t *= x
+        s2 += t
+        t *= x
+        s3 += t
+        t *= x
+        s4 += t
+    w_min = eps * x_max / EPS_SERIES_MAX  # below this sqrt(v0) the series is not used
+    f0, f1, f2 = np.float32(s0), np.float32(s1), np.float32(s2)
+    f3, f4, feps = np.float32(s3), np.float32(s4), np.float32(eps)
+    decay1 = np.float32(beta1**n)
+    decay2 = np.float32(beta2**n)
+    dim = p.shape[0]
+    v_min = v[0]
+    for j in range(1, dim):
+        v_min = min(v_min, v[j])
+    if np.sqrt(v_min) >= w_min:  # the common case: one branch-free, vectorised pass
+        for j in range(dim):
+            inv_w = np.float32(1.0) / np.sqrt(v[j])
+            rho = feps * inv_w
+            series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
+            p[j] -= m[j] * inv_w * series
+            m[j] *= decay1
+            v[j] *= decay2
+        return
+    for j in range(dim):
+        m0 = m[j]
+        w = np.sqrt(v[j])
+        if w >= w_min:
+            rho = feps / w
+            series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
+            p[j] -= (m0 / w) * series
+        elif m0 != 0.0:  # tiny sqrt(v): the steps one by one (rare)
+            drift = 0.0
+            b1s = 1.0
+            b2h = 1.0
+            for s in range(1, steps + 1):
+                u = since + s - base - 1
+                b1s *= beta1
+                b2h *= np.sqrt(beta2)
+                drift += hist_a[u] * b1s / (b2h * w + eps * hist_sc2[u])
+            p[j] -= np.float32(m0 * drift)
+        m[j] = m0 * decay1
+        v[j] = v[j] * decay2
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def adam_catch_up_rows(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    exp_avg: np.ndarray,  # float32 [n, d]
+    exp_avg_sq: np.ndarray,  # float32 [n, d]
+    last: np.ndarray,  # int64 [n]: the step each row is current at; updated
+    rows: np.ndarray,  # int64 [R]: the rows to bring up to date, repeats allowed
+    until: int,  # the step to bring them to
+    mark: int,  # the step to record as current (``until``, or the step about to run)
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """:func:`_catch_up_row` for each of ``rows`` not yet current (serial: repeats)."""
+    for t in range(rows.shape[0]):
+        row = rows[t]
+        since = last[row]
+        if since < until:
+            _catch_up_row(
+                param[row], exp_avg[row], exp_avg_sq[row], since, until,
+                hist_a, hist_sc2, base, beta1, beta2, eps,
+            )  # fmt: skip
+        last[row] = mark
+
+
+def _adam_catch_up_all(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    last: np.ndarray,  # int64 [n]; all set to ``until`` here
+    until: int,
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    for row in prange(param.shape[0]):  # rows are independent: parallel-safe
+        since = last[row]
+        if since < until:
+            _catch_up_row(
+                param[row], exp_avg[row], exp_avg_sq[row], since, until,
+                hist_a, hist_sc2, base, beta1, beta2, eps,
+            )  # fmt: skip
+            last[row] = until
+
+
+_ADAM_CATCH_UP_ALL = _serial_and_parallel(_adam_catch_up_all, fastmath=True)
+
+
+def adam_catch_up_all(
+    param: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    last: np.ndarray,
+    until: int,
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """Bring every row of a table up to step ``until`` (before evaluation, a checkpoint, a
+    dense step). Rows are independent, so the parallel copy gives the same bits."""
+    _pick(_ADAM_CATCH_UP_ALL, param.size)(
+        param, exp_avg, exp_avg_sq, last, until, hist_a, hist_sc2, base, beta1, beta2, eps
+    )
