@@ -189,7 +189,8 @@ def test_catch_up_all_is_the_same_on_any_thread_count() -> None:
     for kernel in kernels._ADAM_CATCH_UP_ALL:
         arrays = [t.copy() for t in tables]
         marks = last.copy()
-        kernel(*arrays, marks, steps, hist_a, hist_sc2, 0, 0.9, 0.999, 1e-8)
+        powers = kernels.catch_up_powers(0.9, 0.999)
+        kernel(*arrays, marks, steps, hist_a, hist_sc2, 0, powers, 0.9, 0.999, 1e-8)
         outs.append((arrays, marks))
     assert numba.get_num_threads() >= 1
     for x, y in zip(outs[0][0], outs[1][0], strict=True):

@@ -645,6 +645,16 @@ def mf_row_step(
 #: shrink as ~0.9^s (beta1 / beta2^2.5 for the last series term): 0.903^256 < 5e-12 of the
 #: first, far below float32 rounding, so only the moments' decay continues in closed form
 CATCH_UP_CAP = 256
+
+
+def catch_up_powers(beta1: float, beta2: float) -> np.ndarray:
+    """float64 [4, CATCH_UP_CAP + 1]: ``r^s``, ``beta2^(-s/2)``, ``beta1^s``, ``beta2^s`` for
+    s = 0..CATCH_UP_CAP, with ``r = beta1 / sqrt(beta2)`` (tables, so the catch-up's loop over
+    the skipped steps has no recurrence and vectorises)."""
+    s = np.arange(CATCH_UP_CAP + 1, dtype=np.float64)
+    return np.stack([(beta1 / np.sqrt(beta2)) ** s, beta2 ** (-s / 2), beta1**s, beta2**s]).copy()
+
+
 #: the eps series below is used while eps * x_s / sqrt(v) <= this; its 5-term remainder is
 #: then <= 0.05^5 = 3e-7 of the (already small) catch-up drift; smaller sqrt(v) loop exactly
 EPS_SERIES_MAX = 0.05
@@ -660,6 +670,7 @@ def _catch_up_row(
     hist_a: np.ndarray,  # float64 [steps]: lr_u * sqrt(c2_u) / c1_u of step u = base + 1 + i
     hist_sc2: np.ndarray,  # float64 [steps]: sqrt(c2_u) of the same steps
     base: int,
+    powers: np.ndarray,  # float64 [4, CATCH_UP_CAP + 1]: see catch_up_powers
     beta1: float,
     beta2: float,
     eps: float,
@@ -677,19 +688,12 @@ def _catch_up_row(
     Cost: ``min(n, CATCH_UP_CAP)`` scalar iterations per row plus O(d), not O(n d)."""
     n = until - since
     steps = min(n, CATCH_UP_CAP)
-    r = beta1 / np.sqrt(beta2)
-    inv_sqrt_b2 = 1.0 / np.sqrt(beta2)
+    rs, grow = powers[0], powers[1]  # r^s, b2^(-s/2)
     s0 = s1 = s2 = s3 = s4 = 0.0
-    rs = 1.0
-    grow = 1.0
-    x_max = 0.0
-    for s in range(1, steps + 1):
-        u = since + s - base - 1  # index of step since + s in the history
-        rs *= r
-        grow *= inv_sqrt_b2
-        x = hist_sc2[u] * grow
-        x_max = max(x_max, x)
-        t = hist_a[u] * rs
+    offset = since - base - 1  # history index of step since + s: offset + s
+    for s in range(1, steps + 1):  # (no recurrence: vectorises)
+        x = hist_sc2[offset + s] * grow[s]
+        t = hist_a[offset + s] * rs[s]
         s0 += t
         t *= x
         s1 += t
@@ -699,11 +703,16 @@ def _catch_up_row(
         s3 += t
         t *= x
         s4 += t
+    x_max = hist_sc2[offset + steps] * grow[steps]  # x_s grows with s
+    decay1 = powers[2, steps]  # the moments' decay over the gap: beta1^n, beta2^n
+    decay2 = powers[3, steps]
     w_min = eps * x_max / EPS_SERIES_MAX  # below this sqrt(v0) the series is not used
     f0, f1, f2 = np.float32(s0), np.float32(s1), np.float32(s2)
     f3, f4, feps = np.float32(s3), np.float32(s4), np.float32(eps)
-    decay1 = np.float32(beta1**n)
-    decay2 = np.float32(beta2**n)
+    if n > steps:  # (beyond the cap: no pow in the common case)
+        decay1 *= beta1 ** (n - steps)
+        decay2 *= beta2 ** (n - steps)
+    d1, d2 = np.float32(decay1), np.float32(decay2)
     dim = p.shape[0]
     v_min = v[0]
     for j in range(1, dim):
@@ -714,8 +723,8 @@ def _catch_up_row(
             rho = feps * inv_w
             series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
             p[j] -= m[j] * inv_w * series
-            m[j] *= decay1
-            v[j] *= decay2
+            m[j] *= d1
+            v[j] *= d2
         return
     for j in range(dim):
         m0 = m[j]
@@ -726,16 +735,12 @@ def _catch_up_row(
             p[j] -= (m0 / w) * series
         elif m0 != 0.0:  # tiny sqrt(v): the steps one by one (rare)
             drift = 0.0
-            b1s = 1.0
-            b2h = 1.0
             for s in range(1, steps + 1):
-                u = since + s - base - 1
-                b1s *= beta1
-                b2h *= np.sqrt(beta2)
-                drift += hist_a[u] * b1s / (b2h * w + eps * hist_sc2[u])
+                u = offset + s
+                drift += hist_a[u] * powers[2, s] / (w / grow[s] + eps * hist_sc2[u])
             p[j] -= np.float32(m0 * drift)
-        m[j] = m0 * decay1
-        v[j] = v[j] * decay2
+        m[j] = m0 * d1
+        v[j] = v[j] * d2
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -750,18 +755,26 @@ def adam_catch_up_rows(
     hist_a: np.ndarray,
     hist_sc2: np.ndarray,
     base: int,
+    powers: np.ndarray,
     beta1: float,
     beta2: float,
     eps: float,
 ) -> None:
-    """:func:`_catch_up_row` for each of ``rows`` not yet current (serial: repeats)."""
-    for t in range(rows.shape[0]):
+    """:func:`_catch_up_row` for each of ``rows`` not yet current (serial: repeats). The
+    rows are prefetched a few ahead (random rows of three tables miss the cache)."""
+    n = rows.shape[0]
+    for t in range(n):
+        if t + PREFETCH_AHEAD < n:
+            ahead = rows[t + PREFETCH_AHEAD]
+            if last[ahead] < until:
+                for table in (param, exp_avg, exp_avg_sq):
+                    _fetch_row(table, ahead)
         row = rows[t]
         since = last[row]
         if since < until:
             _catch_up_row(
                 param[row], exp_avg[row], exp_avg_sq[row], since, until,
-                hist_a, hist_sc2, base, beta1, beta2, eps,
+                hist_a, hist_sc2, base, powers, beta1, beta2, eps,
             )  # fmt: skip
         last[row] = mark
 
@@ -775,6 +788,7 @@ def _adam_catch_up_all(
     hist_a: np.ndarray,
     hist_sc2: np.ndarray,
     base: int,
+    powers: np.ndarray,
     beta1: float,
     beta2: float,
     eps: float,
@@ -784,7 +798,7 @@ def _adam_catch_up_all(
         if since < until:
             _catch_up_row(
                 param[row], exp_avg[row], exp_avg_sq[row], since, until,
-                hist_a, hist_sc2, base, beta1, beta2, eps,
+                hist_a, hist_sc2, base, powers, beta1, beta2, eps,
             )  # fmt: skip
             last[row] = until
 
@@ -801,6 +815,7 @@ def adam_catch_up_all(
     hist_a: np.ndarray,
     hist_sc2: np.ndarray,
     base: int,
+    powers: np.ndarray,
     beta1: float,
     beta2: float,
     eps: float,
@@ -808,5 +823,5 @@ def adam_catch_up_all(
     """Bring every row of a table up to step ``until`` (before evaluation, a checkpoint, a
     dense step). Rows are independent, so the parallel copy gives the same bits."""
     _pick(_ADAM_CATCH_UP_ALL, param.size)(
-        param, exp_avg, exp_avg_sq, last, until, hist_a, hist_sc2, base, beta1, beta2, eps
+        param, exp_avg, exp_avg_sq, last, until, hist_a, hist_sc2, base, powers, beta1, beta2, eps
     )

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from negrec._fast.kernels import adam_catch_up_all, adam_catch_up_rows, lazy_adam_rows
+from negrec._fast.kernels import (
+    adam_catch_up_all,
+    adam_catch_up_rows,
+    catch_up_powers,
+    lazy_adam_rows,
+)
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -205,11 +210,13 @@ class RowwiseAdam(LazyAdam):
             state = self.row_state(p)
             tables = (p.detach(), state["exp_avg"], state["exp_avg_sq"], state["last"])
             history = (state["hist_a"], state["hist_sc2"])
+            group = self._group(p)
             view = (
-                self._group(p),
+                group,
                 state,
                 tuple(t.numpy() for t in tables),
                 tuple(t.numpy() for t in history),
+                catch_up_powers(*group["betas"]),
             )
             self._views[id(p)] = view
         return view
@@ -217,13 +224,13 @@ class RowwiseAdam(LazyAdam):
     def count_step(self, p: torch.Tensor, betas: tuple[float, float]) -> tuple[float, float]:
         correction1, correction2 = super().count_step(p, betas)
         if "last" in self.state[p]:  # record the step's scalars for the rows that skip it
-            group, state, _, (hist_a, hist_sc2) = self._view(p)
+            group, state, _, (hist_a, hist_sc2), _ = self._view(p)
             n = state["hist_len"]
             if n == hist_a.shape[0]:  # full: double the history
                 for key in ("hist_a", "hist_sc2"):
                     state[key] = torch.cat([state[key], torch.zeros_like(state[key])])
                 del self._views[id(p)]
-                group, state, _, (hist_a, hist_sc2) = self._view(p)
+                group, state, _, (hist_a, hist_sc2), _ = self._view(p)
             root = math.sqrt(correction2)
             hist_a[n] = group["lr"] * root / correction1
             hist_sc2[n] = root
@@ -234,12 +241,12 @@ class RowwiseAdam(LazyAdam):
     def catch_up(self, p: torch.Tensor, rows: torch.Tensor) -> None:
         """Bring ``rows`` (int64 [R], repeats allowed) of table ``p`` to the current step and
         record them as current at the next one: call right before a step that updates them."""
-        group, state, (param, m, v, last), (hist_a, hist_sc2) = self._view(p)
+        group, state, (param, m, v, last), (hist_a, hist_sc2), powers = self._view(p)
         step = state["step"]
         beta1, beta2 = group["betas"]
         adam_catch_up_rows(
             param, m, v, last, rows.contiguous().numpy(), step, step + 1,
-            hist_a, hist_sc2, state["base"], beta1, beta2, group["eps"],
+            hist_a, hist_sc2, state["base"], powers, beta1, beta2, group["eps"],
         )  # fmt: skip
 
     @torch.no_grad()
@@ -254,11 +261,11 @@ class RowwiseAdam(LazyAdam):
         state = self.state.get(p)
         if not state or "last" not in state:
             return
-        group, state, (param, m, v, last), (hist_a, hist_sc2) = self._view(p)
+        group, state, (param, m, v, last), (hist_a, hist_sc2), powers = self._view(p)
         beta1, beta2 = group["betas"]
         adam_catch_up_all(
             param, m, v, last, state["step"],
-            hist_a, hist_sc2, state["base"], beta1, beta2, group["eps"],
+            hist_a, hist_sc2, state["base"], powers, beta1, beta2, group["eps"],
         )  # fmt: skip
         state["base"], state["hist_len"] = state["step"], 0
 
