@@ -260,11 +260,16 @@ def memory_child(args: argparse.Namespace) -> None:
     def peak_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(json.dumps({"after": "load", "peak_mb": peak_mb()}), flush=True)
+    def rss_mb() -> float:  # resident now (/proc/self/statm: pages)
+        return (
+            int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
+        )
+
+    print(json.dumps({"after": "load", "peak_mb": peak_mb(), "rss_mb": rss_mb()}), flush=True)
 
     class Peak(Callback):
         def on_epoch_end(self, state: Any) -> None:
-            record = {"after": f"epoch {state.epoch}", "peak_mb": peak_mb()}
+            record = {"after": f"epoch {state.epoch}", "peak_mb": peak_mb(), "rss_mb": rss_mb()}
             print(json.dumps(record), flush=True)
 
     model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
@@ -273,7 +278,7 @@ def memory_child(args: argparse.Namespace) -> None:
     config = TrainConfig(**{**vars(config), **PATHS[args.path]})
     fit(model, sampler, Loss(LossConfig(name="bpr")), split, config, callbacks=[Peak()])
     evaluate(model, split, "test", EvalConfig(ks=(20,)))
-    print(json.dumps({"after": "evaluation", "peak_mb": peak_mb()}), flush=True)
+    print(json.dumps({"after": "evaluation", "peak_mb": peak_mb(), "rss_mb": rss_mb()}), flush=True)
 
 
 def part_memory(args: argparse.Namespace) -> list[str]:
