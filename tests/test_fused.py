@@ -276,3 +276,30 @@ def test_value_and_grad_equals_autograd_of_the_loss(
     (expected_grad,) = torch.autograd.grad(expected, leaf)
     torch.testing.assert_close(value, expected.detach())
     torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+def test_training_is_identical_across_thread_counts(
+    optimizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fused MF step's row passes are serial (rows repeat within a batch); what runs in
+    parallel (RowwiseAdam's flush, the samplers' and evaluation's kernels, forced here even
+    for tiny work) splits independent rows over threads. So one seed gives the same bits
+    on 1 and 2 threads (numba and torch)."""
+    import numba
+
+    from negrec._fast import kernels
+
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        torch.set_num_threads(threads)
+        try:
+            model = _trained("bpr", SAMPLERS["uniform"], True, optimizer=optimizer)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            torch.set_num_threads(1)
+        results.append(model.state_dict())
+    for name, value in results[0].items():
+        assert torch.equal(results[1][name], value), name
