@@ -22,14 +22,11 @@ could reach:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numba
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @numba.njit(fastmath=True, boundscheck=False, cache=False)

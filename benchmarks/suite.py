@@ -130,6 +130,77 @@ def negrec_rounds(
     return [h["train_seconds"] for h in state.history]
 
 
+# ------------------------------------------------- helpers other benchmark scripts import
+# (``from suite import ...`` works there: a script's own folder is on sys.path)
+
+
+def load_splits(root: Path) -> dict[str, Any]:
+    """The negrec splits every comparison uses (validation carved as the presets do)."""
+    from negrec.data.loaders import load, load_split
+    from negrec.data.prepare import prepare, prepare_split
+    from negrec.data.splits import carve_validation, random_split
+
+    splits = {}
+    for name in ("ml-1m", "gowalla"):
+        table = load_split(root / name / "train.txt", root / name / "test.txt", "lightgcn")
+        train, test, _ = prepare_split(table, on_unseen="keep")
+        splits[name] = carve_validation(train, test, 0.1, 0)
+    events, _ = prepare(load(root / "ml-100k" / "ml-100k.inter"))  # all 100k ratings
+    splits["ml-100k"] = random_split(events, 0.1, 0.1, 0)  # ~ RecBole's RS 0.8/0.1/0.1
+    table = load_split(root / "amazon-beauty" / "train.txt", root / "amazon-beauty" / "test.txt")
+    train, test, _ = prepare_split(table, on_unseen="keep")
+    splits["amazon-beauty"] = carve_validation(train, test, "last", 0)  # leave-one-out
+    return splits
+
+
+class FirstBatches:
+    """A negrec batch factory cut to its first ``n`` batches (partial-epoch timing)."""
+
+    def __init__(self, batches: Any, n: int):
+        self.batches, self.n = batches, n
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.batches))
+
+    def epoch(self, generator: Any):
+        for i, batch in enumerate(self.batches.epoch(generator)):
+            if i >= self.n:
+                break
+            yield batch
+
+
+def negrec_epochs(
+    model: Any,
+    sampler: Any,
+    loss: str,
+    split: Any,
+    *,
+    epochs: int,
+    max_steps: int = 0,
+    batch_size: int = 1024,
+    l2: float = 0.0,
+    optimizer: str = "adam",
+) -> dict[str, Any]:
+    """Per-epoch training seconds (warm-up epoch dropped), scaled to a full epoch when only
+    the first ``max_steps`` batches are timed; also the batch count of a full epoch."""
+    import torch
+
+    from negrec.losses import Loss, LossConfig
+    from negrec.train import TrainConfig, fit
+
+    full = model.make_batches(split.train, batch_size, torch.device("cpu"))
+    steps = len(full)
+    timed = min(max_steps or steps, steps)
+    if timed < steps:  # fit asks the model for its batches: hand it the cut ones
+        model.make_batches = lambda *_: FirstBatches(full, timed)
+    config = TrainConfig(epochs=1 + epochs, batch_size=batch_size, l2=l2, optimizer=optimizer)
+    state = fit(model, sampler, Loss(LossConfig(name=loss)), split, config)
+    seconds = [h["train_seconds"] * steps / timed for h in state.history]
+    if "make_batches" in vars(model):
+        del model.make_batches
+    return {"warmup": seconds[0], "seconds": seconds[1:], "steps": steps, "timed": timed}
+
+
 def ratio_line(ours: list[float], theirs: list[float]) -> str:
     """median (min-max) of the per-round ratios ours / theirs."""
     ratios = np.asarray(ours) / np.asarray(theirs)
