@@ -229,3 +229,30 @@ def test_make_optimizer_does_not_switch_the_callers_embeddings_to_sparse(
     fit(model, sampler, Loss(LossConfig(name="bpr")), split, config)
     assert seen and all(seen)  # row-sparse gradients during the run
     assert not model.user.sparse and not model.item.sparse  # given back
+
+
+def test_rowwise_adam_resumes_from_a_torch_adam_checkpoint() -> None:
+    """Runs checkpointed before RowwiseAdam became the default saved torch's Adam state (a
+    tensor ``step``, no row marks): loaded into RowwiseAdam they continue as dense Adam."""
+    from negrec._fast.optim import RowwiseAdam
+
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(6, 3, generator=gen)
+    a, b = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    adam, old = torch.optim.Adam([a], lr=0.05), torch.optim.Adam([b], lr=0.05)
+    for p, optimizer in ((a, adam), (b, old)):
+        (p[[0, 2]] ** 2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    rowwise = RowwiseAdam([b], lr=0.05)
+    rowwise.load_state_dict(old.state_dict())
+    for step in range(4):
+        rows = torch.tensor([step % 6, (step + 3) % 6])
+        (a[rows] ** 2).sum().backward()
+        adam.step()
+        adam.zero_grad()
+        rowwise.catch_up(b, rows)
+        b.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), 2 * b.detach()[rows], b.shape)
+        rowwise.step()
+    rowwise.synchronize()
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
