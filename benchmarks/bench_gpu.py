@@ -29,19 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from suite import load_splits  # (beside this script: its folder is on sys.path)
+
+from negrec.evaluation import EvalConfig, evaluate
+from negrec.losses import Loss, LossConfig
+from negrec.models import MF, ModelConfig
+from negrec.models.lightgcn import LightGCN, LightGCNConfig
+from negrec.models.sasrec import SASRec, SASRecConfig
+from negrec.samplers.full import FullCatalogue, FullConfig
+from negrec.samplers.uniform import UniformConfig, UniformSampler
+from negrec.train import TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
-
-from suite import load_splits  # noqa: E402  (beside this script)
-
-from negrec.evaluation import EvalConfig, evaluate  # noqa: E402
-from negrec.losses import Loss, LossConfig  # noqa: E402
-from negrec.models import MF, ModelConfig  # noqa: E402
-from negrec.models.lightgcn import LightGCN, LightGCNConfig  # noqa: E402
-from negrec.models.sasrec import SASRec, SASRecConfig  # noqa: E402
-from negrec.samplers.full import FullCatalogue, FullConfig  # noqa: E402
-from negrec.samplers.uniform import UniformConfig, UniformSampler  # noqa: E402
-from negrec.train import TrainConfig, fit  # noqa: E402
 
 VARIANTS = {
     "fp32": {},

@@ -2,17 +2,16 @@
 kernel at an earlier git revision, and the fused step against the autograd path, for K
 negatives per positive (issues 2 and 7).
 
-Part 1 (``--against REV``) loads ``src/negrec/_fast/kernels.py`` as it was at ``REV`` beside the
+It loads ``src/negrec/_fast/kernels.py`` as it was at ``REV`` beside the
 working tree's and times one ``mf_row_step`` call (LazyAdam update included) on random
 batches shaped like the suite's rows: batch 1024, dim 64, tables of ML-100K, ML-1M,
 Gowalla and the scale benchmark, K in {1, 100}. The two kernels alternate, 3 rounds, and
 the medians and their ratio are printed, so the ratio is measured under one load.
 
-Part 2 times MF + CCE epochs on ML-100K with K = 100 uniform negatives (the suite's K = 100
-row) under ``optimizer = "adam"`` (autograd) and ``"lazy_adam"`` (the fused step), in
-alternating rounds:
+Whole epochs of the fused step against other paths: ``benchmarks/suite.py`` (``bpr``,
+``cce``).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_row_step.py --data ../shared/data --against 21d8894
+    OMP_NUM_THREADS=1 python benchmarks/bench_row_step.py --against 21d8894
 """
 
 from __future__ import annotations
@@ -100,46 +99,16 @@ def kernel_ab(revision: str, rounds: int, repeats: int) -> None:
         print(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f}x |", flush=True)
 
 
-def fused_vs_autograd(data: Path, rounds: int) -> None:
-    import torch
-    from suite import load_splits, negrec_epochs
-
-    from negrec.models.base import ModelConfig
-    from negrec.models.mf import MF
-    from negrec.samplers.uniform import UniformConfig, UniformSampler
-
-    split = load_splits(data)["ml-100k"]
-    seconds: dict[str, list[float]] = {"adam": [], "lazy_adam": []}
-    for _ in range(rounds):
-        for optimizer in seconds:
-            model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
-            sampler = UniformSampler(UniformConfig(k=100), split.train)
-            run = negrec_epochs(model, sampler, "cce", split, epochs=3, optimizer=optimizer)
-            seconds[optimizer] += run["seconds"]
-    adam, lazy = (float(np.median(seconds[o])) for o in ("adam", "lazy_adam"))
-    print(
-        f"\nMF + CCE epoch, ML-100K, K = 100, batch 1024 (median of {rounds} x 3 epochs): "
-        f"Adam (autograd) {adam:.3f} s, LazyAdam (fused step) {lazy:.3f} s, "
-        f"fused speed-up {adam / lazy:.2f}x"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="the shared data folder (for part 2)")
-    parser.add_argument("--against", help="a git revision to compare the kernel with (part 1)")
+    parser.add_argument("--against", required=True, help="a git revision to compare with")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15, help="calls timed per round")
     args = parser.parse_args()
-    if args.against is None and args.data is None:
-        parser.error("give --against REV, --data FOLDER, or both")
     import torch
 
     torch.set_num_threads(1)
-    if args.against:
-        kernel_ab(args.against, args.rounds, args.repeats)
-    if args.data:
-        fused_vs_autograd(args.data, args.rounds)
+    kernel_ab(args.against, args.rounds, args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,72 +1,139 @@
-"""Speed suite: negrec vs RecBole 1.2.1 and vs `implicit`, same data, machine and threads.
+"""The speed suite: negrec against `implicit` (and RecBole where installed), same work only.
 
-One command runs every comparison, prints a markdown table and appends a dated section to
-benchmarks/RESULTS.md (``--no-append`` to only print):
+Every comparison runs the two sides in one process, interleaved (A B A B ...) over at least
+five rounds after a warm-up round, and reports the median of the per-round ratios with
+their min-max: on a shared machine whose load drifts by 2x within minutes, separate runs
+are not comparable. Whole epochs only, never extrapolated from a few batches. Each run
+writes a dated markdown file under ``benchmarks/out/`` (``YYYY-MM-DD-HHMM-suite-<part>.md``);
+``benchmarks/RESULTS.md`` keeps only the current figures.
 
-    python benchmarks/suite.py --data ../shared/data [--threads 1] [--quick]
+    python benchmarks/suite.py bpr --data ../shared/data [--threads 1] [--rounds 5]
+    python benchmarks/suite.py threads --data ../shared/data
+    python benchmarks/suite.py cce --data ../shared/data
+    python benchmarks/suite.py memory --data ../shared/data
 
-RecBole runs in its own process from its own venv (``--recbole-python``, default
-``benchmarks/.venv-recbole/bin/python``; see ``benchmarks/recbole_timing.py`` for how to make
-it), on RecBole atomic files written under ``benchmarks/out/suite/`` from the very splits
-negrec trains on. negrec and `implicit` run in this process. Every side gets the same number
-of threads (torch, OpenMP, MKL, numba).
+Parts:
 
-Measurements (medians after a warm-up; "partial" rows time the first N batches of each epoch
-and scale to the full epoch by its number of batches, the same N for both sides):
-
-1. MF+BPR epoch, ML-1M, K = 1, batch 1024: negrec (Adam, and LazyAdam through the fused MF
-   step; each timed before and after the others) vs RecBole ``BPR`` vs implicit BPR.
-2. MF, K = 100 negatives per positive, ML-100K: negrec CCE (sampled softmax) vs RecBole
-   ``BPR`` with ``train_neg_sample_args.sample_num = 100`` (RecBole has no K-negative
-   softmax loss; this is its closest configuration). Batch: 1024 positives per step for
-   both (RecBole's batch counts rows, so ``train_batch_size = 102,400``).
-3. LightGCN epoch (3 layers, BPR, K = 1, batch 1024), ML-1M and Gowalla (partial).
-4. Full-ranking evaluation of the test split, ML-1M, all test users, Recall and NDCG @10/20
-   (RecBole full-sort with 512 users per batch, as negrec, and with its default
-   ``eval_batch_size = 4096`` rows).
-5. SASRec epoch on Amazon-Beauty (partial), full-softmax cross-entropy (RecBole
-   ``loss_type = CE``), max length 50, 2 blocks, 1 head, d = 64, FFN 64, ReLU, dropout 0.2.
-6. Single-thread memory bandwidth (numpy copy) and the embedding bytes per second that our
-   MF epoch and our evaluation move.
+- ``bpr``: MF+BPR, d = 64, one uniform negative per positive, batch 1024, one epoch = one
+  pass over the training pairs, against `implicit`'s BPR (its own SGD, factors 64, one
+  negative per positive, one iteration = one pass), both at ``--threads``. negrec paths:
+  ``adam`` (the default: RowwiseAdam in the fused MF step), ``adam-dense`` (torch's fused
+  dense Adam through autograd, ``train.fused = false``: the default before RowwiseAdam),
+  ``lazy_adam``, ``sgd``. `implicit` uses SGD, so the same-optimizer pair is ``sgd``;
+  ``adam`` is what a user gets by default.
+- ``threads``: negrec's default MF+BPR epoch and `implicit`'s iteration at 1 and 2 threads,
+  alternating thread counts round by round in one process.
+- ``cce``: the default path's MF+CCE epoch with K = 100 negatives against K = 1,
+  alternating.
+- ``memory``: peak RSS (``/usr/bin/time -v``, maximum resident set size) of a Gowalla MF+BPR
+  run, ``--epochs`` epochs plus one full evaluation, one child process per optimizer path;
+  the child also prints its peak RSS after each epoch, so growth after epoch 1 shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
+import re
+import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-GOALS = {"mf_bpr": 5, "k100": 20, "lgcn_ml1m": 5, "lgcn_gowalla": 3, "eval": 20, "sasrec": 3}
+OUT = HERE / "out"
+PATHS = {  # name -> TrainConfig overrides
+    "adam": {},
+    "adam-dense": {"fused": False},
+    "lazy_adam": {"optimizer": "lazy_adam"},
+    "sgd": {"optimizer": "sgd", "lr": 10.0},
+}
 
 
-@dataclass
-class Row:
-    """One line of the results table."""
+def set_threads(threads: int) -> None:
+    """The same thread count for torch's intra-op pool and numba's kernels."""
+    import numba
+    import torch
 
-    name: str
-    negrec: float
-    recbole: float | None
-    goal: float | None
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def speedup(self) -> float | None:
-        return None if self.recbole is None else self.recbole / self.negrec
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-# ---------------------------------------------------------------------------- data
+def load(root: Path, name: str) -> Any:
+    """The LightGCN-format split of ``name`` with 10% of train carved out for validation
+    (as the presets do); training reads ``split.train``."""
+    from negrec.data.prepare import prepare_presplit
+    from negrec.data.splits import carve_validation
+
+    train, test, _ = prepare_presplit(
+        root / name / "train.txt", root / name / "test.txt", format="lightgcn", on_unseen="keep"
+    )
+    return carve_validation(train, test, 0.1, 0)
+
+
+def implicit_matrix(split: Any) -> Any:
+    import scipy.sparse as sp
+
+    users, items = split.train.to_coo()
+    return sp.csr_matrix(
+        (np.ones(users.size, dtype=np.float32), (users, items)),
+        shape=(split.n_users, split.n_items),
+    )
+
+
+def implicit_iteration(matrix: Any, threads: int, seed: int) -> float:
+    """Seconds of one `implicit` BPR iteration (factors 64, one negative per positive)."""
+    import implicit
+
+    bpr = implicit.cpu.bpr.BayesianPersonalizedRanking(
+        factors=64, iterations=1, random_state=seed, num_threads=threads
+    )
+    start = time.perf_counter()
+    bpr.fit(matrix, show_progress=False)
+    return time.perf_counter() - start
+
+
+def negrec_rounds(
+    split: Any,
+    rounds: int,
+    between: Callable[[int], None],
+    *,
+    loss: str = "bpr",
+    k: int = 1,
+    **train: Any,
+) -> list[float]:
+    """negrec epoch seconds of ``rounds`` epochs after a warm-up epoch; ``between(epoch)``
+    runs after every epoch (outside its timing): the other side of each round."""
+    import torch
+
+    from negrec.losses import Loss, LossConfig
+    from negrec.models import MF, ModelConfig
+    from negrec.samplers.uniform import UniformConfig, UniformSampler
+    from negrec.train import Callback, TrainConfig, fit
+
+    class Between(Callback):
+        def on_epoch_end(self, state: Any) -> None:
+            between(state.epoch)
+
+    model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
+    sampler = UniformSampler(UniformConfig(k=k), split.train)
+    config = TrainConfig(epochs=1 + rounds, batch_size=1024, eval_every=10**6, **train)
+    state = fit(model, sampler, Loss(LossConfig(name=loss)), split, config, callbacks=[Between()])
+    return [h["train_seconds"] for h in state.history]
+
+
+# ------------------------------------------------- helpers other benchmark scripts import
+# (``from suite import ...`` works there: a script's own folder is on sys.path)
+
+
 def load_splits(root: Path) -> dict[str, Any]:
     """The negrec splits every comparison uses (validation carved as the presets do)."""
     from negrec.data.loaders import load, load_split
@@ -86,47 +153,6 @@ def load_splits(root: Path) -> dict[str, Any]:
     return splits
 
 
-def write_atomic(split: Any, folder: Path, name: str, sequential: bool = False) -> None:
-    """The split as RecBole atomic files: ``name.{train,valid,test}.inter`` (general models,
-    read with ``benchmark_filename``), or one ``name.inter`` in time order with positions as
-    timestamps (sequential: RecBole's leave-one-out then gives exactly our split)."""
-    folder = folder / atomic_name(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = {"train": split.train, "valid": split.valid, "test": split.test}
-    if not sequential:
-        for part, data in parts.items():
-            users, items = data.to_coo()
-            pairs = zip(users.tolist(), items.tolist(), strict=True)
-            lines = "".join(f"{u}\t{i}\n" for u, i in pairs)
-            text = "user_id:token\titem_id:token\n" + lines
-            _write_if_changed(folder / f"{atomic_name(name)}.{part}.inter", text)
-        return
-    from negrec.models.sequential import time_ordered
-
-    rows = []
-    for data in parts.values():
-        seq, indptr = time_ordered(data), data.indptr
-        for u in range(data.n_users):
-            rows.extend((u, int(i)) for i in seq[indptr[u] : indptr[u + 1]])
-    rows.sort(key=lambda r: r[0])  # stable: train, then valid, then test within a user
-    lines = "".join(f"{u}\t{i}\t{t}\n" for t, (u, i) in enumerate(rows))
-    _write_if_changed(
-        folder / f"{atomic_name(name)}.inter",
-        "user_id:token\titem_id:token\ttimestamp:float\n" + lines,
-    )
-
-
-def atomic_name(name: str) -> str:
-    """Our RecBole dataset name (RecBole swaps its own bundled copy in for ``ml-100k``)."""
-    return f"negrec-{name}"
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-
-
-# ---------------------------------------------------------------------------- negrec
 class FirstBatches:
     """A negrec batch factory cut to its first ``n`` batches (partial-epoch timing)."""
 
@@ -175,490 +201,247 @@ def negrec_epochs(
     return {"warmup": seconds[0], "seconds": seconds[1:], "steps": steps, "timed": timed}
 
 
-def negrec_eval_seconds(model: Any, split: Any, repeats: int, auc: bool) -> list[float]:
-    from negrec.evaluation import EvalConfig, evaluate
-
-    config = EvalConfig(ks=[10, 20], auc=auc, batch_size=512)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        evaluate(model, split, "test", config)
-        times.append(time.perf_counter() - start)
-    return times[1:]
+def ratio_line(ours: list[float], theirs: list[float]) -> str:
+    """median (min-max) of the per-round ratios ours / theirs."""
+    ratios = np.asarray(ours) / np.asarray(theirs)
+    return f"{np.median(ratios):.2f}x ({ratios.min():.2f}-{ratios.max():.2f})"
 
 
-def bandwidth_gbs(repeats: int) -> float:
-    """Single-thread copy bandwidth, GB/s counting read + write (512 MB source)."""
-    src = np.ones(1 << 27, dtype=np.float32)
-    dst = np.empty_like(src)
-    times = []
-    for _ in range(repeats + 2):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - start)
-    return 2 * src.nbytes / float(np.median(times[1:])) / 1e9
-
-
-# ---------------------------------------------------------------------------- RecBole
-def recbole(args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any] | None:
-    """Run one RecBole job in the benchmark venv; None (with the reason printed) on failure."""
-    job = {
-        "threads": args.threads,
-        "data_path": str(args.out / "atomic"),
-        "checkpoint_dir": str(args.out / "saved"),
-        **job,
-    }
-    job["dataset"] = atomic_name(job["dataset"])
-    proc = subprocess.run(
-        [str(args.recbole_python), str(HERE / "recbole_timing.py"), "--job", json.dumps(job)],
-        cwd=args.out,
-        env=thread_env(args.threads),
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        print(f"RecBole job {job['model']} on {job['dataset']} failed:\n{proc.stderr[-3000:]}")
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
-def general_config(batch_rows: int, neg: int, split: Any, extra: dict | None = None) -> dict:
-    return {
-        "benchmark_filename": ["train", "valid", "test"],
-        "load_col": {"inter": ["user_id", "item_id"]},
-        "train_batch_size": batch_rows,
-        "train_neg_sample_args": {
-            "distribution": "uniform",
-            "sample_num": neg,
-            "alpha": 1.0,
-            "dynamic": False,
-            "candidate_num": 0,
-        },
-        "eval_batch_size": 512 * (split.n_items + 1),  # 512 users per batch, as negrec
-        **(extra or {}),
-    }
-
-
-# ---------------------------------------------------------------------------- the suite
-def median(values: list[float]) -> float:
-    return float(np.median(values))
-
-
-def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
-    import torch
-
-    from negrec.models import MF, ModelConfig
-    from negrec.models.lightgcn import LightGCN, LightGCNConfig
-    from negrec.models.sasrec import SASRec, SASRecConfig
-    from negrec.samplers.full import FullCatalogue, FullConfig
-    from negrec.samplers.uniform import UniformConfig, UniformSampler
-
-    torch.set_num_threads(args.threads)
-    reps = 1 if args.quick else args.repeats
-    rows: list[Row] = []
-    info: dict[str, Any] = {}
-    splits = load_splits(args.data)
-    for name in ("ml-1m", "gowalla", "ml-100k"):
-        write_atomic(splits[name], args.out / "atomic", name)
-    write_atomic(splits["amazon-beauty"], args.out / "atomic", "amazon-beauty", sequential=True)
-
-    def gen() -> torch.Generator:
-        return torch.Generator().manual_seed(0)
-
-    def want(key: str) -> bool:
-        return not args.only or key in args.only
-
-    ml1m = splits["ml-1m"]
-    mf_bpr_seconds = None
-    if want("mf_bpr"):
-        print("MF+BPR on ML-1M ...", flush=True)
-
-        def mf_bpr_epochs(optimizer: str) -> dict[str, Any]:
-            model = MF(ModelConfig(dim=64), ml1m.train, gen())
-            sampler = UniformSampler(UniformConfig(k=1), ml1m.train)
-            return negrec_epochs(model, sampler, "bpr", ml1m, epochs=reps, optimizer=optimizer)
-
-        # negrec's epochs are timed before and after RecBole's and implicit's, and the
-        # median of both is reported: the machine's load drifts within minutes
-        optimizers = ("adam", "lazy_adam")  # lazy_adam: the fused MF step (negrec._fast.fused)
-        before = {opt: mf_bpr_epochs(opt) for opt in optimizers}
-        theirs = recbole(
-            args,
-            {
-                "model": "BPR",
-                "dataset": "ml-1m",
-                "epochs": reps,
-                "config": general_config(1024, 1, ml1m),
-            },
-        )
-        from bench_speed import implicit_times  # beside this script
-
-        imp = implicit_times(ml1m, reps, args.threads)
-        after = {opt: mf_bpr_epochs(opt) for opt in optimizers}
-        ours = before["adam"]
-        seconds = {
-            opt: median(before[opt]["seconds"] + after[opt]["seconds"]) for opt in optimizers
-        }
-        mf_bpr_seconds = seconds["adam"]
-        recbole_seconds = median(theirs["epoch_seconds"]) if theirs else None
-        for opt, label in (("adam", "Adam"), ("lazy_adam", "LazyAdam, fused step")):
-            rows.append(
-                Row(
-                    f"MF+BPR epoch, ML-1M, K = 1, batch 1024 ({ml1m.train.nnz:,} pairs), "
-                    f"negrec {label}",
-                    seconds[opt],
-                    recbole_seconds,
-                    GOALS["mf_bpr"],
-                    f"implicit BPR (1 iteration): {median(imp):.3f} s; "
-                    f"negrec / implicit = {seconds[opt] / median(imp):.1f}x; negrec epochs "
-                    f"timed before and after RecBole: {median(before[opt]['seconds']):.3f} / "
-                    f"{median(after[opt]['seconds']):.3f} s",
-                    {"recbole": theirs},
-                )
-            )
-        info["mf_bpr_seconds"] = mf_bpr_seconds
-        info["mf_pairs"] = ml1m.train.nnz
-        info["mf_tables"] = (ml1m.n_users + ml1m.n_items) * 64 * 4
-        info["mf_steps"] = ours["steps"]
-
-    if want("k100"):
-        print("MF, K = 100, on ML-100K ...", flush=True)
-        ml100k = splits["ml-100k"]
-
-        def k100_epochs(optimizer: str) -> dict[str, Any]:
-            model = MF(ModelConfig(dim=64), ml100k.train, gen())
-            sampler = UniformSampler(UniformConfig(k=100), ml100k.train)
-            return negrec_epochs(model, sampler, "cce", ml100k, epochs=reps, optimizer=optimizer)
-
-        k100_ours = {opt: k100_epochs(opt) for opt in ("adam", "lazy_adam")}
-        ours = k100_ours["adam"]
-        theirs = recbole(
-            args,
-            {
-                "model": "BPR",
-                "dataset": "ml-100k",
-                "epochs": reps,
-                "max_steps": 20 if args.quick else 0,
-                "config": general_config(1024 * 100, 100, ml100k),
-            },
-        )
-        default = recbole(
-            args,
-            {
-                "model": "BPR",
-                "dataset": "ml-100k",
-                "epochs": 1,
-                "max_steps": 500,
-                "config": general_config(2048, 100, ml100k),
-            },
-        )
-        note = "1024 positives x 100 negatives per step on both sides"
-        if default:
-            per_epoch = median(default["epoch_seconds"]) * default["steps_per_epoch"] / 500
-            note += (
-                f"; RecBole with its default train_batch_size 2048 rows (20 positives x 100): "
-                f"{per_epoch:.1f} s (first 500 of {default['steps_per_epoch']} batches)"
-            )
-        recbole_seconds = (
-            median(theirs["epoch_seconds"]) * theirs["steps_per_epoch"] / theirs["steps_timed"]
-            if theirs
-            else None
-        )
-        for opt, label in (("adam", "Adam"), ("lazy_adam", "LazyAdam, fused step")):
-            rows.append(
-                Row(
-                    f"MF K = 100 epoch, ML-100K ({ml100k.train.nnz:,} pairs); negrec CCE "
-                    f"({label}), RecBole BPR with 100 negatives",
-                    median(k100_ours[opt]["seconds"]),
-                    recbole_seconds,
-                    GOALS["k100"],
-                    note,
-                    {"recbole": theirs, "recbole_default": default},
-                )
-            )
-        info["k100_pairs"] = ml100k.train.nnz
-        info["k100_seconds"] = median(ours["seconds"])
-        info["k100_tables"] = (ml100k.n_users + ml100k.n_items) * 64 * 4
-        info["k100_steps"] = ours["steps"]
-
-    for key, name, steps in (("lgcn_ml1m", "ml-1m", 40), ("lgcn_gowalla", "gowalla", 15)):
-        if not want(key):
-            continue
-        print(f"LightGCN on {name} ...", flush=True)
-        split = splits[name]
-        steps = max(5, steps // 2) if args.quick else steps
-        model = LightGCN(LightGCNConfig(dim=64, layers=3), split.train, gen())
-        sampler = UniformSampler(UniformConfig(k=1), split.train)
-        ours = negrec_epochs(model, sampler, "bpr", split, epochs=reps, max_steps=steps, l2=1e-5)
-        theirs = recbole(
-            args,
-            {
-                "model": "LightGCN",
-                "dataset": name,
-                "epochs": reps,
-                "max_steps": steps,
-                "config": general_config(1024, 1, split, {"n_layers": 3, "reg_weight": 1e-5}),
-            },
-        )
-        rows.append(
-            Row(
-                f"LightGCN epoch (3 layers, BPR, batch 1024), {name} "
-                f"({split.train.nnz:,} pairs; partial: {steps} of {ours['steps']} batches)",
-                median(ours["seconds"]),
-                median(theirs["epoch_seconds"]) * theirs["steps_per_epoch"] / theirs["steps_timed"]
-                if theirs
-                else None,
-                GOALS[key],
-                "explicit L2 1e-5 on the batch's ego embeddings on both sides",
-                {"recbole": theirs},
-            )
-        )
-
-    if want("eval"):
-        print("Full-ranking evaluation on ML-1M ...", flush=True)
-        model = MF(ModelConfig(dim=64), ml1m.train, gen())
-        ours = negrec_eval_seconds(model, ml1m, reps + 1, auc=False)
-        ours_auc = negrec_eval_seconds(model, ml1m, reps + 1, auc=True)
-        job = {
-            "model": "BPR",
-            "dataset": "ml-1m",
-            "epochs": 0,
-            "max_steps": 1,
-            "eval_repeats": reps + 1,
-            "config": general_config(1024, 1, ml1m),
-        }
-        theirs = recbole(args, job)
-        job["config"] = general_config(1024, 1, ml1m, {"eval_batch_size": 4096})
-        theirs_default = recbole(args, {**job, "eval_repeats": 1})
-        n_eval = int((ml1m.test.user_degrees > 0).sum())
-        note = f"negrec with AUC + OPAUC as well: {median(ours_auc):.3f} s"
-        if theirs_default:
-            note += (
-                f"; RecBole with its default eval_batch_size 4096 (1 user per batch): "
-                f"{median(theirs_default['eval_seconds']):.2f} s"
-            )
-        rows.append(
-            Row(
-                f"Full-ranking evaluation, ML-1M test, {n_eval:,} users x {ml1m.n_items:,} items, "
-                "Recall + NDCG @10/20, 512 users per batch",
-                median(ours),
-                median(theirs["eval_seconds"]) if theirs else None,
-                GOALS["eval"],
-                note,
-                {"recbole": theirs, "recbole_default": theirs_default},
-            )
-        )
-        info["eval_users"] = n_eval
-        info["eval_items"] = ml1m.n_items
-        info["eval_seconds"] = median(ours)
-
-    if want("sasrec"):
-        print("SASRec on Amazon-Beauty ...", flush=True)
-        beauty = splits["amazon-beauty"]
-        steps = 6 if args.quick else 12
-        config = SASRecConfig(dim=64, max_len=50, blocks=2, heads=1, dropout=0.2)
-        model = SASRec(config, beauty.train, gen())
-        sampler = FullCatalogue(FullConfig(exclude_positives=False), beauty.train)
-        ours = negrec_epochs(model, sampler, "cce", beauty, epochs=reps, max_steps=steps)
-        theirs = recbole(
-            args,
-            {
-                "model": "SASRec",
-                "dataset": "amazon-beauty",
-                "epochs": reps,
-                "max_steps": steps,
-                "config": {
-                    "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-                    "MAX_ITEM_LIST_LENGTH": 50,
-                    "n_layers": 2,
-                    "n_heads": 1,
-                    "hidden_size": 64,
-                    "inner_size": 64,
-                    "hidden_dropout_prob": 0.2,
-                    "attn_dropout_prob": 0.2,
-                    "hidden_act": "relu",
-                    "loss_type": "CE",
-                    "train_neg_sample_args": None,
-                    "train_batch_size": 1024,
-                    "eval_args": {
-                        "split": {"LS": "valid_and_test"},
-                        "order": "TO",
-                        "group_by": "user",
-                        "mode": "full",
-                    },
-                },
-            },
-        )
-        rows.append(
-            Row(
-                f"SASRec epoch, Amazon-Beauty, full-softmax CE, batch 1024 positions "
-                f"({beauty.train.nnz - beauty.n_users:,} targets; partial: {steps} of "
-                f"{ours['steps']} negrec batches)",
-                median(ours["seconds"]),
-                median(theirs["epoch_seconds"]) * theirs["steps_per_epoch"] / theirs["steps_timed"]
-                if theirs
-                else None,
-                GOALS["sasrec"],
-                (
-                    f"RecBole: {theirs['steps_per_epoch']} batches of 1024 prefixes, each "
-                    "encoded on its own (50 positions)"
-                    if theirs
-                    else ""
-                ),
-                {"recbole": theirs},
-            )
-        )
-
-    if want("bandwidth"):
-        print("Memory bandwidth ...", flush=True)
-        info["bandwidth"] = bandwidth_gbs(3 if args.quick else 5)
-    return rows, info
-
-
-def bandwidth_lines(info: dict[str, Any]) -> list[str]:
-    """Bytes of embedding rows moved per second by our MF epochs and our evaluation."""
-    if "bandwidth" not in info:
-        return []
-    bw = info["bandwidth"]
+def part_bpr(args: argparse.Namespace) -> list[str]:
     lines = [
-        f"- **Memory bandwidth** (single-thread `np.copyto` of a 512 MB float32 array, read + "
-        f"write counted): **{bw:.1f} GB/s**.",
-        "- **Byte counts.** One embedding row is d x 4 = 256 bytes. An MF step with K "
-        "negatives gathers, per positive pair, the user row, the positive's row and K "
-        "negative rows, and its backward pass scatters a gradient row for each: "
-        "`rows = 2 x pairs x (2 + K)` per epoch. Dense Adam also reads parameter, "
-        "gradient and both moments and writes three of them back for *every* row of both "
-        "tables each step: `7 x (U + I) x 256` bytes per step. Evaluation: each "
-        "user-item score needs the item's row, `U_eval x I x 256` bytes of row reads "
-        "(a matrix product serves almost all of them from cache), and the score matrix "
-        "`U_eval x I x 4` bytes is written once and read again by masking/top-K/ranking.",
+        f"MF+BPR epoch (d = 64, K = 1, batch 1024) vs `implicit` BPR iteration, "
+        f"{args.threads} thread(s) each, {args.rounds} interleaved rounds after a warm-up.",
+        "",
+        "| data | negrec path | negrec epoch (median) | implicit iteration (median) "
+        "| per-round ratio: median (min-max) |",
+        "|---|---|---:|---:|---|",
     ]
-    for key, k in (("mf", 1), ("k100", 100)):
-        seconds = info.get("mf_bpr_seconds" if key == "mf" else "k100_seconds")
-        if seconds is None:
-            continue
-        pairs, tables, steps = info[f"{key}_pairs"], info[f"{key}_tables"], info[f"{key}_steps"]
-        row_bytes = 2 * pairs * (2 + k) * 256
-        adam = 7 * tables * steps
-        label = "ML-1M MF+BPR K = 1" if key == "mf" else "ML-100K MF+CCE K = 100"
-        lines.append(
-            f"- **{label} epoch** ({seconds:.2f} s): embedding rows "
-            f"{row_bytes / 1e9:.2f} GB -> {row_bytes / seconds / 1e9:.2f} GB/s "
-            f"({100 * row_bytes / seconds / 1e9 / bw:.1f}% of the copy bandwidth); with the "
-            f"dense Adam traffic ({adam / 1e9:.2f} GB) {(row_bytes + adam) / seconds / 1e9:.2f} "
-            f"GB/s ({100 * (row_bytes + adam) / seconds / 1e9 / bw:.0f}%)."
-        )
-    if "eval_seconds" in info:
-        u, i, s = info["eval_users"], info["eval_items"], info["eval_seconds"]
-        logical, scores = u * i * 256, 2 * u * i * 4
-        lines.append(
-            f"- **ML-1M evaluation** ({s:.3f} s): logical row reads {logical / 1e9:.2f} GB -> "
-            f"{logical / s / 1e9:.1f} GB/s ({logical / s / 1e9 / bw:.1f}x the copy bandwidth); "
-            f"score matrix written + read "
-            f"{scores / 1e9:.3f} GB -> {scores / s / 1e9:.2f} GB/s "
-            f"({100 * scores / s / 1e9 / bw:.0f}% of the copy bandwidth)."
-        )
+    set_threads(args.threads)
+    for name in args.datasets:
+        split = load(args.data, name)
+        matrix = implicit_matrix(split)
+        for path in args.paths:
+            theirs: list[float] = []
+
+            def peer(epoch: int, theirs: list[float] = theirs, matrix: Any = matrix) -> None:
+                theirs.append(implicit_iteration(matrix, args.threads, epoch))
+
+            ours = negrec_rounds(split, args.rounds, peer, **PATHS[path])
+            ours, theirs = ours[1:], theirs[1:]  # the warm-up round (numba compiles)
+            lines.append(
+                f"| {name} ({len(split.train):,} pairs) | `{path}` | {np.median(ours):.3f} s "
+                f"| {np.median(theirs):.3f} s | {ratio_line(ours, theirs)} |"
+            )
+            print(lines[-1], flush=True)
     return lines
 
 
-def fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "failed"
-    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def table(rows: list[Row]) -> list[str]:
-    out = [
-        "| measurement | negrec | RecBole 1.2.1 | speed-up | goal | met? | notes |",
-        "|---|---:|---:|---:|---:|---|---|",
+def part_threads(args: argparse.Namespace) -> list[str]:
+    """Alternate 1 and 2 threads epoch by epoch (negrec), and the same for `implicit`."""
+    lines = [
+        "negrec default MF+BPR epoch and `implicit` BPR iteration at 1 and 2 threads; the "
+        f"thread count alternates round by round ({args.rounds} rounds of 1 then 2, after a "
+        "warm-up).",
+        "",
+        "| data | negrec 1 thr | negrec 2 thr | negrec scaling | implicit 1 thr "
+        "| implicit 2 thr | implicit scaling | negrec / implicit at 2 thr |",
+        "|---|---:|---:|---|---:|---:|---|---|",
     ]
-    for row in rows:
-        speedup = row.speedup
-        met = "n/a" if speedup is None else ("yes" if speedup >= row.goal else "**no**")
-        out.append(
-            f"| {row.name} | {fmt(row.negrec)} | {fmt(row.recbole)} | "
-            f"{'-' if speedup is None else f'{speedup:.1f}x'} | >= {row.goal}x | {met} | "
-            f"{row.note} |"
+    for name in args.datasets:
+        split = load(args.data, name)
+        matrix = implicit_matrix(split)
+        theirs: dict[int, list[float]] = {1: [], 2: []}
+
+        def between(
+            epoch: int, theirs: dict[int, list[float]] = theirs, matrix: Any = matrix
+        ) -> None:
+            # epoch e ran at threads(e); time implicit at the same count, then switch
+            threads = 1 if epoch % 2 else 2
+            theirs[threads].append(implicit_iteration(matrix, threads, epoch))
+            set_threads(2 if epoch % 2 else 1)
+
+        set_threads(1)
+        ours = negrec_rounds(split, 2 * args.rounds + 1, between)
+        one, two = ours[2::2], ours[3::2]  # epochs 3, 5, ... at 1 thread; 4, 6, ... at 2
+        i_one, i_two = theirs[1][1:], theirs[2][1:]
+        n = min(len(one), len(two), len(i_one), len(i_two))
+        one, two, i_one, i_two = one[:n], two[:n], i_one[:n], i_two[:n]
+        lines.append(
+            f"| {name} | {np.median(one):.3f} s | {np.median(two):.3f} s "
+            f"| {ratio_line(one, two)} | {np.median(i_one):.3f} s | {np.median(i_two):.3f} s "
+            f"| {ratio_line(i_one, i_two)} | {ratio_line(two, i_two)} |"
         )
-    return out
+        print(lines[-1], flush=True)
+    return lines
 
 
-def versions(rows: list[Row]) -> str:
+def part_cce(args: argparse.Namespace) -> list[str]:
+    """CCE K = 100 vs K = 1 on the default path: one epoch of each per round."""
+    import torch
+
+    from negrec.losses import Loss, LossConfig
+    from negrec.models import MF, ModelConfig
+    from negrec.samplers.uniform import UniformConfig, UniformSampler
+    from negrec.train import TrainConfig, fit
+
+    set_threads(args.threads)
+    lines = [
+        f"MF+CCE epoch on the default path (Adam, fused step), K = 100 vs K = 1, batch 1024, "
+        f"{args.threads} thread(s), {args.rounds} alternating rounds after a warm-up.",
+        "",
+        "| data | K = 1 epoch | K = 100 epoch | per-round ratio: median (min-max) |",
+        "|---|---:|---:|---|",
+    ]
+    for name in args.datasets:
+        split = load(args.data, name)
+        runs = {}
+        for k in (1, 100):
+            model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
+            sampler = UniformSampler(UniformConfig(k=k), split.train)
+            runs[k] = (model, sampler)
+        times: dict[int, list[float]] = {1: [], 100: []}
+        for _ in range(args.rounds + 1):
+            for k, (model, sampler) in runs.items():
+                config = TrainConfig(epochs=1, batch_size=1024, eval_every=10**6)
+                state = fit(model, sampler, Loss(LossConfig(name="cce")), split, config)
+                times[k].append(state.history[0]["train_seconds"])
+        one, hundred = times[1][1:], times[100][1:]
+        lines.append(
+            f"| {name} | {np.median(one):.3f} s | {np.median(hundred):.3f} s "
+            f"| {ratio_line(hundred, one)} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """One Gowalla MF+BPR run on one path: epochs, then a full test evaluation; prints the
+    peak RSS so far after each (``ru_maxrss``, KiB on Linux) as JSON lines."""
+    import torch
+
+    from negrec.evaluation import EvalConfig, evaluate
+    from negrec.losses import Loss, LossConfig
+    from negrec.models import MF, ModelConfig
+    from negrec.samplers.uniform import UniformConfig, UniformSampler
+    from negrec.train import Callback, TrainConfig, fit
+
+    set_threads(args.threads)
+    split = load(args.data, args.datasets[0])
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def rss_mb() -> float:  # resident now (/proc/self/statm: pages)
+        return (
+            int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
+        )
+
+    print(json.dumps({"after": "load", "peak_mb": peak_mb(), "rss_mb": rss_mb()}), flush=True)
+
+    class Peak(Callback):
+        def on_epoch_end(self, state: Any) -> None:
+            record = {"after": f"epoch {state.epoch}", "peak_mb": peak_mb(), "rss_mb": rss_mb()}
+            print(json.dumps(record), flush=True)
+
+    model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
+    sampler = UniformSampler(UniformConfig(k=1), split.train)
+    config = TrainConfig(epochs=args.epochs, batch_size=1024, eval_every=10**6, patience=0)
+    config = TrainConfig(**{**vars(config), **PATHS[args.path]})
+    fit(model, sampler, Loss(LossConfig(name="bpr")), split, config, callbacks=[Peak()])
+    evaluate(model, split, "test", EvalConfig(ks=(20,)))
+    print(json.dumps({"after": "evaluation", "peak_mb": peak_mb(), "rss_mb": rss_mb()}), flush=True)
+
+
+def part_memory(args: argparse.Namespace) -> list[str]:
+    lines = [
+        f"Peak RSS of one process: load {args.datasets[0]}, {args.epochs} MF+BPR epochs "
+        "(d = 64, K = 1, batch 1024), one full test evaluation (`/usr/bin/time -v`, "
+        f"maximum resident set size), {args.threads} thread(s). Per-epoch columns: the "
+        "process's peak so far (`ru_maxrss`) after that epoch.",
+        "",
+        "| path | peak RSS (time -v) | after load | "
+        + " | ".join(f"after epoch {e}" for e in range(1, args.epochs + 1))
+        + " | after evaluation |",
+        f"|---|---:|---:|{'---:|' * args.epochs}---:|",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    for path in args.paths:
+        command = [
+            "/usr/bin/time", "-v", sys.executable, __file__, "memory-child",
+            "--data", str(args.data), "--datasets", args.datasets[0], "--path", path,
+            "--epochs", str(args.epochs), "--threads", str(args.threads),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+        assert peak is not None, done.stderr[-2000:]
+        records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        cells = " | ".join(f"{r['peak_mb']:.0f} MB" for r in records)
+        lines.append(f"| `{path}` | **{int(peak.group(1)) / 1024:.0f} MB** | {cells} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def header(args: argparse.Namespace, part: str) -> list[str]:
+    import implicit
+    import numba
     import torch
 
     import negrec
 
-    parts = [
-        f"negrec {negrec.__version__}",
-        f"torch {torch.__version__}",
-        f"numpy {np.__version__}",
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+    ).stdout.strip()
+    load = os.getloadavg()
+    return [
+        f"# Suite, part `{part}` ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `python benchmarks/suite.py {' '.join(sys.argv[1:])}`  ",
+        f"Code: negrec {negrec.__version__} at {commit}{' (uncommitted)' if dirty else ''}; "
+        f"torch {torch.__version__}, numba {numba.__version__}, implicit "
+        f"{implicit.__version__}, Python {platform.python_version()}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; load average at start "
+        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)",
+        "",
     ]
-    try:
-        import implicit
-
-        parts.append(f"implicit {implicit.__version__}")
-    except ImportError:
-        pass
-    for row in rows:
-        theirs = row.extra.get("recbole")
-        if theirs:
-            v = theirs["versions"]
-            parts.append(
-                f"RecBole venv: recbole {v['recbole']}, torch {v['torch']}, numpy {v['numpy']}"
-            )
-            break
-    return ", ".join(parts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=ROOT.parent / "shared" / "data", type=Path)
+    parser.add_argument("part", choices=["bpr", "threads", "cce", "memory", "memory-child"])
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=None)
+    parser.add_argument("--path", choices=sorted(PATHS), default="adam")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs / evaluations")
-    parser.add_argument("--quick", action="store_true", help="1 timed repeat, fewer batches")
-    parser.add_argument("--only", nargs="*", help=f"subset of {sorted(GOALS)} + bandwidth")
-    parser.add_argument("--out", default=HERE / "out" / "suite", type=Path)
-    parser.add_argument(
-        "--recbole-python", default=HERE / ".venv-recbole" / "bin" / "python", type=Path
-    )
-    parser.add_argument("--results", default=HERE / "RESULTS.md", type=Path)
-    parser.add_argument("--no-append", action="store_true", help="print only")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    args.out = args.out.resolve()
-    args.data = args.data.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.update(thread_env(args.threads))  # before numba / torch start their pools
-
-    started = time.time()
-    rows, info = run(args)
-    command = "python benchmarks/suite.py " + " ".join(sys.argv[1:])
-    lines = [
-        f"## Speed suite: negrec vs RecBole and implicit ({time.strftime('%Y-%m-%d %H:%M %Z')})",
-        "",
-        f"**Command:** `{command}` ({time.time() - started:.0f} s wall).",
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-        f"{args.threads} thread(s) for every library. {versions(rows)}. Medians of "
-        f"{1 if args.quick else args.repeats} timed epochs/evaluations after a warm-up.",
-        "",
-        *table(rows),
-        "",
-        *bandwidth_lines(info),
-    ]
-    text = "\n".join(lines) + "\n"
+    if args.rounds < 5 and args.part != "memory-child":
+        parser.error("--rounds: at least 5 interleaved rounds")
+    default_data = ["gowalla"] if args.part.startswith("memory") else ["ml-1m", "gowalla"]
+    args.datasets = args.datasets or default_data
+    args.paths = args.paths or (["adam"] if args.part == "cce" else list(PATHS))
+    if args.part == "memory-child":
+        memory_child(args)
+        return
+    start = header(args, args.part)
+    body = {"bpr": part_bpr, "threads": part_threads, "cce": part_cce, "memory": part_memory}[
+        args.part
+    ](args)
+    text = "\n".join([*start, *body, ""])
     print(text)
-    (args.out / "last_run.json").write_text(
-        json.dumps({"rows": [row.__dict__ for row in rows], "info": info}, indent=1, default=str)
-    )
-    if not args.no_append:
-        with args.results.open("a") as f:
-            f.write("\n" + text)
+    if not args.no_write:
+        OUT.mkdir(exist_ok=True)
+        target = OUT / f"{dt.datetime.now(dt.UTC):%Y-%m-%d-%H%M}-suite-{args.part}.md"
+        target.write_text(text)
+        print(f"written: {target}")
 
 
 if __name__ == "__main__":

@@ -135,13 +135,20 @@ def test_nan_loss_names_epoch_and_batch(split):
     batches_per_epoch = math.ceil(split.train.nnz / config.train.batch_size)
     calls = []
     real = parts.loss.rows
+    real_fused = parts.loss.value_and_grad
 
     def nan_on_third_batch_of_epoch_two(pos, neg, **options):
         calls.append(1)
         value = real(pos, neg, **options)
         return value * math.nan if len(calls) == batches_per_epoch + 3 else value
 
+    def nan_on_third_batch_fused(scores, **options):  # MF's default path: the fused step
+        calls.append(1)
+        value, grad = real_fused(scores, **options)
+        return (value * math.nan if len(calls) == batches_per_epoch + 3 else value), grad
+
     parts.loss.rows = nan_on_third_batch_of_epoch_two  # type: ignore[method-assign]
+    parts.loss.value_and_grad = nan_on_third_batch_fused  # type: ignore[method-assign]
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 3\b"):
         fit(parts.model, parts.sampler, parts.loss, split, config.train)
 

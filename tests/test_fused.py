@@ -93,6 +93,26 @@ def test_fused_sgd_training_equals_the_autograd_path(loss: str, sampler: str) ->
     np.testing.assert_allclose(fused.losses, plain.losses, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["bpr", "bce", "cce"])
+@pytest.mark.parametrize(
+    "sampler", ["uniform", "popularity", "softmax_v", "dns", "uniform_distinct", "inbatch"]
+)
+def test_default_adam_on_the_fused_path_equals_dense_torch_adam(loss: str, sampler: str) -> None:
+    """The default ``optimizer = "adam"`` on MF runs RowwiseAdam in the fused step (every
+    row's momentum-only steps applied when it is next read); ``fused = false`` is torch's
+    dense Adam through autograd. Three epochs with the explicit L2 and a decaying lr: the
+    same weights and losses up to float rounding, including samplers that score with the
+    model (DNS, Softmax-v) and in-batch negatives (the autograd fall-back)."""
+    options = {"optimizer": "adam", "l2": 1e-3, "lr_decay": 0.5}
+    fused = _trained(loss, SAMPLERS[sampler], True, **options)
+    dense = _trained(loss, SAMPLERS[sampler], False, **options)
+    start = _trained(loss, SAMPLERS[sampler], True, **{**options, "lr": 1e-12})
+    assert not torch.equal(fused.item.weight, start.item.weight)  # it did train
+    for name, value in dense.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[name], value, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(fused.losses, dense.losses, rtol=1e-5)
+
+
 @pytest.mark.parametrize("sampler", ["dns", "uniform_distinct", "inbatch"])
 def test_fused_training_equals_the_autograd_path_for_other_samplers(sampler: str) -> None:
     """DNS (hard negatives kept from a scored pool), distinct uniform draws, and in-batch
@@ -139,7 +159,7 @@ def _mf_step(l2: float = 0.0) -> tuple[FusedMFStep, torch.nn.Module]:
     return step, parts.model
 
 
-def test_fused_step_applies_only_to_mf_with_lazy_adam_on_one_cpu_process() -> None:
+def test_fused_step_applies_only_to_mf_on_one_cpu_process() -> None:
     config = ExperimentConfig.from_dict(
         {"data": {"source": "synthetic"}, "model": {"name": "mf", "dim": 8}}
     )
@@ -161,7 +181,9 @@ def test_fused_step_applies_only_to_mf_with_lazy_adam_on_one_cpu_process() -> No
 
     assert applies()
     assert not applies(enabled=False)
-    assert not applies(optimizer="adam")
+    assert applies(optimizer="adam")  # RowwiseAdam: dense Adam's update, row by row
+    wd_adam = make_optimizer(parts.model, TrainConfig(optimizer="adam", weight_decay=1e-4))
+    assert isinstance(wd_adam, torch.optim.Adam)  # coupled decay moves every row: dense
     assert not applies(precision="bf16")
     assert applies(optimizer="sgd")
     sgd = make_optimizer(parts.model, TrainConfig(optimizer="sgd", weight_decay=1e-4))
@@ -255,3 +277,30 @@ def test_value_and_grad_equals_autograd_of_the_loss(
     (expected_grad,) = torch.autograd.grad(expected, leaf)
     torch.testing.assert_close(value, expected.detach())
     torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+def test_training_is_identical_across_thread_counts(
+    optimizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fused MF step's row passes are serial (rows repeat within a batch); what runs in
+    parallel (RowwiseAdam's flush, the samplers' and evaluation's kernels, forced here even
+    for tiny work) splits independent rows over threads. So one seed gives the same bits
+    on 1 and 2 threads (numba and torch)."""
+    import numba
+
+    from negrec._fast import kernels
+
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        torch.set_num_threads(threads)
+        try:
+            model = _trained("bpr", SAMPLERS["uniform"], True, optimizer=optimizer)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            torch.set_num_threads(1)
+        results.append(model.state_dict())
+    for name, value in results[0].items():
+        assert torch.equal(results[1][name], value), name

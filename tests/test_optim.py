@@ -86,3 +86,173 @@ def test_compiled_row_update_equals_the_torch_path(monkeypatch, n_rows: int, n_i
     for fast, slow in zip(*results, strict=True):
         assert torch.allclose(fast, slow, atol=1e-6, rtol=1e-5)
     assert torch.equal(results[0][0][6:], _tables(True, n_rows).weight[6:])  # never drawn
+
+
+# ----------------------------------------------------------------------------- RowwiseAdam
+def _rowwise_against_dense(
+    steps: int, n_rows: int, reads: int, scale: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Train one table with torch's dense Adam and one with RowwiseAdam on the same random
+    row reads (row-sparse gradients, a learning rate that changes halfway); checks that every
+    row read equals dense Adam's before the step. Returns both tables after a final
+    ``synchronize`` and the largest drift from the start."""
+    from negrec._fast.optim import RowwiseAdam
+
+    gen = torch.Generator().manual_seed(seed)
+    start = torch.randn(n_rows, 4, generator=gen) * 0.1
+    a, b = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    adam, rowwise = torch.optim.Adam([a], lr=0.01), RowwiseAdam([b], lr=0.01)
+    for step in range(steps):
+        if step == steps // 2:
+            for optimizer in (adam, rowwise):
+                optimizer.param_groups[0]["lr"] = 0.003
+        rows = torch.randint(0, n_rows, (reads,), generator=gen)
+        target = torch.randn(reads, 4, generator=gen)
+        rowwise.catch_up(b, rows)
+        torch.testing.assert_close(b[rows], a[rows], rtol=1e-5, atol=1e-6)
+        adam.zero_grad()
+        (scale * ((a[rows] - target) ** 2).sum()).backward()
+        adam.step()
+        values = 2 * scale * (b.detach()[rows] - target)  # d loss / d row, per read
+        b.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, b.shape)
+        rowwise.step()
+    rowwise.synchronize()
+    return a.detach(), b.detach(), float((a.detach() - start).abs().max())
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e-7])  # ordinary and tiny gradients (eps-dominated)
+def test_rowwise_adam_equals_dense_adam(scale: float) -> None:
+    """Rows read rarely (gaps of tens of steps) and often: the closed-form catch-up of the
+    momentum-only steps gives dense Adam's parameters and moments up to float rounding,
+    both where the eps series applies and where sqrt(v) is so small the steps are summed
+    one by one."""
+    dense, rowwise, drift = _rowwise_against_dense(400, 60, 5, scale, seed=0)
+    assert drift > 0.05  # it did move
+    torch.testing.assert_close(rowwise, dense, rtol=1e-5, atol=2e-6)
+
+
+def test_rowwise_adam_catches_up_gaps_beyond_the_cap() -> None:
+    """A row left alone for longer than CATCH_UP_CAP steps: its remaining drift is below
+    float32 rounding, and its moments decay over the whole gap."""
+    from negrec._fast.kernels import CATCH_UP_CAP
+
+    dense, rowwise, _ = _rowwise_against_dense(3 * CATCH_UP_CAP, 400, 1, 1e-3, seed=1)
+    torch.testing.assert_close(rowwise, dense, rtol=1e-5, atol=2e-6)
+
+
+def test_rowwise_adam_dense_gradient_is_dense_adam() -> None:
+    """Row-sparse steps mixed with dense ones (a step scoring the whole catalogue, after
+    ``synchronize``) are dense Adam's steps; the state dict round-trips (load_state_dict
+    casts state tensors to the table's dtype: the row marks and flags get theirs back)."""
+    from negrec._fast.optim import RowwiseAdam
+
+    gen = torch.Generator().manual_seed(2)
+    start = torch.randn(8, 3, generator=gen)
+    a, b = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    adam, rowwise = torch.optim.Adam([a], lr=0.05), RowwiseAdam([b], lr=0.05)
+    for step in range(6):
+        for p, optimizer in ((a, adam), (b, rowwise)):
+            optimizer.zero_grad()
+            if step % 2:  # dense: every row is read, so every row is brought up to date
+                if p is b:
+                    rowwise.synchronize()
+                (p**2).sum().backward()
+            elif p is a:
+                (p[[1, 3]] ** 2).sum().backward()
+            else:
+                rowwise.catch_up(p, torch.tensor([1, 3]))  # before the rows are read
+                p.grad = torch.sparse_coo_tensor(
+                    torch.tensor([[1, 3]]), 2 * p.detach()[[1, 3]], p.shape
+                )
+            optimizer.step()
+    again = RowwiseAdam([b], lr=0.05)
+    again.load_state_dict(rowwise.state_dict())
+    again.synchronize()
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_catch_up_all_is_the_same_on_any_thread_count() -> None:
+    """The parallel flush gives the bits of the serial one (rows are independent)."""
+    import numba
+    import numpy as np
+
+    from negrec._fast import kernels
+
+    rng = np.random.default_rng(0)
+    n, d, steps = 3000, 16, 40
+    tables = [rng.standard_normal((n, d)).astype(np.float32) for _ in range(3)]
+    tables[2] = np.abs(tables[2]) * 1e-6
+    last = rng.integers(0, steps, n).astype(np.int64)
+    hist_a = np.full(steps, 1e-3)
+    hist_sc2 = np.sqrt(1 - 0.999 ** np.arange(1, steps + 1))
+    outs = []
+    for kernel in kernels._ADAM_CATCH_UP_ALL:
+        arrays = [t.copy() for t in tables]
+        marks = last.copy()
+        powers = kernels.catch_up_powers(0.9, 0.999)
+        kernel(*arrays, marks, steps, hist_a, hist_sc2, 0, powers, 0.9, 0.999, 1e-8)
+        outs.append((arrays, marks))
+    assert numba.get_num_threads() >= 1
+    for x, y in zip(outs[0][0], outs[1][0], strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
+def test_make_optimizer_does_not_switch_the_callers_embeddings_to_sparse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (issue 21): ``make_optimizer(..., lazy_adam)`` set ``sparse = True`` on the
+    caller's embeddings as a side effect. Now only ``fit`` switches them, for the run, and
+    gives them their own setting back afterwards."""
+    from negrec.data.splits import random_split
+    from negrec.data.synthetic import synthetic_interactions
+    from negrec.losses import Loss, LossConfig
+    from negrec.models import MF, ModelConfig
+    from negrec.samplers.uniform import UniformConfig, UniformSampler
+    from negrec.train import TrainConfig, fit, make_optimizer
+
+    data = synthetic_interactions(n_users=20, n_items=30, mean_degree=5.0, n_clusters=2, seed=0)
+    split = random_split(data, 0.2, 0.1, 0)
+    model = MF(ModelConfig(dim=4), split.train, torch.Generator().manual_seed(0))
+    config = TrainConfig(optimizer="lazy_adam", fused=False, epochs=1, eval_every=10)
+    make_optimizer(model, config)
+    assert not model.user.sparse and not model.item.sparse
+    seen = []
+    real_step = LazyAdam.step
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        seen.append(model.item.weight.grad.is_sparse)
+        return real_step(self, closure)
+
+    monkeypatch.setattr(LazyAdam, "step", step)
+    sampler = UniformSampler(UniformConfig(k=1), split.train)
+    fit(model, sampler, Loss(LossConfig(name="bpr")), split, config)
+    assert seen and all(seen)  # row-sparse gradients during the run
+    assert not model.user.sparse and not model.item.sparse  # given back
+
+
+def test_rowwise_adam_resumes_from_a_torch_adam_checkpoint() -> None:
+    """Runs checkpointed before RowwiseAdam became the default saved torch's Adam state (a
+    tensor ``step``, no row marks): loaded into RowwiseAdam they continue as dense Adam."""
+    from negrec._fast.optim import RowwiseAdam
+
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(6, 3, generator=gen)
+    a, b = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    adam, old = torch.optim.Adam([a], lr=0.05), torch.optim.Adam([b], lr=0.05)
+    for p, optimizer in ((a, adam), (b, old)):
+        (p[[0, 2]] ** 2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    rowwise = RowwiseAdam([b], lr=0.05)
+    rowwise.load_state_dict(old.state_dict())
+    for step in range(4):
+        rows = torch.tensor([step % 6, (step + 3) % 6])
+        (a[rows] ** 2).sum().backward()
+        adam.step()
+        adam.zero_grad()
+        rowwise.catch_up(b, rows)
+        b.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), 2 * b.detach()[rows], b.shape)
+        rowwise.step()
+    rowwise.synchronize()
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)

@@ -97,7 +97,15 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         value = real_call(self, pos, neg, **kwargs)
         return value * float("nan") if calls["n"] > 3 else value
 
+    real_value_and_grad = Loss.value_and_grad
+
+    def nan_in_epoch_two_fused(self, scores, **kwargs):  # MF's fused step (the default)
+        calls["n"] += 1
+        value, grad = real_value_and_grad(self, scores, **kwargs)
+        return (value * float("nan"), grad) if calls["n"] > 3 else (value, grad)
+
     monkeypatch.setattr(Loss, "__call__", nan_in_epoch_two)
+    monkeypatch.setattr(Loss, "value_and_grad", nan_in_epoch_two_fused)
     raw = {
         **RAW,
         "data": {"synthetic": {"n_users": 40, "n_items": 60, "mean_degree": 20}},

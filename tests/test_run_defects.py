@@ -68,7 +68,15 @@ def _diverge_in_epoch_two(monkeypatch: pytest.MonkeyPatch) -> None:
         value = real_call(self, pos, neg, **kwargs)
         return value * float("nan") if calls["n"] > 4 else value
 
+    real_value_and_grad = Loss.value_and_grad
+
+    def nan_after_epoch_one_fused(self, scores, **kwargs):  # MF's default (fused) step
+        calls["n"] += 1
+        value, grad = real_value_and_grad(self, scores, **kwargs)
+        return (value * float("nan") if calls["n"] > 4 else value), grad
+
     monkeypatch.setattr(Loss, "__call__", nan_after_epoch_one)
+    monkeypatch.setattr(Loss, "value_and_grad", nan_after_epoch_one_fused)
 
 
 def _diverged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:

@@ -8,8 +8,11 @@ negatives the loss reads the [B, n_items] score matrix itself). Evaluation on th
 split, early stopping with best-weight restore, checkpoints, progress bars and the bound
 monitor are callbacks.
 
-MF with ``optimizer = "lazy_adam"`` or ``"sgd"`` on one CPU process takes a fused step instead
-of the autograd one (:mod:`negrec._fast.fused`): same update up to float rounding, fewer passes.
+MF on one CPU process takes a fused step instead of the autograd one
+(:mod:`negrec._fast.fused`): same update up to float rounding, fewer passes. With the default
+``optimizer = "adam"`` it uses :class:`negrec._fast.optim.RowwiseAdam`, dense Adam's update
+applied to each row when it is next read, so an MF step costs the rows a batch touches, not
+the whole catalogue.
 
 Regularisation, two documented knobs:
 - ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.
@@ -23,6 +26,7 @@ gradients are summed over ranks before the step; in one process those steps do n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -38,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negrec._fast.fused import fused_step
-from negrec._fast.optim import LazyAdam
+from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec.config_base import require
 from negrec.data.batches import Batch
 from negrec.data.splits import Split
@@ -47,6 +51,7 @@ from negrec.errors import ConfigError, NegrecError, first_line
 from negrec.evaluation import EvalConfig, evaluate
 from negrec.losses import Loss, catalogue_scores
 from negrec.models.base import Model
+from negrec.models.mf import MF
 from negrec.samplers.base import Negatives, Sampler
 
 NEG_INF = float("-inf")
@@ -76,7 +81,10 @@ class TrainConfig:
     metric: str = "ndcg@20"  # validation metric for early stopping and model selection
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
-    # "lazy_adam": row-sparse embedding gradients, only touched rows updated (negrec._fast.optim);
+    # "adam": Adam (MF on one CPU process: dense Adam's update, computed per row when the row
+    # is next read, negrec._fast.optim.RowwiseAdam; elsewhere torch's fused Adam);
+    # "lazy_adam": row-sparse embedding gradients, only touched rows updated, moments of
+    # untouched rows left alone (a different optimizer; negrec._fast.optim.LazyAdam);
     # "sgd": plain minibatch SGD, p -= lr * grad (the optimizer of the BPR paper and of
     # `implicit`; the loss is a batch mean, so it needs a far larger lr than Adam)
     optimizer: Literal["adam", "lazy_adam", "sgd"] = "adam"
@@ -85,9 +93,9 @@ class TrainConfig:
     # softmax on GPUs; MF's gather-and-dot has no matrix product to speed up.
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the scoring + loss of a step (see loss_step)
-    # MF + lazy_adam (or sgd) on one CPU process: scores, row gradients and the update of
-    # the touched rows in compiled passes (negrec._fast.fused); the autograd path's update up to
-    # float rounding, ~2x faster at K = 1
+    # MF on one CPU process (adam, lazy_adam, or sgd without weight decay): scores, row
+    # gradients and the update of the touched rows in compiled passes (negrec._fast.fused);
+    # the autograd path's update up to float rounding, several times faster at K = 1
     fused: bool = True
 
     def validate(self, prefix: str) -> None:
@@ -501,7 +509,45 @@ def fit(
     device = world.place(resolve_device(config.device))
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, world=world)
+    with row_sparse_embeddings(model, config.optimizer == "lazy_adam"):
+        return _fit(
+            model,
+            sampler,
+            loss,
+            split,
+            config,
+            optimizer,
+            generator,
+            device,
+            callbacks=callbacks,
+            contexts=contexts,
+            resume=resume,
+            world=world,
+            progress=progress,
+        )
+
+
+def _fit(
+    model: Model,
+    sampler: Sampler,
+    loss: Loss,
+    split: Split,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    callbacks: Sequence[Callback],
+    contexts: Callable[[torch.Tensor], Any] | None,
+    resume: dict[str, Any] | None,
+    world: World,
+    progress: bool | None,
+) -> TrainState:
+    """The body of :func:`fit`, with the optimizer built."""
+    # RowwiseAdam leaves a row's pending momentum-only steps until the row is read: bring
+    # everything up to date before anything reads rows the step does not catch up itself
+    rowwise = optimizer if isinstance(optimizer, RowwiseAdam) else None
     step_loss = loss_step(model, loss, config)
     fused = fused_step(
         model,
@@ -512,7 +558,7 @@ def fit(
         precision=config.precision,
         device=device,
         world=world,
-    )  # None unless MF + lazy_adam or sgd on one CPU process
+    )  # None unless MF + adam, lazy_adam or sgd on one CPU process
     batches = model.make_batches(split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
@@ -542,6 +588,8 @@ def fit(
         own_generator = world.rank_generator(generator, config.seed, epoch)  # hard negatives
         for step, batch in enumerate(batches.epoch(generator), start=1):
             rows = world.rows(len(batch.users))  # this rank's slice of the global batch
+            if rowwise is not None and sampler.needs_model:
+                rowwise.synchronize()  # the sampler scores candidates with the model
             negatives = draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
             if fused is not None and fused.accepts(negatives):
                 # loss, row gradients and the optimizer's update of the touched rows at once
@@ -550,6 +598,8 @@ def fit(
                 if not math.isfinite(batch_loss):  # (a float check: ~1 us, not ~30)
                     check_finite(batch_loss.reshape(1), epoch, first_step=step)
                 continue
+            if rowwise is not None:
+                rowwise.synchronize()  # e.g. the whole catalogue as negatives reads every row
             mine = batch_rows(batch, rows)
             share = len(mine.users) / len(batch.users)  # of the global batch; 1 in one process
             optimizer.zero_grad(set_to_none=True)
@@ -565,6 +615,8 @@ def fit(
             if device.type == "cpu":  # free here; on a GPU it would stall the launch queue
                 check_finite(batch_loss.reshape(1), epoch, first_step=step)
             optimizer.step()
+        if rowwise is not None:
+            rowwise.synchronize()  # evaluation and checkpoints read every row
         losses = torch.stack(step_losses).double()  # [steps]
         check_finite(losses, epoch)  # (GPUs: once per epoch, naming the first bad batch)
         state.log["loss"] = float(losses.sum()) / len(batches)
@@ -705,22 +757,62 @@ def _restore(state: TrainState, callbacks: Sequence[Callback], resume: dict[str,
     return state.config.epochs + 1 if state.stop else state.epoch + 1
 
 
-def make_optimizer(model: Model, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, LazyAdam with every embedding table switched to row-sparse gradients, or SGD."""
+def make_optimizer(
+    model: Model, config: TrainConfig, *, world: World = LOCAL
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config.optimizer`` over ``model``'s parameters; changes nothing on
+    the model (``lazy_adam``'s row-sparse gradients are switched on by :func:`fit`, see
+    :func:`row_sparse_embeddings`).
+
+    ``"adam"`` builds :class:`RowwiseAdam` (dense Adam's update, each row brought up to date
+    when read) where the fused MF step runs it (see :func:`rowwise_adam_applies`), else
+    torch's Adam, fused over all tensors (on CPU ~3x faster than the per-tensor loop)."""
     if config.optimizer == "sgd":  # (momentum-free: untouched rows never move)
         return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "lazy_adam":
-        for module in model.modules():
-            if isinstance(module, torch.nn.Embedding):
-                module.sparse = True
         return LazyAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if rowwise_adam_applies(model, config, world):
+        return RowwiseAdam(model.parameters(), lr=config.lr)
     params = list(model.parameters())
-    # the fused kernel updates all tensors of a step in one pass (on CPU: ~3x faster than the
-    # default per-tensor loop for MF's two tables; same update up to float rounding)
     fused = all(p.dtype in (torch.float32, torch.float64) for p in params) and all(
         p.device.type in ("cpu", "cuda") for p in params
     )
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+def rowwise_adam_applies(model: Model, config: TrainConfig, world: World = LOCAL) -> bool:
+    """Whether ``"adam"`` runs as :class:`RowwiseAdam` in the fused MF step: exactly MF,
+    ``train.fused``, fp32, no ``compile``, no weight decay (coupled decay moves every row
+    every step), one process, float32 contiguous CPU tables."""
+    return (
+        type(model) is MF
+        and config.optimizer == "adam"
+        and config.fused
+        and not config.compile
+        and config.precision == "fp32"
+        and config.weight_decay == 0
+        and not world.distributed
+        and all(
+            p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
+            for p in model.parameters()
+        )
+    )
+
+
+@contextlib.contextmanager
+def row_sparse_embeddings(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Every ``nn.Embedding`` of ``model`` gives row-sparse gradients while inside (what
+    ``lazy_adam`` updates), and gets its own setting back on the way out."""
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    before = [table.sparse for table in tables]
+    try:
+        if enabled:
+            for table in tables:
+                table.sparse = True
+        yield
+    finally:
+        for table, sparse in zip(tables, before, strict=True):
+            table.sparse = sparse
 
 
 def _scorer(model: Model, ctx: Any) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -1,5 +1,5 @@
-"""A fused training step for MF with LazyAdam (or SGD) on CPU: scores, row gradients and
-the row update in compiled passes, without autograd over the embedding tables.
+"""A fused training step for MF with Adam (the default), LazyAdam or SGD on CPU: scores, row
+gradients and the row update in compiled passes, without autograd over the embedding tables.
 
 With one negative per positive a generic MF step is some 25 small torch operations (embedding
 lookups, a gather-dot, the loss, the autograd engine, row-sparse COO gradients, the
@@ -16,12 +16,15 @@ plain:
 3. one compiled pass sums each touched row's gradient (``d/dp_u = sum_w g[b, w] q_i``,
    ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term), a second updates those rows:
    LazyAdam's update in LazyAdam's own state (so checkpoints, resume and the autograd
-   path interoperate), or SGD's ``p -= lr * g``.
+   path interoperate), or SGD's ``p -= lr * g``. With :class:`RowwiseAdam` (what
+   ``optimizer = "adam"`` builds for MF on one CPU process) the rows read are first brought
+   up to date (their pending momentum-only steps), so the update is dense Adam's.
 
-The result is the autograd path's update (``optimizer = "lazy_adam"`` or ``"sgd"``) up to
-float rounding (``tests/test_fused.py``). :func:`fused_step` says when it applies: CPU,
-float32, fp32 precision, one process, exactly :class:`negrec.models.MF`, LazyAdam or SGD
-without momentum or weight decay (dense SGD decays untouched rows too), ``train.fused``.
+The result is the autograd path's update (``optimizer = "adam"``, ``"lazy_adam"`` or
+``"sgd"``) up to float rounding (``tests/test_fused.py``). :func:`fused_step` says when it
+applies: CPU, float32, fp32 precision, one process, exactly :class:`negrec.models.MF`,
+RowwiseAdam, LazyAdam or SGD without momentum or weight decay (dense SGD decays untouched
+rows too), ``train.fused``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import math
 import torch
 
 from negrec._fast.kernels import gather_dot_forward, mf_row_step
-from negrec._fast.optim import LazyAdam
+from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
@@ -47,6 +50,9 @@ class FusedMFStep:
         self.tables = (model.user.weight, model.item.weight)
         (self.group,) = optimizer.param_groups  # make_optimizer builds one group
         self.adam = isinstance(optimizer, LazyAdam)
+        # RowwiseAdam (the default "adam"): the rows a step reads first take the
+        # momentum-only steps dense Adam gave them since they were last read
+        self.rowwise = isinstance(optimizer, RowwiseAdam)
         # SGD keeps no state: its row-gradient scratch, all zero between steps, lives here
         # (LazyAdam's is part of its state)
         self.scratch = [
@@ -66,6 +72,10 @@ class FusedMFStep:
         user_table, item_table = (t.detach().numpy() for t in self.tables)
         items = torch.cat([pos.unsqueeze(1), negatives.ids], dim=1)  # [B, 1 + K]
         users = users.contiguous()
+        if self.rowwise:
+            assert isinstance(self.optimizer, RowwiseAdam)
+            self.optimizer.catch_up(self.tables[0], users)
+            self.optimizer.catch_up(self.tables[1], items.reshape(-1))
         scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
         gather_dot_forward(user_table, item_table, items.numpy(), scores.numpy(), users.numpy())
         value, grad = self.loss.value_and_grad(

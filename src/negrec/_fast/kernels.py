@@ -639,3 +639,189 @@ def mf_row_step(
         lr, beta1, beta2, eps, weight_decay, item_corrections[0], item_corrections[1],
     )  # fmt: skip
     return squares
+
+
+#: the momentum-only steps a row catches up in full; beyond this many the contributions
+#: shrink as ~0.9^s (beta1 / beta2^2.5 for the last series term): 0.903^256 < 5e-12 of the
+#: first, far below float32 rounding, so only the moments' decay continues in closed form
+CATCH_UP_CAP = 256
+
+
+def catch_up_powers(beta1: float, beta2: float) -> np.ndarray:
+    """float64 [4, CATCH_UP_CAP + 1]: ``r^s``, ``beta2^(-s/2)``, ``beta1^s``, ``beta2^s`` for
+    s = 0..CATCH_UP_CAP, with ``r = beta1 / sqrt(beta2)`` (tables, so the catch-up's loop over
+    the skipped steps has no recurrence and vectorises)."""
+    s = np.arange(CATCH_UP_CAP + 1, dtype=np.float64)
+    return np.stack([(beta1 / np.sqrt(beta2)) ** s, beta2 ** (-s / 2), beta1**s, beta2**s]).copy()
+
+
+#: the eps series below is used while eps * x_s / sqrt(v) <= this; its 5-term remainder is
+#: then <= 0.05^5 = 3e-7 of the (already small) catch-up drift; smaller sqrt(v) loop exactly
+EPS_SERIES_MAX = 0.05
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _catch_up_row(
+    p: np.ndarray,  # float32 [d], updated in place
+    m: np.ndarray,  # float32 [d]
+    v: np.ndarray,  # float32 [d]
+    since: int,  # the step the row is current at
+    until: int,  # the step to bring it to (> since)
+    hist_a: np.ndarray,  # float64 [steps]: lr_u * sqrt(c2_u) / c1_u of step u = base + 1 + i
+    hist_sc2: np.ndarray,  # float64 [steps]: sqrt(c2_u) of the same steps
+    base: int,
+    powers: np.ndarray,  # float64 [4, CATCH_UP_CAP + 1]: see catch_up_powers
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """Apply to one row the ``until - since`` Adam steps in which it got no gradient.
+
+    Dense Adam still moves such a row: ``m <- b1 m``, ``v <- b2 v``,
+    ``p -= lr_u / c1_u * m / (sqrt(v / c2_u) + eps)``. After ``s`` such steps from
+    (m0, v0), with ``w = sqrt(v0)``, ``a_u = lr_u sqrt(c2_u) / c1_u``, ``r = b1 / sqrt(b2)``,
+    ``x_s = sqrt(c2_u) b2^(-s/2)``, step s moves p by
+    ``-a_u r^s (m0 / w) / (1 + (eps / w) x_s)``. Expanding ``1 / (1 + e)`` to fifth order
+    gives the whole drift as five row scalars ``S_k = sum_s a_u r^s x_s^k``:
+    ``-(m0 / w) sum_k (-eps / w)^k S_k`` per element, exact to float32 rounding while
+    ``e <= EPS_SERIES_MAX``; elements with a smaller ``sqrt(v0)`` sum their steps one by one.
+    Cost: ``min(n, CATCH_UP_CAP)`` scalar iterations per row plus O(d), not O(n d)."""
+    n = until - since
+    steps = min(n, CATCH_UP_CAP)
+    rs, grow = powers[0], powers[1]  # r^s, b2^(-s/2)
+    s0 = s1 = s2 = s3 = s4 = 0.0
+    offset = since - base - 1  # history index of step since + s: offset + s
+    for s in range(1, steps + 1):  # (no recurrence: vectorises)
+        x = hist_sc2[offset + s] * grow[s]
+        t = hist_a[offset + s] * rs[s]
+        s0 += t
+        t *= x
+        s1 += t
+        t *= x
+        s2 += t
+        t *= x
+        s3 += t
+        t *= x
+        s4 += t
+    x_max = hist_sc2[offset + steps] * grow[steps]  # x_s grows with s
+    decay1 = powers[2, steps]  # the moments' decay over the gap: beta1^n, beta2^n
+    decay2 = powers[3, steps]
+    w_min = eps * x_max / EPS_SERIES_MAX  # below this sqrt(v0) the series is not used
+    f0, f1, f2 = np.float32(s0), np.float32(s1), np.float32(s2)
+    f3, f4, feps = np.float32(s3), np.float32(s4), np.float32(eps)
+    if n > steps:  # (beyond the cap: no pow in the common case)
+        decay1 *= beta1 ** (n - steps)
+        decay2 *= beta2 ** (n - steps)
+    d1, d2 = np.float32(decay1), np.float32(decay2)
+    dim = p.shape[0]
+    v_min = v[0]
+    for j in range(1, dim):
+        v_min = min(v_min, v[j])
+    if np.sqrt(v_min) >= w_min:  # the common case: one branch-free, vectorised pass
+        for j in range(dim):
+            inv_w = np.float32(1.0) / np.sqrt(v[j])
+            rho = feps * inv_w
+            series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
+            p[j] -= m[j] * inv_w * series
+            m[j] *= d1
+            v[j] *= d2
+        return
+    for j in range(dim):
+        m0 = m[j]
+        w = np.sqrt(v[j])
+        if w >= w_min:
+            rho = feps / w
+            series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
+            p[j] -= (m0 / w) * series
+        elif m0 != 0.0:  # tiny sqrt(v): the steps one by one (rare)
+            drift = 0.0
+            for s in range(1, steps + 1):
+                u = offset + s
+                drift += hist_a[u] * powers[2, s] / (w / grow[s] + eps * hist_sc2[u])
+            p[j] -= np.float32(m0 * drift)
+        m[j] = m0 * d1
+        v[j] = v[j] * d2
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def adam_catch_up_rows(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    exp_avg: np.ndarray,  # float32 [n, d]
+    exp_avg_sq: np.ndarray,  # float32 [n, d]
+    last: np.ndarray,  # int64 [n]: the step each row is current at; updated
+    rows: np.ndarray,  # int64 [R]: the rows to bring up to date, repeats allowed
+    until: int,  # the step to bring them to
+    mark: int,  # the step to record as current (``until``, or the step about to run)
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    powers: np.ndarray,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """:func:`_catch_up_row` for each of ``rows`` not yet current (serial: repeats). The
+    rows are prefetched a few ahead (random rows of three tables miss the cache)."""
+    n = rows.shape[0]
+    for t in range(n):
+        if t + PREFETCH_AHEAD < n:
+            ahead = rows[t + PREFETCH_AHEAD]
+            if last[ahead] < until:
+                for table in (param, exp_avg, exp_avg_sq):
+                    _fetch_row(table, ahead)
+        row = rows[t]
+        since = last[row]
+        if since < until:
+            _catch_up_row(
+                param[row], exp_avg[row], exp_avg_sq[row], since, until,
+                hist_a, hist_sc2, base, powers, beta1, beta2, eps,
+            )  # fmt: skip
+        last[row] = mark
+
+
+def _adam_catch_up_all(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    last: np.ndarray,  # int64 [n]; all set to ``until`` here
+    until: int,
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    powers: np.ndarray,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    for row in prange(param.shape[0]):  # rows are independent: parallel-safe
+        since = last[row]
+        if since < until:
+            _catch_up_row(
+                param[row], exp_avg[row], exp_avg_sq[row], since, until,
+                hist_a, hist_sc2, base, powers, beta1, beta2, eps,
+            )  # fmt: skip
+            last[row] = until
+
+
+_ADAM_CATCH_UP_ALL = _serial_and_parallel(_adam_catch_up_all, fastmath=True)
+
+
+def adam_catch_up_all(
+    param: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    last: np.ndarray,
+    until: int,
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    powers: np.ndarray,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """Bring every row of a table up to step ``until`` (before evaluation, a checkpoint, a
+    dense step). Rows are independent, so the parallel copy gives the same bits."""
+    _pick(_ADAM_CATCH_UP_ALL, param.size)(
+        param, exp_avg, exp_avg_sq, last, until, hist_a, hist_sc2, base, powers, beta1, beta2, eps
+    )

@@ -13,12 +13,18 @@ model. ``weight_decay`` is Adam's coupled L2, applied to the rows updated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from negrec._fast.kernels import lazy_adam_rows
+from negrec._fast.kernels import (
+    adam_catch_up_all,
+    adam_catch_up_rows,
+    catch_up_powers,
+    lazy_adam_rows,
+)
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -114,6 +120,8 @@ class LazyAdam(torch.optim.Optimizer):
         if "buffer" not in state:
             state["buffer"] = torch.zeros_like(p)
             state["touched"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        elif state["touched"].dtype != torch.bool:  # load_state_dict cast it to p's dtype
+            state["touched"] = state["touched"].bool()
         return state
 
     def count_step(self, p: torch.Tensor, betas: tuple[float, float]) -> tuple[float, float]:
@@ -127,3 +135,157 @@ def _compiled_ok(p: torch.Tensor) -> bool:
     """The compiled row update handles contiguous float32 CPU tables (the common case);
     other devices and dtypes take the torch path below, with the same arithmetic."""
     return p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
+
+
+class RowwiseAdam(LazyAdam):
+    """Dense Adam's update, computed row by row when a row is next read: the default.
+
+    Dense Adam moves every row at every step: a row the batch did not touch still gets its
+    momentum-only step (``m <- b1 m``, ``v <- b2 v``, ``p -= lr m_hat / (sqrt(v_hat) + eps)``).
+    Walking all rows of every table per step is most of an MF epoch on CPU (and a dense
+    [n, d] gradient per step). This optimizer keeps, per row, the step it is current at
+    (``last``) and a per-step history of ``lr sqrt(c2) / c1`` and ``sqrt(c2)``; a row's pending
+    momentum-only steps are applied in closed form when it is next read
+    (:func:`negrec._fast.kernels.adam_catch_up_rows`, O(d) plus a scalar loop per row), so
+    the parameters equal dense Adam's up to float rounding whenever they are read.
+
+    Contract: before a forward pass reads rows, call :meth:`catch_up` on them (the fused MF
+    step does) or :meth:`synchronize` (everything; before evaluation, a checkpoint, a
+    sampler that scores with the model). A dense gradient synchronizes its table first and
+    is then dense Adam. Row-sparse gradients bring their rows up to date before the update;
+    they are exact when the forward pass read only those rows after :meth:`catch_up`.
+    Needs ``weight_decay = 0`` (coupled decay would give untouched rows a gradient),
+    float32 CPU tables; anything else takes the ordinary Adam update of :class:`LazyAdam`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+        # per table: (group, state, numpy views of p, m, v, last; of the history): a step
+        # calls the kernels several times, and building these costs more than a small kernel
+        self._views: dict[int, tuple[Any, ...]] = {}
+
+    def _group(self, p: torch.Tensor) -> dict[str, Any]:
+        for group in self.param_groups:
+            if any(q is p for q in group["params"]):
+                return group
+        raise KeyError("parameter not in this optimizer")
+
+    def rowwise(self, p: torch.Tensor) -> bool:
+        """Whether ``p`` is a table this optimizer updates lazily (2-D float32 CPU)."""
+        return p.dim() == 2 and _compiled_ok(p) and not self._group(p)["weight_decay"]
+
+    def row_state(self, p: torch.Tensor) -> dict[str, Any]:
+        state = super().row_state(p)
+        if "last" not in state:
+            state["step"] = int(state["step"])  # (a torch Adam checkpoint stores a tensor)
+            state["last"] = torch.full((p.shape[0],), state["step"], dtype=torch.int64)
+            state["base"] = state["step"]
+            state["hist_len"] = 0
+            state["hist_a"] = torch.zeros(64, dtype=torch.float64)
+            state["hist_sc2"] = torch.zeros(64, dtype=torch.float64)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)  # (restores the kinds of the row state too)
+        self._views.clear()
+        for state in self.state.values():
+            if "last" in state:
+                state["step"] = int(state["step"])
+                for key, dtype in (
+                    ("hist_a", torch.float64),
+                    ("hist_sc2", torch.float64),
+                    ("last", torch.int64),
+                ):
+                    state[key] = state[key].to(dtype)
+
+    def _view(self, p: torch.Tensor) -> tuple[Any, ...]:
+        view = self._views.get(id(p))
+        if view is None:
+            state = self.row_state(p)
+            tables = (p.detach(), state["exp_avg"], state["exp_avg_sq"], state["last"])
+            history = (state["hist_a"], state["hist_sc2"])
+            group = self._group(p)
+            view = (
+                group,
+                state,
+                tuple(t.numpy() for t in tables),
+                tuple(t.numpy() for t in history),
+                catch_up_powers(*group["betas"]),
+            )
+            self._views[id(p)] = view
+        return view
+
+    def count_step(self, p: torch.Tensor, betas: tuple[float, float]) -> tuple[float, float]:
+        correction1, correction2 = super().count_step(p, betas)
+        if "last" in self.state[p]:  # record the step's scalars for the rows that skip it
+            group, state, _, (hist_a, hist_sc2), _ = self._view(p)
+            n = state["hist_len"]
+            if n == hist_a.shape[0]:  # full: double the history
+                for key in ("hist_a", "hist_sc2"):
+                    state[key] = torch.cat([state[key], torch.zeros_like(state[key])])
+                del self._views[id(p)]
+                group, state, _, (hist_a, hist_sc2), _ = self._view(p)
+            root = math.sqrt(correction2)
+            hist_a[n] = group["lr"] * root / correction1
+            hist_sc2[n] = root
+            state["hist_len"] = n + 1
+        return correction1, correction2
+
+    @torch.no_grad()
+    def catch_up(self, p: torch.Tensor, rows: torch.Tensor) -> None:
+        """Bring ``rows`` (int64 [R], repeats allowed) of table ``p`` to the current step and
+        record them as current at the next one: call right before a step that updates them."""
+        group, state, (param, m, v, last), (hist_a, hist_sc2), powers = self._view(p)
+        step = state["step"]
+        beta1, beta2 = group["betas"]
+        adam_catch_up_rows(
+            param, m, v, last, rows.contiguous().numpy(), step, step + 1,
+            hist_a, hist_sc2, state["base"], powers, beta1, beta2, group["eps"],
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """Bring every row of every lazily updated table to the current step (dense Adam's
+        parameters, up to float rounding) and clear the step history."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._synchronize(p)
+
+    def _synchronize(self, p: torch.Tensor) -> None:
+        state = self.state.get(p)
+        if not state or "last" not in state:
+            return
+        group, state, (param, m, v, last), (hist_a, hist_sc2), powers = self._view(p)
+        beta1, beta2 = group["betas"]
+        adam_catch_up_all(
+            param, m, v, last, state["step"],
+            hist_a, hist_sc2, state["base"], powers, beta1, beta2, group["eps"],
+        )  # fmt: skip
+        state["base"], state["hist_len"] = state["step"], 0
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def,unused-ignore]
+        loss = None if closure is None else closure()
+        dense = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or not self.rowwise(p):
+                    continue
+                self.row_state(p)
+                if p.grad.is_sparse:
+                    self.catch_up(p, p.grad._indices()[0])
+                else:
+                    self._synchronize(p)
+                    dense.append(p)
+        super().step()
+        for p in dense:  # every row took this step: all current, no history needed
+            state = self.state[p]
+            state["last"].fill_(state["step"])
+            state["base"], state["hist_len"] = state["step"], 0
+        return loss

@@ -43,14 +43,24 @@ class PairBatches:
         self.users = torch.from_numpy(users).to(device)
         self.items = torch.from_numpy(items.copy()).to(device)
         self.batch_size = batch_size
+        # each epoch's order and shuffled copy, rewritten in place (see epoch)
+        self._order = torch.empty_like(self.users)
+        self._shuffled = (torch.empty_like(self.users), torch.empty_like(self.items))
 
     def __len__(self) -> int:
         return math.ceil(self.users.numel() / self.batch_size)
 
     def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        order = torch.randperm(self.users.numel(), generator=generator, device=self.users.device)
+        """The epoch's batches: views of one shuffled copy of the pairs, written into the
+        same three buffers every epoch (fresh [n] tensors per epoch kept the last epoch's
+        alive through its last batch and grew the heap by their size in epochs 2-3). A batch
+        is valid until the next epoch starts."""
+        order = self._order
+        torch.randperm(order.numel(), generator=generator, out=order)
         # one gather per epoch; the batches are views (two index ops per batch cost ~0.1 ms)
-        shuffled_users, shuffled_items = self.users[order], self.items[order]
+        shuffled_users, shuffled_items = self._shuffled
+        torch.index_select(self.users, 0, order, out=shuffled_users)
+        torch.index_select(self.items, 0, order, out=shuffled_items)
         for start in range(0, order.numel(), self.batch_size):
             users = shuffled_users[start : start + self.batch_size]
             yield Batch(ctx=users, users=users, pos=shuffled_items[start : start + self.batch_size])

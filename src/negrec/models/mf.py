@@ -25,7 +25,7 @@ class MF(Model):
 
     def score(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         # ctx: users [B]; items [B, K] -> [B, K]
-        # lazy_adam switches the tables to row-sparse gradients
+        # fit switches the tables to row-sparse gradients for lazy_adam
         return gather_dot(self.user(ctx), self.item.weight, items, sparse_grad=self.item.sparse)
 
     def score_candidates(self, ctx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
