@@ -264,3 +264,43 @@ def test_the_repeated_run_name_suffix_is_documented(capsys):
     assert "NAME-2" in capsys.readouterr().out
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "NAME-2" in readme
+
+
+LOSSES3 = ("bpr", "cce", "bce")
+
+
+def test_report_stems_of_two_run_sets_with_the_same_first_run_differ(tmp_path, capsys):
+    """Regression: a report of several runs was named NAME-and-N-more, so `report a b`
+    and then `report a c` in one folder overwrote each other's plot and page."""
+    runs = tmp_path / "runs"
+    a, b, c = (write_fake_run(runs, n, loss=lo) for n, lo in zip("abc", LOSSES3, strict=True))
+    assert main(["report", str(a), str(b)]) == 0
+    assert main(["report", str(a), str(c)]) == 0
+    capsys.readouterr()
+    pages = sorted(p.name for p in runs.glob("a-and-1-more*.html"))
+    assert len(pages) == 2, pages
+
+
+def test_data_line_pluralises_row_not_the_first_word():
+    """Regression: the run's data line made the first word plural: '30 tests row
+    repeating a training pair', '2 duplicates row'."""
+    from negrec.data.prepare import PrepareReport
+    from negrec.experiment.data import describe_data
+
+    report = PrepareReport(
+        rows_read=990,
+        dropped_threshold=0,
+        dropped_duplicates=2,
+        dropped_kcore=3,
+        dropped_unseen=1,
+        n_users=80,
+        n_items=100,
+        n_interactions=954,
+        dropped_overlap=30,
+        overlap_kept=0,
+    )
+    line = describe_data(report)
+    assert "2 duplicate rows" in line
+    assert "3 rows by k-core" in line
+    assert "1 test row unseen in train" in line
+    assert "30 test rows repeating a training pair" in line
