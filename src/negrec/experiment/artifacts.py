@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from negrec.atomic import atomic_write
 from negrec.data.interactions import Interactions
@@ -26,6 +27,7 @@ from negrec.data.splits import Split
 from negrec.errors import NegrecError, first_line
 
 INTERACTIONS = "interactions.npz"
+BEST = "best.pt"  # the selected weights (a state dict)
 PARTS = ("train", "valid", "test")
 
 
@@ -110,3 +112,24 @@ def read_split(run: Path) -> Split:
             f"{run}: made before runs stored their ids ({INTERACTIONS}), and its data cannot "
             f"be read again: {err}"
         ) from None
+
+
+def require_finished(run: Path) -> None:
+    """A :class:`NegrecError` unless ``run`` holds a finished run's ``config.toml`` and
+    ``best.pt`` (what :func:`negrec.load` and ``negrec hardness`` read)."""
+    for needed in ("config.toml", BEST):
+        if not (run / needed).is_file():
+            raise NegrecError(f"{run}: not a finished run directory (no {needed})")
+
+
+def load_weights(run: Path, model: torch.nn.Module, device: torch.device) -> None:
+    """Load the run's selected weights (``best.pt``) into ``model`` and move it to
+    ``device``; a damaged file or another model's weights is one :class:`NegrecError`."""
+    try:
+        state = torch.load(run / BEST, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # damaged file, or weights of another model
+        raise NegrecError(
+            f"{run / BEST}: cannot load the run's weights ({first_line(err)})"
+        ) from None
+    model.to(device)
