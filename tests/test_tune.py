@@ -310,3 +310,15 @@ def test_reproduce_versus_equal_differences_up_to_rounding_is_no_t_test():
     assert "no t-test" in text and "e+" not in text and "p =" not in text
     spread = {0: {"test": {"recall@20": 0.2}}, 1: {"test": {"recall@20": 0.35}}}
     assert "p =" in _versus(spread, base, "recall@20", False)
+
+
+def test_a_bad_tune_metric_is_named_as_tune_metric(tmp_path):
+    """Regression: `--set tune.metric=foo@3` was reported as config key 'train.metric',
+    a key the user never wrote."""
+    raw = plan_raw(tmp_path)
+    raw["tune"]["metric"] = "foo@3"
+    with pytest.raises(ConfigError) as err:
+        parse_plan(raw)
+    assert err.value.key == "tune.metric" and "foo@3" in str(err.value)
+    raw["tune"]["metric"] = "recall@10"
+    assert parse_plan(raw).metric == "recall@10"
