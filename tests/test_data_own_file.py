@@ -391,3 +391,20 @@ def test_any_ids_come_back_exactly_from_file_to_per_user_table(tmp_path_factory,
     users = np.arange(data.n_users)
     write_per_user(table_path, users, {"auc": np.zeros(data.n_users)}, data.user_ids)
     assert read_per_user(table_path)["user"].tolist() == as_text
+
+
+def test_data_stats_names_its_flags_not_config_keys(tmp_path, capsys):
+    """Regression: `data stats x.csv --columns user=user,item=item --min-rating 3` said
+    "config key 'min_rating'", and a name without a known suffix "config key 'format'":
+    keys the user never wrote; the error now names --min-rating / --format."""
+    from negrec.cli import main
+
+    path = tmp_path / "x.csv"
+    path.write_text("user,item\nu1,a\nu2,b\n", encoding="utf-8")
+    args = ["data", "stats", str(path), "--columns", "user=user,item=item", "--min-rating", "3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--min-rating: the data has no rating column" in err and "config key" not in err
+    assert main(["data", "stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --format: cannot tell the format" in err and "config key" not in err

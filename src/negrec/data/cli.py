@@ -26,7 +26,7 @@ from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
 from negrec.data.loaders import FORMATS, detect_format, load, load_split, parse_separator
 from negrec.data.prepare import PrepareReport, prepare, prepare_split
-from negrec.errors import NegrecError
+from negrec.errors import ConfigError, NegrecError
 
 #: Degree quantiles shown by ``data stats``, with their column labels.
 QUANTILES: tuple[tuple[str, float], ...] = (
@@ -259,8 +259,7 @@ def stats_command(args: argparse.Namespace) -> int:
             )
             source = f"{args.path} + {args.test} ({fmt})"
     except NegrecError as err:
-        print(f"negrec data stats: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return _report_error("stats", err, args)
     print(source)
     print(report)
     print()
@@ -441,8 +440,26 @@ def _quiet_log(message: str) -> None:
         _log(message)
 
 
-def _report_error(command: str, err: NegrecError) -> int:
-    print(f"negrec data {command}: error: {err}", file=sys.stderr)
+#: the option of `negrec data` that sets each preparation key (attribute, flag)
+_FLAGS = {
+    "min_rating": ("min_rating", "--min-rating"),
+    "k_core": ("k_core", "--k-core"),
+    "format": ("format", "--format"),
+    "on_unseen": ("unseen", "--unseen"),
+    "on_overlap": ("overlap", "--overlap"),
+}
+
+
+def _report_error(command: str, err: NegrecError, args: argparse.Namespace | None = None) -> int:
+    """Print ``err`` as one line; a preparation key the user set by a flag (and the
+    format, which ``--format`` names) is named as that flag (``--min-rating: ...``), not
+    as a config key they never wrote."""
+    text = str(err)
+    if isinstance(err, ConfigError) and err.key in _FLAGS and args is not None:
+        attribute, flag = _FLAGS[err.key]
+        if err.key == "format" or getattr(args, attribute, None) is not None:
+            text = f"{flag}: {err.detail}"
+    print(f"negrec data {command}: error: {text}", file=sys.stderr)
     return err.exit_code
 
 
@@ -485,7 +502,7 @@ def fetch_command(args: argparse.Namespace) -> int:
         )
         train, test, report = load_prepared(args.name, args.cache_dir)
     except NegrecError as err:
-        return _report_error("fetch", err)
+        return _report_error("fetch", err, args)
     print(f"{args.name}: prepared in {entry}")
     print(report)
     print()
@@ -512,7 +529,7 @@ def import_command(args: argparse.Namespace) -> int:
         )
         train, test, report = load_prepared(entry.name, args.cache_dir)
     except NegrecError as err:
-        return _report_error("import", err)
+        return _report_error("import", err, args)
     for note in notes:
         if note.startswith("note:"):
             print(note, file=sys.stderr)
