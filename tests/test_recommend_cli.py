@@ -59,7 +59,7 @@ def test_recommend_writes_raw_ids(run, tmp_path, capsys):
 def test_an_ids_file_with_a_bom_reads_its_first_id(run, tmp_path, capsys):
     """Regression: a users file saved with a UTF-8 BOM (Windows editors) made its first
     id '\\ufeff007', reported unknown; data files and configs with a BOM are accepted."""
-    path, memory = run
+    path, _ = run
     (tmp_path / "users.txt").write_bytes("\ufeff007\r\nü-ser\r\n".encode())
     assert main(["recommend", str(path), "--users", str(tmp_path / "users.txt"), "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
