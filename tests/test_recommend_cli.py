@@ -135,3 +135,25 @@ def test_hardness_runs_from_another_folder_without_the_data(run, tmp_path, monke
     finally:
         moved.rename(data)
     assert "Hardness of sampler" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("damaged", "bad_advice"), [("best.pt", "weights_only"), ("interactions.npz", "allow_pickle")]
+)
+def test_a_damaged_run_file_is_called_damaged_not_an_untrusted_pickle(
+    run, tmp_path, capsys, damaged, bad_advice
+):
+    """Regression: a garbage best.pt / interactions.npz was reported with torch's and
+    numpy's advice to load it unsafely (weights_only=False, allow_pickle=)."""
+    import shutil
+
+    path, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    whole = (copy / damaged).read_bytes()
+    for content in (b"garbage\n", whole[: len(whole) // 2]):  # not a file at all, truncated
+        (copy / damaged).write_bytes(content)
+        assert main(["recommend", str(copy), "--users", "007"]) == 2
+        err = capsys.readouterr().err
+        assert f"{damaged}: damaged or truncated" in err and bad_advice not in err
+        assert err.count("\n") == 1
