@@ -71,10 +71,11 @@ def _diverge_in_epoch_two(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Loss, "__call__", nan_after_epoch_one)
 
 
-def _diverged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:
-    """A run that diverged in epoch 2 (checkpoint of epoch 1 kept); its staging folder."""
+def _diverged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, **train: object) -> Path:
+    """A run that diverged in epoch 2 (checkpoint of epoch 1 kept); its staging folder.
+    ``train``: more [train] settings."""
     raw = tomllib.loads(TINY)
-    raw["train"].update(epochs=3)
+    raw["train"].update(epochs=3, **train)
     raw["output"] = str(tmp_path / "runs")
     _diverge_in_epoch_two(monkeypatch)
     with pytest.raises(TrainingDiverged):
@@ -105,6 +106,17 @@ def test_divergence_advice_that_cannot_work(tmp_path, monkeypatch, capsys):
     assert history["resumed_with"].fillna("").tolist() == ["", "train.lr=0.001", ""]
     config = tomllib.loads((final / "config.toml").read_text())
     assert config["train"]["lr"] == 0.001  # what the run continued with
+
+
+def test_resume_lr_override_is_ignored_on_a_plateau_schedule(tmp_path, monkeypatch, capsys):
+    """Regression: with `lr_schedule = "plateau"`, `--resume DIR --set train.lr=X` was
+    recorded (summary, history, config) but training went on at the lr the optimizer's
+    restored state held: the plateau schedule never sets the rate, so X was never used."""
+    staging = _diverged_run(tmp_path, monkeypatch, capsys, lr_schedule="plateau")
+    assert main(["run", "--resume", str(staging), "--set", "train.lr=0.0005", "--quiet"]) == 0
+    capsys.readouterr()
+    history = pd.read_csv(tmp_path / "runs" / "tiny" / "history.csv")
+    assert history["lr"].tolist() == [0.01, 0.0005, 0.0005]
 
 
 def test_stale_temp_file_inside_a_finished_run(tmp_path, monkeypatch, capsys):
