@@ -316,3 +316,11 @@ def test_data_line_pluralises_row_not_the_first_word():
     assert "3 rows by k-core" in line
     assert "1 test row unseen in train" in line
     assert "30 test rows repeating a training pair" in line
+
+
+def test_resume_with_a_config_is_not_called_a_config_key(tiny, capsys):
+    """Regression: `negrec run CONFIG --resume DIR` said "config key '--resume': ...",
+    an option labelled as a key of the config."""
+    assert main(["run", str(tiny), "--resume", "somewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --resume takes no CONFIG or --output" in err and "config key" not in err

@@ -107,7 +107,9 @@ def _resume(args: argparse.Namespace) -> int:
     from negrec.experiment.runner import RESUME_KEYS, run_experiment
 
     if args.config is not None or args.output:
-        raise ConfigError("--resume", "takes no CONFIG or --output: the run keeps its own")
+        raise NegrecError(
+            "--resume takes no CONFIG or --output: the run keeps its own config and folder"
+        )
     changes: dict[str, object] = {}
     for text in args.set:
         keys, value = parse_override(text)
