@@ -408,3 +408,27 @@ def test_data_stats_names_its_flags_not_config_keys(tmp_path, capsys):
     assert main(["data", "stats", str(path)]) == 2
     err = capsys.readouterr().err
     assert "error: --format: cannot tell the format" in err and "config key" not in err
+
+
+def test_data_import_reads_a_delimited_file_of_your_own(csv_file, tsv_file, tmp_path, capsys):
+    """Regression: `negrec data import --as NAME x.csv` said the format could not be told
+    and listed 'delimited' as a choice, but `--format delimited` was refused and import
+    had no --columns: your own CSV could be run from a config, never cached."""
+    from negrec.cli import main
+    from negrec.data.cache import load_prepared
+
+    cache = tmp_path / "cache"
+    columns = "user=user,item=item,rating=rating,timestamp=timestamp"
+    args = ["data", "import", "--as", "mine", str(csv_file), "--columns", columns]
+    assert main([*args, "--cache-dir", str(cache)]) == 0
+    tsv = ["data", "import", "--as", "tsv", str(tsv_file), "--columns", "user=0,item=1"]
+    assert main([*tsv, "--sep", "tab", "--no-header", "--cache-dir", str(cache)]) == 0
+    capsys.readouterr()
+    expected = [("007", "a"), ("007", "b"), ("7", "a"), ("7", "b"), ("ünï", "a"), ("ünï", "ß")]
+    for name in ("mine", "tsv"):
+        data, _, _ = load_prepared(name, cache)
+        assert pairs(data) == expected
+    # a column mapping is for data of your own: not under a registered name
+    registered = ["data", "import", "ml-1m", str(csv_file), "--columns", columns]
+    assert main([*registered, "--cache-dir", str(cache)]) == 2
+    assert "--as NEWNAME" in capsys.readouterr().err

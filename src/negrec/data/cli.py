@@ -67,27 +67,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="file format (default: detected from the file name: *.inter, u.data, "
         "ratings.dat, ratings.csv, *.txt; 'delimited' when --columns is given)",
     )
-    stats.add_argument(
-        "--columns",
-        metavar="ROLE=COL,...",
-        default=None,
-        help="format 'delimited': which column is user, item and optionally rating and "
-        "timestamp, by header name or 0-based position, e.g. "
-        "user=user_id,item=movie,rating=stars or user=0,item=1 (a value of digits is a "
-        "position)",
-    )
-    stats.add_argument(
-        "--sep",
-        metavar="SEP",
-        default=None,
-        help="format 'delimited': the field separator (default ','; 'tab' or '\\t' for a "
-        "tab, 'whitespace' for runs of blanks)",
-    )
-    stats.add_argument(
-        "--no-header",
-        action="store_true",
-        help="format 'delimited': the file has no header line (columns by position)",
-    )
+    _delimited_arguments(stats)
     stats.add_argument(
         "--test",
         metavar="PATH2",
@@ -267,6 +247,31 @@ def stats_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delimited_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--columns``, ``--sep`` and ``--no-header``: how to read a 'delimited' file."""
+    parser.add_argument(
+        "--columns",
+        metavar="ROLE=COL,...",
+        default=None,
+        help="format 'delimited': which column is user, item and optionally rating and "
+        "timestamp, by header name or 0-based position, e.g. "
+        "user=user_id,item=movie,rating=stars or user=0,item=1 (a value of digits is a "
+        "position)",
+    )
+    parser.add_argument(
+        "--sep",
+        metavar="SEP",
+        default=None,
+        help="format 'delimited': the field separator (default ','; 'tab' or '\\t' for a "
+        "tab, 'whitespace' for runs of blanks)",
+    )
+    parser.add_argument(
+        "--no-header",
+        action="store_true",
+        help="format 'delimited': the file has no header line (columns by position)",
+    )
+
+
 # ------------------------------------------------------------- the dataset registry
 def _cache_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -378,7 +383,8 @@ def _add_registry_commands(
         "another dataset's files are refused. Your own data goes in under a name of your "
         "own with --as NEWNAME: with NAME, in NAME's format and recipe; without NAME, PATH "
         "is one events file or a folder with one *train* and one *test* file (a pre-split "
-        "pair); --format when the name does not tell it. Use it in a config as "
+        "pair); --format when the name does not tell it (a CSV / TSV of your own: "
+        "--columns, as for `negrec data stats`). Use it in a config as "
         "[data] source = 'cached', name = NEWNAME. Prints what preparation did and the "
         "dataset statistics.",
     )
@@ -397,14 +403,15 @@ def _add_registry_commands(
     )
     imp.add_argument(
         "--format",
-        choices=sorted(name for name in FORMATS if name != "delimited"),
+        choices=sorted(FORMATS),
         metavar="FORMAT",
         default=None,
         help="read the file(s) in this format, one of: "
-        + ", ".join(sorted(name for name in FORMATS if name != "delimited"))
+        + ", ".join(sorted(FORMATS))
         + " (default: the dataset's own format, or the one the file name implies, "
-        "e.g. *.inter)",
+        "e.g. *.inter; 'delimited' when --columns is given, with --as only)",
     )
+    _delimited_arguments(imp)
     _recipe_options(imp)
     _cache_option(imp)
     imp.set_defaults(func=import_command)
@@ -514,11 +521,22 @@ def import_command(args: argparse.Namespace) -> int:
     """Handler of ``negrec data import``."""
     notes: list[str] = []
     try:
+        fmt = args.format or ("delimited" if args.columns is not None else None)
+        options = None
+        if fmt == "delimited" or args.columns or args.sep or args.no_header:
+            if args.as_name is None:
+                raise _option_error(
+                    "--format" if args.columns is None else "--columns",
+                    "a delimited file with a column mapping is your own data: import it "
+                    "under a name of your own with --as NEWNAME",
+                )
+            options = delimited_options(fmt or "auto", args.columns, args.sep, not args.no_header)
         entry, report = import_dataset(
             args.name,
             args.path,
             cache_dir=args.cache_dir,
-            format=args.format,
+            format=fmt,
+            read_options=options,
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
