@@ -324,3 +324,14 @@ def test_resume_with_a_config_is_not_called_a_config_key(tiny, capsys):
     assert main(["run", str(tiny), "--resume", "somewhere"]) == 2
     err = capsys.readouterr().err
     assert "error: --resume takes no CONFIG or --output" in err and "config key" not in err
+
+
+def test_report_of_a_tune_folder_names_the_folder_of_runs_below_it(tmp_path, capsys):
+    """Regression: `negrec report runs/tune-NAME` (the folder `negrec tune` prints) said
+    only "not a run directory"; its runs are one level down, in confirm/."""
+    tune = tmp_path / "tune-x"
+    write_fake_run(tune / "confirm", "a")
+    (tune / "study.db").write_bytes(b"")
+    assert main(["report", str(tune)]) == 2
+    err = capsys.readouterr().err
+    assert f"the runs below it are in {tune / 'confirm'}" in err and err.count("\n") == 1
