@@ -66,15 +66,17 @@ def write_split(path: Path, split: Split, *, times: bool) -> None:
     atomic_write(path, write)
 
 
-def _require_zip(path: Path, what: str) -> None:
+def _require_zip(path: Path, failed: str, what: str) -> None:
     """Both ``interactions.npz`` and ``best.pt`` are zip archives: a file that is not one
     is damaged, said plainly (numpy and torch would advise loading it as a pickle)."""
     if path.is_file() and not zipfile.is_zipfile(path):
-        raise NegrecError(f"{path}: damaged or truncated (not a zip archive, as {what} is)")
+        raise NegrecError(
+            f"{path}: {failed}: damaged or truncated (not a zip archive, as {what} is)"
+        )
 
 
 def _read(path: Path) -> Split:
-    _require_zip(path, "an .npz file")
+    _require_zip(path, "cannot read the run's interactions", "an .npz file")
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
@@ -133,7 +135,7 @@ def require_finished(run: Path) -> None:
 def load_weights(run: Path, model: torch.nn.Module, device: torch.device) -> None:
     """Load the run's selected weights (``best.pt``) into ``model`` and move it to
     ``device``; a damaged file or another model's weights is one :class:`NegrecError`."""
-    _require_zip(run / BEST, "a file torch.save wrote")
+    _require_zip(run / BEST, "cannot load the run's weights", "a file torch.save wrote")
     try:
         state = torch.load(run / BEST, map_location=device, weights_only=True)
         model.load_state_dict(state)
