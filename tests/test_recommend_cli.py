@@ -158,3 +158,15 @@ def test_a_damaged_run_file_is_called_damaged_not_an_untrusted_pickle(
         assert f"{damaged}: cannot" in err and "damaged or truncated" in err
         assert bad_advice not in err
         assert err.count("\n") == 1
+
+
+def test_output_that_is_a_folder_is_one_line_naming_it(run, tmp_path, capsys):
+    """Regression: `recommend --output DIR` (a folder) failed naming a temporary file
+    (`.../.DIR.io252kfk.tmp -> DIR: Is a directory`); the folder is named now."""
+    path, _ = run
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["recommend", str(path), "--users", "007", "--output", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"negrec: error: {folder}: is a folder; expected the path of a file to write\n"
+    assert not list(tmp_path.glob(".*.tmp"))
