@@ -289,3 +289,16 @@ def test_tables_show_the_cutoffs_the_runs_report(tmp_path):
     # the aggregate leads with the selection metric (ndcg@20 in these summaries, which
     # the runs do not report), then the same columns
     assert aggregate(runs).columns[1:] == [f"test {m}" for m in wanted]
+
+
+def test_equal_differences_up_to_rounding_give_no_t_test(tmp_path):
+    """Regression: differences equal but for float rounding (0.3 - 0.2 and 0.2 - 0.1) gave
+    t ~ 7e15 and p ~ 1e-16, a 'significant' result that only rounding made."""
+    folder = tmp_path / "runs"
+    for seed, (good, base) in enumerate([(0.2, 0.1), (0.3, 0.2)]):
+        write_run(folder, f"cce-{seed}", "cce", seed, good)
+        write_run(folder, f"bpr-{seed}", "bpr", seed, base)
+    test = paired_test(group_runs(load_runs([folder])), "ndcg@20")
+    assert isinstance(test, PairedTest)
+    assert math.isnan(test.t) and math.isnan(test.p)
+    assert "t = n/a" in test.describe() and "differences are all equal" in test.describe()

@@ -286,3 +286,12 @@ def test_run_config_stored_by_negrec_0_1_reads_as_today(tmp_path: Path):
         old = ExperimentConfig.from_dict({"loss": today}).to_toml_dict()
         rundir.write_toml(run / "config.toml", {**old, "loss": loss})
         assert stored_run_config(run) == old
+
+
+def test_source_file_with_train_and_test_says_they_are_for_presplit():
+    """Regression: `source = "file"` with `train` / `test` (a pre-split pair) said only
+    "source 'file' needs a path", with no word of source = 'presplit'."""
+    raw = {"data": {"source": "file", "train": "t.txt", "test": "s.txt"}}
+    with pytest.raises(ConfigError, match="for source = 'presplit'") as err:
+        ExperimentConfig.from_dict(raw)
+    assert err.value.key == "data.path"

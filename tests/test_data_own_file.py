@@ -391,3 +391,44 @@ def test_any_ids_come_back_exactly_from_file_to_per_user_table(tmp_path_factory,
     users = np.arange(data.n_users)
     write_per_user(table_path, users, {"auc": np.zeros(data.n_users)}, data.user_ids)
     assert read_per_user(table_path)["user"].tolist() == as_text
+
+
+def test_data_stats_names_its_flags_not_config_keys(tmp_path, capsys):
+    """Regression: `data stats x.csv --columns user=user,item=item --min-rating 3` said
+    "config key 'min_rating'", and a name without a known suffix "config key 'format'":
+    keys the user never wrote; the error now names --min-rating / --format."""
+    from negrec.cli import main
+
+    path = tmp_path / "x.csv"
+    path.write_text("user,item\nu1,a\nu2,b\n", encoding="utf-8")
+    args = ["data", "stats", str(path), "--columns", "user=user,item=item", "--min-rating", "3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--min-rating: the data has no rating column" in err and "config key" not in err
+    assert main(["data", "stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --format: cannot tell the format" in err and "config key" not in err
+
+
+def test_data_import_reads_a_delimited_file_of_your_own(csv_file, tsv_file, tmp_path, capsys):
+    """Regression: `negrec data import --as NAME x.csv` said the format could not be told
+    and listed 'delimited' as a choice, but `--format delimited` was refused and import
+    had no --columns: your own CSV could be run from a config, never cached."""
+    from negrec.cli import main
+    from negrec.data.cache import load_prepared
+
+    cache = tmp_path / "cache"
+    columns = "user=user,item=item,rating=rating,timestamp=timestamp"
+    args = ["data", "import", "--as", "mine", str(csv_file), "--columns", columns]
+    assert main([*args, "--cache-dir", str(cache)]) == 0
+    tsv = ["data", "import", "--as", "tsv", str(tsv_file), "--columns", "user=0,item=1"]
+    assert main([*tsv, "--sep", "tab", "--no-header", "--cache-dir", str(cache)]) == 0
+    capsys.readouterr()
+    expected = [("007", "a"), ("007", "b"), ("7", "a"), ("7", "b"), ("ünï", "a"), ("ünï", "ß")]
+    for name in ("mine", "tsv"):
+        data, _, _ = load_prepared(name, cache)
+        assert pairs(data) == expected
+    # a column mapping is for data of your own: not under a registered name
+    registered = ["data", "import", "ml-1m", str(csv_file), "--columns", columns]
+    assert main([*registered, "--cache-dir", str(cache)]) == 2
+    assert "--as NEWNAME" in capsys.readouterr().err

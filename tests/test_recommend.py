@@ -406,3 +406,28 @@ def test_embeddings_reproduce_the_scores(name):
         expected = users @ items.T + (0 if bias is None else bias)
     assert torch.allclose(scores, expected, atol=1e-5)
     assert (bias is not None) == (name == "gru4rec")
+
+
+@pytest.mark.parametrize("n", [2.5, True, "3", None])
+def test_a_non_integer_n_is_a_negrec_error_not_a_type_error(n):
+    """Regression: recommend(n=2.5) or n=True raised numpy's TypeError from deep inside
+    (`'float' object cannot be interpreted as an integer`)."""
+    split = _tiny_split(False)
+    rec = Recommender.from_split(_model("mf", split, False), split)
+    user, item = rec.user_ids[0], rec.item_ids[0]
+    for call in (
+        lambda: rec.recommend(user, n=n),
+        lambda: rec.similar_items(item, n=n),
+    ):
+        with pytest.raises(negrec.NegrecError, match="n must be an integer >= 1"):
+            call()
+    assert len(rec.recommend(user, n=np.int64(2))) == 2
+
+
+def test_load_with_a_bad_device_names_the_argument_not_a_config_key(tmp_path):
+    """Regression: negrec.load(run, device="tpu") said "config key 'train.device'", a key
+    the caller never wrote."""
+    run, _ = train_run(tmp_path, {"name": "mf", "dim": 4}, {"method": "random"})
+    with pytest.raises(negrec.NegrecError, match=r"^device ") as err:
+        negrec.load(run, device="tpu")
+    assert "config key" not in str(err.value)

@@ -56,6 +56,16 @@ def test_recommend_writes_raw_ids(run, tmp_path, capsys):
     assert unseen and not {line.split(",")[2] for line in unseen} & seen
 
 
+def test_an_ids_file_with_a_bom_reads_its_first_id(run, tmp_path, capsys):
+    """Regression: a users file saved with a UTF-8 BOM (Windows editors) made its first
+    id '\\ufeff007', reported unknown; data files and configs with a BOM are accepted."""
+    path, _ = run
+    (tmp_path / "users.txt").write_bytes("\ufeff007\r\nü-ser\r\n".encode())
+    assert main(["recommend", str(path), "--users", str(tmp_path / "users.txt"), "-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split(",")[0] for line in lines] == ["007", "007", "ü-ser", "ü-ser"]
+
+
 def test_recommend_errors_are_one_line(run, capsys):
     path, _ = run
     assert main(["recommend", str(path), "--users", "7", "nobody"]) == 2
@@ -125,3 +135,38 @@ def test_hardness_runs_from_another_folder_without_the_data(run, tmp_path, monke
     finally:
         moved.rename(data)
     assert "Hardness of sampler" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("damaged", "bad_advice"), [("best.pt", "weights_only"), ("interactions.npz", "allow_pickle")]
+)
+def test_a_damaged_run_file_is_called_damaged_not_an_untrusted_pickle(
+    run, tmp_path, capsys, damaged, bad_advice
+):
+    """Regression: a garbage best.pt / interactions.npz was reported with torch's and
+    numpy's advice to load it unsafely (weights_only=False, allow_pickle=)."""
+    import shutil
+
+    path, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    whole = (copy / damaged).read_bytes()
+    for content in (b"garbage\n", whole[: len(whole) // 2]):  # not a file at all, truncated
+        (copy / damaged).write_bytes(content)
+        assert main(["recommend", str(copy), "--users", "007"]) == 2
+        err = capsys.readouterr().err
+        assert f"{damaged}: cannot" in err and "damaged or truncated" in err
+        assert bad_advice not in err
+        assert err.count("\n") == 1
+
+
+def test_output_that_is_a_folder_is_one_line_naming_it(run, tmp_path, capsys):
+    """Regression: `recommend --output DIR` (a folder) failed naming a temporary file
+    (`.../.DIR.io252kfk.tmp -> DIR: Is a directory`); the folder is named now."""
+    path, _ = run
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["recommend", str(path), "--users", "007", "--output", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"negrec: error: {folder}: is a folder; expected the path of a file to write\n"
+    assert not list(tmp_path.glob(".*.tmp"))

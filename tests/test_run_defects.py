@@ -79,10 +79,11 @@ def _diverge_in_epoch_two(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Loss, "value_and_grad", nan_after_epoch_one_fused)
 
 
-def _diverged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:
-    """A run that diverged in epoch 2 (checkpoint of epoch 1 kept); its staging folder."""
+def _diverged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, **train: object) -> Path:
+    """A run that diverged in epoch 2 (checkpoint of epoch 1 kept); its staging folder.
+    ``train``: more [train] settings."""
     raw = tomllib.loads(TINY)
-    raw["train"].update(epochs=3)
+    raw["train"].update(epochs=3, **train)
     raw["output"] = str(tmp_path / "runs")
     _diverge_in_epoch_two(monkeypatch)
     with pytest.raises(TrainingDiverged):
@@ -113,6 +114,17 @@ def test_divergence_advice_that_cannot_work(tmp_path, monkeypatch, capsys):
     assert history["resumed_with"].fillna("").tolist() == ["", "train.lr=0.001", ""]
     config = tomllib.loads((final / "config.toml").read_text())
     assert config["train"]["lr"] == 0.001  # what the run continued with
+
+
+def test_resume_lr_override_is_ignored_on_a_plateau_schedule(tmp_path, monkeypatch, capsys):
+    """Regression: with `lr_schedule = "plateau"`, `--resume DIR --set train.lr=X` was
+    recorded (summary, history, config) but training went on at the lr the optimizer's
+    restored state held: the plateau schedule never sets the rate, so X was never used."""
+    staging = _diverged_run(tmp_path, monkeypatch, capsys, lr_schedule="plateau")
+    assert main(["run", "--resume", str(staging), "--set", "train.lr=0.0005", "--quiet"]) == 0
+    capsys.readouterr()
+    history = pd.read_csv(tmp_path / "runs" / "tiny" / "history.csv")
+    assert history["lr"].tolist() == [0.01, 0.0005, 0.0005]
 
 
 def test_stale_temp_file_inside_a_finished_run(tmp_path, monkeypatch, capsys):
@@ -272,3 +284,62 @@ def test_the_repeated_run_name_suffix_is_documented(capsys):
     assert "NAME-2" in capsys.readouterr().out
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "NAME-2" in readme
+
+
+LOSSES3 = ("bpr", "cce", "bce")
+
+
+def test_report_stems_of_two_run_sets_with_the_same_first_run_differ(tmp_path, capsys):
+    """Regression: a report of several runs was named NAME-and-N-more, so `report a b`
+    and then `report a c` in one folder overwrote each other's plot and page."""
+    runs = tmp_path / "runs"
+    a, b, c = (write_fake_run(runs, n, loss=lo) for n, lo in zip("abc", LOSSES3, strict=True))
+    assert main(["report", str(a), str(b)]) == 0
+    assert main(["report", str(a), str(c)]) == 0
+    capsys.readouterr()
+    pages = sorted(p.name for p in runs.glob("a-and-1-more*.html"))
+    assert len(pages) == 2, pages
+
+
+def test_data_line_pluralises_row_not_the_first_word():
+    """Regression: the run's data line made the first word plural: '30 tests row
+    repeating a training pair', '2 duplicates row'."""
+    from negrec.data.prepare import PrepareReport
+    from negrec.experiment.data import describe_data
+
+    report = PrepareReport(
+        rows_read=990,
+        dropped_threshold=0,
+        dropped_duplicates=2,
+        dropped_kcore=3,
+        dropped_unseen=1,
+        n_users=80,
+        n_items=100,
+        n_interactions=954,
+        dropped_overlap=30,
+        overlap_kept=0,
+    )
+    line = describe_data(report)
+    assert "2 duplicate rows" in line
+    assert "3 rows by k-core" in line
+    assert "1 test row unseen in train" in line
+    assert "30 test rows repeating a training pair" in line
+
+
+def test_resume_with_a_config_is_not_called_a_config_key(tiny, capsys):
+    """Regression: `negrec run CONFIG --resume DIR` said "config key '--resume': ...",
+    an option labelled as a key of the config."""
+    assert main(["run", str(tiny), "--resume", "somewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --resume takes no CONFIG or --output" in err and "config key" not in err
+
+
+def test_report_of_a_tune_folder_names_the_folder_of_runs_below_it(tmp_path, capsys):
+    """Regression: `negrec report runs/tune-NAME` (the folder `negrec tune` prints) said
+    only "not a run directory"; its runs are one level down, in confirm/."""
+    tune = tmp_path / "tune-x"
+    write_fake_run(tune / "confirm", "a")
+    (tune / "study.db").write_bytes(b"")
+    assert main(["report", str(tune)]) == 2
+    err = capsys.readouterr().err
+    assert f"the runs below it are in {tune / 'confirm'}" in err and err.count("\n") == 1

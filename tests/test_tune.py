@@ -296,3 +296,29 @@ def test_values_the_data_cannot_take_count_as_pruned(tmp_path):
     result = tune_studies(parse_plan(raw), log=messages.append)
     assert (result[0].trials, result[0].pruned, result[0].best_params) == (2, 2, None)
     assert any("infeasible" in m and "sampler.k" in m for m in messages)
+
+
+def test_reproduce_versus_equal_differences_up_to_rounding_is_no_t_test():
+    """Regression: `negrec reproduce`'s table printed t = -450359962737049.00,
+    p = 1.41e-15 for a family whose recall was 0.0063 below the baseline's on both seeds
+    (differences equal but for float rounding)."""
+    from negrec.experiment.reproduce import _versus
+
+    ours = {0: {"test": {"recall@20": 0.2}}, 1: {"test": {"recall@20": 0.3}}}
+    base = {0: {"test": {"recall@20": 0.1}}, 1: {"test": {"recall@20": 0.2}}}
+    text = _versus(ours, base, "recall@20", False)
+    assert "no t-test" in text and "e+" not in text and "p =" not in text
+    spread = {0: {"test": {"recall@20": 0.2}}, 1: {"test": {"recall@20": 0.35}}}
+    assert "p =" in _versus(spread, base, "recall@20", False)
+
+
+def test_a_bad_tune_metric_is_named_as_tune_metric(tmp_path):
+    """Regression: `--set tune.metric=foo@3` was reported as config key 'train.metric',
+    a key the user never wrote."""
+    raw = plan_raw(tmp_path)
+    raw["tune"]["metric"] = "foo@3"
+    with pytest.raises(ConfigError) as err:
+        parse_plan(raw)
+    assert err.value.key == "tune.metric" and "foo@3" in str(err.value)
+    raw["tune"]["metric"] = "recall@10"
+    assert parse_plan(raw).metric == "recall@10"

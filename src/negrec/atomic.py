@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from negrec.errors import NegrecError
+
 
 def _umask() -> int:
     mask = os.umask(0o022)  # read the process umask by setting and restoring it
@@ -20,8 +22,12 @@ def _umask() -> int:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` to fill a temporary file, then rename it onto ``path``."""
+    """Call ``write(tmp)`` to fill a temporary file, then rename it onto ``path``. A
+    ``path`` that is a folder is a :class:`NegrecError` naming it, before anything is
+    written (the rename would fail naming the temporary file)."""
     path = Path(path)
+    if path.is_dir():
+        raise NegrecError(f"{path}: is a folder; expected the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -107,7 +107,9 @@ def _resume(args: argparse.Namespace) -> int:
     from negrec.experiment.runner import RESUME_KEYS, run_experiment
 
     if args.config is not None or args.output:
-        raise ConfigError("--resume", "takes no CONFIG or --output: the run keeps its own")
+        raise NegrecError(
+            "--resume takes no CONFIG or --output: the run keeps its own config and folder"
+        )
     changes: dict[str, object] = {}
     for text in args.set:
         keys, value = parse_override(text)
@@ -186,10 +188,17 @@ def _report(args: argparse.Namespace) -> int:
 
 def _report_stem(paths: Sequence[str]) -> str:
     """The start of the names of a report's files, from the folders given: ``NAME`` for
-    one, ``NAME-and-N-more`` for several; so reports of other runs written to one folder
-    do not overwrite each other."""
-    names = [Path(p).resolve().name or "runs" for p in paths]
-    return names[0] if len(names) == 1 else f"{names[0]}-and-{len(names) - 1}-more"
+    one, ``NAME-and-N-more-HASH`` for several (HASH: 6 hex digits of the set of folders,
+    so ``report a b`` and ``report a c`` differ); reports of other runs written to one
+    folder do not overwrite each other."""
+    import hashlib
+
+    resolved = [Path(p).resolve() for p in paths]
+    names = [p.name or "runs" for p in resolved]
+    if len(names) == 1:
+        return names[0]
+    digest = hashlib.sha1("\n".join(sorted(map(str, set(resolved)))).encode()).hexdigest()
+    return f"{names[0]}-and-{len(names) - 1}-more-{digest[:6]}"
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -271,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--plot",
         help="PNG path (default: STEM-valid-METRIC.png beside the first folder given, STEM "
-        "being its name, or NAME-and-N-more for several)",
+        "being its name, or NAME-and-N-more-HASH for several)",
     )
     report.add_argument(
         "--html",

@@ -39,4 +39,5 @@ class ConfigError(NegrecError):
 
     def __init__(self, key: str, message: str):
         self.key = key
+        self.detail = message  # the message without the key, for callers that name it
         super().__init__(f"config key '{key}': {message}")

@@ -24,7 +24,7 @@ import torch
 
 from negrec.argtypes import seed as seed_type
 from negrec.config_base import to_dict
-from negrec.errors import ConfigError, NegrecError, first_line
+from negrec.errors import ConfigError, NegrecError
 
 DEFAULT_USERS = 500
 
@@ -115,16 +115,14 @@ def _label(options: dict[str, Any], sets: list[str]) -> str:
 def run_hardness(args: argparse.Namespace) -> int:
     """Handler of ``negrec hardness``; returns the exit status."""
     from negrec import hardness as H
-    from negrec.experiment.artifacts import read_split
+    from negrec.experiment.artifacts import load_weights, read_split, require_finished
     from negrec.experiment.config import load_config
     from negrec.experiment.runner import build_components
     from negrec.samplers import SAMPLERS
     from negrec.train import resolve_device
 
     run = Path(args.run)
-    for needed in ("config.toml", "best.pt"):
-        if not (run / needed).is_file():
-            raise NegrecError(f"{run}: not a finished run directory (no {needed})")
+    require_finished(run)
     if args.users < 1:
         raise NegrecError(f"--users must be >= 1, got {args.users}")
     if args.draws < 1:
@@ -133,8 +131,7 @@ def run_hardness(args: argparse.Namespace) -> int:
     try:
         device = resolve_device(args.device)
     except ConfigError as err:
-        detail = str(err).removeprefix(f"config key '{err.key}': ")
-        raise NegrecError(f"--device {detail}") from None
+        raise NegrecError(f"--device {err.detail}") from None
 
     config = load_config(run / "config.toml")
     options = sampler_options(to_dict(config.sampler), args.sampler, args.set)
@@ -151,14 +148,7 @@ def run_hardness(args: argparse.Namespace) -> int:
             f"hardness needs a model scored by user id; '{config.model.name}' takes "
             f"{model.input_kind} input"
         )
-    try:
-        state = torch.load(run / "best.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state)
-    except Exception as err:  # corrupt file, or weights of another model
-        raise NegrecError(
-            f"{run / 'best.pt'}: cannot load the run's weights ({first_line(err)})"
-        ) from None
-    model.to(device)
+    load_weights(run, model, device)
     sampler = SAMPLERS.get(name, "sampler.name")(sampler_config, split.train)
 
     train = split.train

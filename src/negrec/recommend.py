@@ -41,7 +41,7 @@ import torch
 from negrec._fast.topn import top_unseen
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
-from negrec.errors import NegrecError, first_line
+from negrec.errors import ConfigError, NegrecError, first_line
 from negrec.models.base import Model
 
 History = Literal["all", "train"]
@@ -94,6 +94,14 @@ def union(parts: Iterable[Interactions]) -> Interactions:
 def _listing(values: Sequence[Any] | np.ndarray, total: int, limit: int = 5) -> str:
     shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:limit])
     return shown + (f" and {total - limit} more" if total > limit else "")
+
+
+def _count(n: Any) -> int:
+    """``n`` items per list as an int >= 1; else a :class:`NegrecError` (not the
+    TypeError numpy would raise deep inside for ``2.5`` or ``True``)."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise NegrecError(f"n must be an integer >= 1, got {n!r}")
+    return int(n)
 
 
 def _as_list(ids: Any) -> tuple[np.ndarray, bool]:
@@ -266,8 +274,7 @@ class Recommender:
         Returns a DataFrame ``user, rank, item, score`` (rank 1 = best), users in the order
         given. ``exclude_seen`` masks each user's known items; ``items`` (raw ids) limits
         the candidates; ``unknown`` = ``"error"`` or ``"popular"`` (module docstring)."""
-        if n < 1:
-            raise NegrecError(f"n must be >= 1, got {n}")
+        n = _count(n)
         if unknown not in ("error", "popular"):
             raise NegrecError(f"unknown must be 'error' or 'popular', got {unknown!r}")
         if users is None:
@@ -332,8 +339,7 @@ class Recommender:
                 f"model '{self.model.config.name}' scores known users, not item histories; "
                 "recommend_history needs a sequential model (sasrec, gru4rec)"
             )
-        if n < 1:
-            raise NegrecError(f"n must be >= 1, got {n}")
+        n = _count(n)
         seqs = list(histories) if not isinstance(histories, str | bytes) else [histories]
         if seqs and not all(isinstance(s, list | tuple | np.ndarray | pd.Series) for s in seqs):
             seqs = [seqs]  # one history of scalar ids
@@ -430,8 +436,7 @@ class Recommender:
         """The ``n`` items most similar to each raw item id by cosine of the model's item
         embeddings (LightGCN: propagated; SASRec / GRU4Rec: the output item table),
         the item itself left out. Returns ``item, rank, similar, score``."""
-        if n < 1:
-            raise NegrecError(f"n must be >= 1, got {n}")
+        n = _count(n)
         raw, _ = _as_list(items)
         query = self._known(self._items, raw, "item")
         _, table, _ = self._factors()
@@ -455,20 +460,14 @@ def load(run_dir: str | Path, *, history: History = "all", device: str = "cpu") 
     from negrec.train import resolve_device
 
     run = Path(run_dir)
-    for needed in ("config.toml", "best.pt"):
-        if not (run / needed).is_file():
-            raise NegrecError(f"{run}: not a finished run directory (no {needed})")
+    artifacts.require_finished(run)
+    try:
+        where = resolve_device(device)
+    except ConfigError as err:  # not a config key here: the argument
+        raise NegrecError(f"device {err.detail}") from None
     config = ExperimentConfig.from_dict(read_toml(run / "config.toml"))
     split = artifacts.read_split(run)
     generator = torch.Generator().manual_seed(config.train.seed)
     model = MODELS.get(config.model.name, "model.name")(config.model, split.train, generator)
-    where = resolve_device(device)
-    try:
-        state = torch.load(run / "best.pt", map_location=where, weights_only=True)
-        model.load_state_dict(state)
-    except Exception as err:  # damaged file, or weights of another model
-        raise NegrecError(
-            f"{run / 'best.pt'}: cannot load the run's weights ({first_line(err)})"
-        ) from None
-    model.to(where)
+    artifacts.load_weights(run, model, where)
     return Recommender.from_split(model, split, history=history)

@@ -104,7 +104,7 @@ def _ids(values: list[str] | None, vocabulary: np.ndarray, what: str) -> list[An
     if len(values) == 1 and Path(values[0]).is_file():
         path = Path(values[0])
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the id
         except UnicodeDecodeError:
             raise NegrecError(f"{path}: {what} ids must be UTF-8 text, one per line") from None
         values = [line.strip() for line in text.splitlines() if line.strip()]

@@ -26,7 +26,7 @@ from negrec.data.fetch import fetch_dataset, import_dataset
 from negrec.data.interactions import Interactions
 from negrec.data.loaders import FORMATS, detect_format, load, load_split, parse_separator
 from negrec.data.prepare import PrepareReport, prepare, prepare_split
-from negrec.errors import NegrecError
+from negrec.errors import ConfigError, NegrecError
 
 #: Degree quantiles shown by ``data stats``, with their column labels.
 QUANTILES: tuple[tuple[str, float], ...] = (
@@ -67,27 +67,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="file format (default: detected from the file name: *.inter, u.data, "
         "ratings.dat, ratings.csv, *.txt; 'delimited' when --columns is given)",
     )
-    stats.add_argument(
-        "--columns",
-        metavar="ROLE=COL,...",
-        default=None,
-        help="format 'delimited': which column is user, item and optionally rating and "
-        "timestamp, by header name or 0-based position, e.g. "
-        "user=user_id,item=movie,rating=stars or user=0,item=1 (a value of digits is a "
-        "position)",
-    )
-    stats.add_argument(
-        "--sep",
-        metavar="SEP",
-        default=None,
-        help="format 'delimited': the field separator (default ','; 'tab' or '\\t' for a "
-        "tab, 'whitespace' for runs of blanks)",
-    )
-    stats.add_argument(
-        "--no-header",
-        action="store_true",
-        help="format 'delimited': the file has no header line (columns by position)",
-    )
+    _delimited_arguments(stats)
     stats.add_argument(
         "--test",
         metavar="PATH2",
@@ -259,13 +239,37 @@ def stats_command(args: argparse.Namespace) -> int:
             )
             source = f"{args.path} + {args.test} ({fmt})"
     except NegrecError as err:
-        print(f"negrec data stats: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return _report_error("stats", err, args)
     print(source)
     print(report)
     print()
     print(format_stats(data, report, test))
     return 0
+
+
+def _delimited_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--columns``, ``--sep`` and ``--no-header``: how to read a 'delimited' file."""
+    parser.add_argument(
+        "--columns",
+        metavar="ROLE=COL,...",
+        default=None,
+        help="format 'delimited': which column is user, item and optionally rating and "
+        "timestamp, by header name or 0-based position, e.g. "
+        "user=user_id,item=movie,rating=stars or user=0,item=1 (a value of digits is a "
+        "position)",
+    )
+    parser.add_argument(
+        "--sep",
+        metavar="SEP",
+        default=None,
+        help="format 'delimited': the field separator (default ','; 'tab' or '\\t' for a "
+        "tab, 'whitespace' for runs of blanks)",
+    )
+    parser.add_argument(
+        "--no-header",
+        action="store_true",
+        help="format 'delimited': the file has no header line (columns by position)",
+    )
 
 
 # ------------------------------------------------------------- the dataset registry
@@ -379,7 +383,8 @@ def _add_registry_commands(
         "another dataset's files are refused. Your own data goes in under a name of your "
         "own with --as NEWNAME: with NAME, in NAME's format and recipe; without NAME, PATH "
         "is one events file or a folder with one *train* and one *test* file (a pre-split "
-        "pair); --format when the name does not tell it. Use it in a config as "
+        "pair); --format when the name does not tell it (a CSV / TSV of your own: "
+        "--columns, as for `negrec data stats`). Use it in a config as "
         "[data] source = 'cached', name = NEWNAME. Prints what preparation did and the "
         "dataset statistics.",
     )
@@ -398,14 +403,15 @@ def _add_registry_commands(
     )
     imp.add_argument(
         "--format",
-        choices=sorted(name for name in FORMATS if name != "delimited"),
+        choices=sorted(FORMATS),
         metavar="FORMAT",
         default=None,
         help="read the file(s) in this format, one of: "
-        + ", ".join(sorted(name for name in FORMATS if name != "delimited"))
+        + ", ".join(sorted(FORMATS))
         + " (default: the dataset's own format, or the one the file name implies, "
-        "e.g. *.inter)",
+        "e.g. *.inter; 'delimited' when --columns is given, with --as only)",
     )
+    _delimited_arguments(imp)
     _recipe_options(imp)
     _cache_option(imp)
     imp.set_defaults(func=import_command)
@@ -441,8 +447,26 @@ def _quiet_log(message: str) -> None:
         _log(message)
 
 
-def _report_error(command: str, err: NegrecError) -> int:
-    print(f"negrec data {command}: error: {err}", file=sys.stderr)
+#: the option of `negrec data` that sets each preparation key (attribute, flag)
+_FLAGS = {
+    "min_rating": ("min_rating", "--min-rating"),
+    "k_core": ("k_core", "--k-core"),
+    "format": ("format", "--format"),
+    "on_unseen": ("unseen", "--unseen"),
+    "on_overlap": ("overlap", "--overlap"),
+}
+
+
+def _report_error(command: str, err: NegrecError, args: argparse.Namespace | None = None) -> int:
+    """Print ``err`` as one line; a preparation key the user set by a flag (and the
+    format, which ``--format`` names) is named as that flag (``--min-rating: ...``), not
+    as a config key they never wrote."""
+    text = str(err)
+    if isinstance(err, ConfigError) and err.key in _FLAGS and args is not None:
+        attribute, flag = _FLAGS[err.key]
+        if err.key == "format" or getattr(args, attribute, None) is not None:
+            text = f"{flag}: {err.detail}"
+    print(f"negrec data {command}: error: {text}", file=sys.stderr)
     return err.exit_code
 
 
@@ -485,7 +509,7 @@ def fetch_command(args: argparse.Namespace) -> int:
         )
         train, test, report = load_prepared(args.name, args.cache_dir)
     except NegrecError as err:
-        return _report_error("fetch", err)
+        return _report_error("fetch", err, args)
     print(f"{args.name}: prepared in {entry}")
     print(report)
     print()
@@ -497,11 +521,22 @@ def import_command(args: argparse.Namespace) -> int:
     """Handler of ``negrec data import``."""
     notes: list[str] = []
     try:
+        fmt = args.format or ("delimited" if args.columns is not None else None)
+        options = None
+        if fmt == "delimited" or args.columns or args.sep or args.no_header:
+            if args.as_name is None:
+                raise _option_error(
+                    "--format" if args.columns is None else "--columns",
+                    "a delimited file with a column mapping is your own data: import it "
+                    "under a name of your own with --as NEWNAME",
+                )
+            options = delimited_options(fmt or "auto", args.columns, args.sep, not args.no_header)
         entry, report = import_dataset(
             args.name,
             args.path,
             cache_dir=args.cache_dir,
-            format=args.format,
+            format=fmt,
+            read_options=options,
             min_rating=args.min_rating,
             k_core=args.k_core,
             on_unseen=args.unseen,
@@ -512,7 +547,7 @@ def import_command(args: argparse.Namespace) -> int:
         )
         train, test, report = load_prepared(entry.name, args.cache_dir)
     except NegrecError as err:
-        return _report_error("import", err)
+        return _report_error("import", err, args)
     for note in notes:
         if note.startswith("note:"):
             print(note, file=sys.stderr)

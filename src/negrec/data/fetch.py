@@ -459,15 +459,22 @@ def _recipe(spec: DatasetSpec, overrides: dict[str, Any]) -> Recipe:
 
 
 def prepare_files(
-    spec: DatasetSpec, files: Sequence[Path], recipe: Recipe, fmt: str | None = None
+    spec: DatasetSpec,
+    files: Sequence[Path],
+    recipe: Recipe,
+    fmt: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[Interactions, Interactions | None, PrepareReport, str]:
     """Load ``files`` (one events file or a train/test pair) and prepare with ``recipe``.
+    ``options``: the loader's own (format 'delimited': the column mapping, delimiter and
+    header).
 
     Returns (train or all events, test or None, report, format used).
     """
     fmt = fmt or _format_for(spec, files[0])
+    options = options or {}
     if len(files) == 2:
-        table = load_split(files[0], files[1], fmt)
+        table = load_split(files[0], files[1], fmt, **options)
         train, test, report = prepare_split(
             table,
             min_rating=recipe.min_rating,
@@ -476,7 +483,9 @@ def prepare_files(
             on_overlap=recipe.on_overlap,
         )
         return train, test, report, fmt
-    data, report = prepare(load(files[0], fmt), min_rating=recipe.min_rating, k_core=recipe.k_core)
+    data, report = prepare(
+        load(files[0], fmt, **options), min_rating=recipe.min_rating, k_core=recipe.k_core
+    )
     return data, None, report, fmt
 
 
@@ -740,6 +749,7 @@ def import_dataset(
     on_overlap: str | None = None,
     force: bool = True,
     as_name: str | None = None,
+    read_options: dict[str, Any] | None = None,
     log: Log = _stderr,
 ) -> tuple[Path, PrepareReport]:
     """Prepare a dataset from local files and cache it; returns (entry, report).
@@ -753,9 +763,13 @@ def import_dataset(
     its own are refused. ``as_name`` caches the data under a name of the user's own
     instead, unverified: with ``spec`` as the template (its files, format and recipe), or
     with ``spec`` None from one events file or a folder holding a ``*train*`` and a
-    ``*test*`` file (see :func:`_own_spec`).
+    ``*test*`` file (see :func:`_own_spec`). ``read_options``: the loader's options
+    (format 'delimited': ``user``, ``item``, ... columns, ``delimiter``, ``header``), own
+    data only.
     """
     source = Path(path).expanduser()
+    if read_options and as_name is None:
+        raise FetchError("reading options (a column mapping) are for your own data: use --as")
     root = cache_root(cache_dir)
     template = get_spec(spec) if isinstance(spec, str) else spec
     if as_name is not None:
@@ -777,7 +791,7 @@ def import_dataset(
             folder = source
         files = locate_files(spec, folder)
         verified = [] if as_name is not None else verify_import(spec, source, files, root)
-        train, test, report, fmt = prepare_files(spec, files, recipe, format)
+        train, test, report, fmt = prepare_files(spec, files, recipe, format, read_options)
     origin: dict[str, Any] = {
         "kind": "import",
         "path": str(source.resolve()),
@@ -790,6 +804,8 @@ def import_dataset(
             origin["rows_expected"] = expected  # else by the registry's row count
     elif template is not None:
         origin["template"] = template.name
+    if read_options:
+        origin["read_options"] = dict(read_options)
     meta = _meta(spec, recipe, fmt, origin)
     entry = save_prepared(spec.name, train, test, report, meta, cache_dir=root)
     log(f"prepared {spec.name} from {source} into {entry}")

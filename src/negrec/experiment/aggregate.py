@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,7 +277,7 @@ class PairedTest:
         return (
             f"Paired t-test on test {self.metric} over {self.n} shared seeds, "
             f"best `{self.best}` vs runner-up `{self.runner_up}`: mean difference "
-            f"{self.mean_diff:+.4f}, t = {self.t:.3f}, p = {_p(self.p)}"
+            f"{self.mean_diff:+.4f}, t = {_t(self.t)}, p = {_p(self.p)}"
         )
 
 
@@ -299,20 +298,27 @@ def paired_test(groups: Sequence[Group], metric: str) -> PairedTest | str:
         )
     x = np.array([a[s] for s in shared])
     y = np.array([b[s] for s in shared])
+    t, p = paired_t(x, y)
+    return PairedTest(metric, best.label, second.label, len(shared), float(np.mean(x - y)), t, p)
+
+
+def paired_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(t, two-sided p) of the paired t-test of ``x`` [S] against ``y`` [S] (one value
+    per seed), or (nan, nan) when the differences are all equal up to float rounding: the
+    test divides by their spread, so equal differences such as 0.2 - 0.1 and 0.3 - 0.2
+    would give t ~ 1e16 and p ~ 1e-16, a significance that only rounding made."""
+    d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    scale = max(float(np.abs(x).max()), float(np.abs(y).max()), np.finfo(np.float64).tiny)
+    if np.ptp(d) <= 1e-9 * scale:
+        return math.nan, math.nan
     from scipy import stats
 
-    with warnings.catch_warnings():  # identical differences: t is inf or nan, said below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_rel(x, y)
-    return PairedTest(
-        metric,
-        best.label,
-        second.label,
-        len(shared),
-        float(np.mean(x - y)),
-        float(result.statistic),
-        float(result.pvalue),
-    )
+    result = stats.ttest_rel(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _t(t: float) -> str:
+    return "n/a" if math.isnan(t) else f"{t:.3f}"
 
 
 def _p(p: float) -> str:
@@ -397,7 +403,7 @@ def latex_table(agg: Aggregate, test: PairedTest | str | None = None) -> str:
             f" Paired t-test on test {latex_escape(test.metric)} ({test.n} seeds), "
             f"\\texttt{{{latex_escape(test.best)}}} vs "
             f"\\texttt{{{latex_escape(test.runner_up)}}}: "
-            f"$t = {test.t:.3f}$, $p = {p}$."
+            f"$t = {_t(test.t)}$, $p = {p}$."
         )
     lines += [
         "\\bottomrule",

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from negrec.atomic import atomic_write
 from negrec.data.interactions import Interactions
@@ -26,6 +27,7 @@ from negrec.data.splits import Split
 from negrec.errors import NegrecError, first_line
 
 INTERACTIONS = "interactions.npz"
+BEST = "best.pt"  # the selected weights (a state dict)
 PARTS = ("train", "valid", "test")
 
 
@@ -64,7 +66,17 @@ def write_split(path: Path, split: Split, *, times: bool) -> None:
     atomic_write(path, write)
 
 
+def _require_zip(path: Path, failed: str, what: str) -> None:
+    """Both ``interactions.npz`` and ``best.pt`` are zip archives: a file that is not one
+    is damaged, said plainly (numpy and torch would advise loading it as a pickle)."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise NegrecError(
+            f"{path}: {failed}: damaged or truncated (not a zip archive, as {what} is)"
+        )
+
+
 def _read(path: Path) -> Split:
+    _require_zip(path, "cannot read the run's interactions", "an .npz file")
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
@@ -110,3 +122,25 @@ def read_split(run: Path) -> Split:
             f"{run}: made before runs stored their ids ({INTERACTIONS}), and its data cannot "
             f"be read again: {err}"
         ) from None
+
+
+def require_finished(run: Path) -> None:
+    """A :class:`NegrecError` unless ``run`` holds a finished run's ``config.toml`` and
+    ``best.pt`` (what :func:`negrec.load` and ``negrec hardness`` read)."""
+    for needed in ("config.toml", BEST):
+        if not (run / needed).is_file():
+            raise NegrecError(f"{run}: not a finished run directory (no {needed})")
+
+
+def load_weights(run: Path, model: torch.nn.Module, device: torch.device) -> None:
+    """Load the run's selected weights (``best.pt``) into ``model`` and move it to
+    ``device``; a damaged file or another model's weights is one :class:`NegrecError`."""
+    _require_zip(run / BEST, "cannot load the run's weights", "a file torch.save wrote")
+    try:
+        state = torch.load(run / BEST, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # damaged file, or weights of another model
+        raise NegrecError(
+            f"{run / BEST}: cannot load the run's weights ({first_line(err)})"
+        ) from None
+    model.to(device)

@@ -131,7 +131,13 @@ class DataConfig:
     def validate(self, prefix: str) -> None:
         self._validate_delimited(prefix)
         if self.source == "file":
-            require(self.path is not None, f"{prefix}.path", "source 'file' needs a path")
+            split_files = self.train is not None or self.test is not None
+            require(
+                self.path is not None,
+                f"{prefix}.path",
+                "source 'file' needs a path"
+                + (" (train and test files are for source = 'presplit')" if split_files else ""),
+            )
         if self.source == "cached":
             require(self.name is not None, f"{prefix}.name", "source 'cached' needs a dataset name")
         if self.source == "presplit":

@@ -76,10 +76,12 @@ def _build_split(data: DataConfig, split: SplitConfig) -> tuple[Split, PrepareRe
 
 
 def _count(n: int, what: str) -> str:
-    """``1 test row``, ``2 test rows``: ``what`` with its first word made plural."""
-    head, _, tail = what.partition(" ")
-    word = head if n == 1 else head + "s"
-    return f"{n:,} {word}" + (f" {tail}" if tail else "")
+    """``1 test row``, ``2 test rows``: ``what`` (which names a ``row``) with that word
+    made plural, wherever it stands (``duplicate row`` -> ``duplicate rows``)."""
+    words = what.split(" ")
+    if n != 1 and "row" in words:
+        words[words.index("row")] = "rows"
+    return f"{n:,} " + " ".join(words)
 
 
 def describe_data(report: PrepareReport) -> str:

@@ -31,6 +31,17 @@ class RunRecord:
         return str(self.summary.get("name", self.path.name))
 
 
+def _deeper(path: Path) -> str:
+    """A hint naming the folders of runs one level further down (``negrec tune`` and
+    ``negrec reproduce`` keep theirs in ``confirm/``), or nothing."""
+    if not path.is_dir():
+        return ""
+    folders = sorted({str(p.parent) for p in path.glob("*/*") if p.is_dir() and is_run_dir(p)})
+    if not folders:
+        return ""
+    return f"; the runs below it are in {', '.join(folders)}: report that folder"
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     """Runs at ``paths``; a directory holding run directories stands for all of them. The
     same run directory reached twice (``runs/`` and ``runs/x``) is read once."""
@@ -42,7 +53,9 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
         elif path.is_dir() and (children := sorted(p for p in path.iterdir() if is_run_dir(p))):
             found.extend(children)
         else:
-            raise NegrecError(f"{path}: not a run directory (no config.toml, summary.json...)")
+            raise NegrecError(
+                f"{path}: not a run directory (no config.toml, summary.json...)" + _deeper(path)
+            )
     runs, seen = [], set()
     for path in found:
         key = path.resolve()

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from negrec.errors import ConfigError, NegrecError
+from negrec.experiment.aggregate import paired_t
 from negrec.experiment.config import apply_overrides, preset_names
 from negrec.experiment.grid import read_source, sanitize
 from negrec.experiment.tune import Log, _print
@@ -244,11 +245,13 @@ def _versus(ours: dict[int, Any], base: dict[int, Any], metric: str, same: bool)
     a = np.array([float(ours[s]["test"][metric]) for s in shared])
     b = np.array([float(base[s]["test"][metric]) for s in shared])
     text = f"{100 * (a.mean() / b.mean() - 1):+.1f}%"
-    if len(shared) >= 2 and np.any(a != b):
-        from scipy import stats
-
-        result = stats.ttest_rel(a, b)
-        text += f" (t = {result.statistic:.2f}, p = {result.pvalue:.3g}, {len(shared)} seeds)"
+    if len(shared) >= 2:
+        t, p = paired_t(a, b)
+        text += (
+            f" (t = {t:.2f}, p = {p:.3g}, {len(shared)} seeds)"
+            if not math.isnan(p)
+            else f" (the same difference on all {len(shared)} seeds: no t-test)"
+        )
     return text
 
 

@@ -43,6 +43,7 @@ from negrec.train import (
     ValidationEval,
     fit,
     resolve_device,
+    set_learning_rate,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +90,21 @@ class HistoryWriter(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         rundir.write_history(self.path, [*state.history, state.log])
+
+
+class ResumedLearningRate(Callback):
+    """Sets the learning rate a resume asked for (``--set train.lr=...``) once training
+    starts. Placed after the checkpoint's callbacks: restoring the optimizer's state puts
+    back the lr it had reached, and on ``lr_schedule = "plateau"`` nothing sets it again,
+    so without this the override was recorded but never used. The plateau schedule goes
+    on lowering from the new rate."""
+
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def on_train_start(self, state: TrainState) -> None:
+        assert state.optimizer is not None
+        set_learning_rate(state.optimizer, self.lr)
 
 
 @dataclass
@@ -271,6 +287,8 @@ def run_experiment(
             *trackers,  # after every callback that fills the epoch's row
         ]
         callbacks.append(Checkpoint(None if tmp is None else tmp / rundir.CHECKPOINT, callbacks[:]))
+        if resume is not None and "train.lr" in (resumed_with or {}):  # after the restore
+            callbacks.append(ResumedLearningRate(config.train.lr))
         if progress and tmp is not None:
             callbacks.append(ProgressBar(config.train.metric, config.name))
         start = time.perf_counter()

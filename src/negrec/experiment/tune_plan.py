@@ -269,6 +269,15 @@ def parse_plan(raw: dict[str, Any], *, folder: str | Path | None = None) -> Tune
     base = {k: v for k, v in raw.items() if k not in (TUNE, GRID, "reproduce")}
     config = ExperimentConfig.from_dict(base)
     metric = table.get("metric", config.train.metric)
+    if "metric" in table:  # checked as train.metric is, but named as the key the user wrote
+        with_metric = copy.deepcopy(base)
+        with_metric.setdefault("train", {})["metric"] = metric
+        try:
+            ExperimentConfig.from_dict(with_metric)
+        except ConfigError as err:
+            if err.key != "train.metric":
+                raise
+            raise ConfigError("tune.metric", err.detail) from None
     if table.get("direction", "maximize") != "maximize":
         raise ConfigError("tune.direction", "every negrec metric is higher-is-better: 'maximize'")
     seeds = table.get("seeds", [0, 1, 2])

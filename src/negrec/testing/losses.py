@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -40,7 +40,7 @@ from negrec.errors import ConfigError
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components
 from negrec.losses import LOSSES, NEG_INF, Loss, LossConfig, catalogue_scores
-from negrec.testing._common import parametrize_plugins
+from negrec.testing._common import PluginContract
 from negrec.testing.models import SPLIT, first_batch, params, raw_config
 from negrec.train import fit, score_and_loss
 
@@ -66,25 +66,15 @@ def draw(rows: int, k: int, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-class LossContract:
+class LossContract(PluginContract):
     """Conformance tests every loss's test class inherits."""
 
     name: ClassVar[str]
     #: options of the ``[loss]`` table for these tests (merged over the loss's defaults)
     options: ClassVar[dict[str, Any]] = {}
-    #: a loss class defined beside the test, registered under ``name`` for each test only
-    #: (None: ``name`` is registered already)
+    registry = LOSSES
+    #: a loss class defined beside the test (see :class:`PluginContract`)
     plugin: ClassVar[type[Loss] | None] = None
-
-    pytest_generate_tests = parametrize_plugins
-
-    @pytest.fixture(autouse=True)
-    def _registered(self) -> Iterator[None]:
-        if self.plugin is None:
-            yield
-        else:
-            with LOSSES.registered(self.name, self.plugin):
-                yield
 
     # -------------------------------------------------------------- per-loss hooks
     def reference(self, pos: float, neg: Sequence[float]) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -33,7 +32,7 @@ from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components, run_experiment
 from negrec.models import MODELS, Model
 from negrec.models.sequential import contexts_for
-from negrec.testing._common import parametrize_plugins
+from negrec.testing._common import PluginContract
 from negrec.train import fit, score_batch
 
 SYNTHETIC: dict[str, Any] = {
@@ -72,25 +71,15 @@ def first_batch(model: Model, split: Split = SPLIT, seed: int = 0) -> Batch:
     return batch
 
 
-class ModelContract:
+class ModelContract(PluginContract):
     """Conformance tests every model's test class inherits."""
 
     name: ClassVar[str]
     #: small options for speed (merged over the model's defaults)
     options: ClassVar[dict[str, Any]] = {}
-    #: a model class defined beside the test, registered under ``name`` for each test
-    #: only (None: ``name`` is registered already)
+    registry = MODELS
+    #: a model class defined beside the test (see :class:`PluginContract`)
     plugin: ClassVar[type[Model] | None] = None
-
-    pytest_generate_tests = parametrize_plugins
-
-    @pytest.fixture(autouse=True)
-    def _registered(self) -> Iterator[None]:
-        if self.plugin is None:
-            yield
-        else:
-            with MODELS.registered(self.name, self.plugin):
-                yield
 
     # -------------------------------------------------------------- per-model hooks
     def model_options(self, **overrides: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ the popularity proposal puts most of its mass on them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,7 +25,7 @@ from negrec.errors import ConfigError
 from negrec.models.base import ModelConfig
 from negrec.models.mf import MF
 from negrec.samplers import SAMPLERS, Negatives, Sampler
-from negrec.testing._common import loss_with, parametrize_plugins
+from negrec.testing._common import PluginContract, loss_with
 from negrec.train import score_batch
 
 N_USERS, N_ITEMS = 12, 40
@@ -89,7 +88,7 @@ def assert_no_training_positives(
     assert not bool(hit.any()), f"{int(hit.sum())} training positives proposed as negatives"
 
 
-class SamplerContract:
+class SamplerContract(PluginContract):
     """Conformance tests every sampler's test class inherits."""
 
     name: ClassVar[str]
@@ -99,19 +98,9 @@ class SamplerContract:
     #: False for samplers without randomness (in-batch, full)
     random: ClassVar[bool] = True
 
-    #: a sampler class defined beside the test, registered under ``name`` for each test
-    #: only (None: ``name`` is registered already)
+    registry = SAMPLERS
+    #: a sampler class defined beside the test (see :class:`PluginContract`)
     plugin: ClassVar[type[Sampler] | None] = None
-
-    pytest_generate_tests = parametrize_plugins
-
-    @pytest.fixture(autouse=True)
-    def _registered(self) -> Iterator[None]:
-        if self.plugin is None:
-            yield
-        else:
-            with SAMPLERS.registered(self.name, self.plugin):
-                yield
 
     # -------------------------------------------------------------- per-sampler hooks
     def make(self, **overrides: Any) -> Sampler:
