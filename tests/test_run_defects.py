@@ -60,20 +60,23 @@ def tiny(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------- divergence advice
 def _diverge_in_epoch_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN from the 6th loss call on: batch 2 of epoch 2 (TINY has 4 batches per epoch),
+    after a step of epoch 2, so resuming epoch 1's checkpoint with a lower rate can help;
+    at batch 1 it could not (see the test after a checkpoint that already diverges)."""
     calls = {"n": 0}
     real_call = Loss.__call__
 
     def nan_after_epoch_one(self, pos, neg, **kwargs):
         calls["n"] += 1
         value = real_call(self, pos, neg, **kwargs)
-        return value * float("nan") if calls["n"] > 4 else value
+        return value * float("nan") if calls["n"] > 5 else value
 
     real_value_and_grad = Loss.value_and_grad
 
     def nan_after_epoch_one_fused(self, scores, **kwargs):  # MF's default (fused) step
         calls["n"] += 1
         value, grad = real_value_and_grad(self, scores, **kwargs)
-        return (value * float("nan") if calls["n"] > 4 else value), grad
+        return (value * float("nan") if calls["n"] > 5 else value), grad
 
     monkeypatch.setattr(Loss, "__call__", nan_after_epoch_one)
     monkeypatch.setattr(Loss, "value_and_grad", nan_after_epoch_one_fused)
@@ -343,3 +346,41 @@ def test_report_of_a_tune_folder_names_the_folder_of_runs_below_it(tmp_path, cap
     assert main(["report", str(tune)]) == 2
     err = capsys.readouterr().err
     assert f"the runs below it are in {tune / 'confirm'}" in err and err.count("\n") == 1
+
+
+def test_resume_advice_after_a_checkpoint_that_already_diverges(tmp_path, monkeypatch, capsys):
+    """Regression: when the loss is non-finite at batch 1 of an epoch, the weights of the
+    last checkpoint (the previous epoch's end) already give it, before any step: the
+    advice to resume with a lower learning rate could never work (every resume diverged
+    again at batch 1). The message now says so and tells to start again."""
+    from negrec.train import Checkpoint
+
+    epoch_one_saved = {"done": False}
+    real_save = Checkpoint.on_epoch_end
+
+    def save_then_poison(self, state):
+        real_save(self, state)
+        epoch_one_saved["done"] = True
+
+    real_call, real_fused = Loss.__call__, Loss.value_and_grad
+
+    def nan_once_saved(self, *args, **kwargs):
+        value = real_call(self, *args, **kwargs)
+        return value * float("nan") if epoch_one_saved["done"] else value
+
+    def nan_once_saved_fused(self, scores, **kwargs):  # MF's default (fused) step
+        value, grad = real_fused(self, scores, **kwargs)
+        return (value * float("nan") if epoch_one_saved["done"] else value), grad
+
+    monkeypatch.setattr(Checkpoint, "on_epoch_end", save_then_poison)
+    monkeypatch.setattr(Loss, "__call__", nan_once_saved)
+    monkeypatch.setattr(Loss, "value_and_grad", nan_once_saved_fused)
+    raw = tomllib.loads(TINY)
+    raw["train"].update(epochs=3)
+    raw["output"] = str(tmp_path / "runs")
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, batch 1\b"):
+        run_experiment(ExperimentConfig.from_dict(raw), progress=False)
+    err = capsys.readouterr().err
+    assert "already gives a non-finite loss" in err and "resuming it cannot help" in err
+    assert "--resume" not in err
+    assert "again from the start with a lower learning rate (--set train.lr=0.001)" in err

@@ -138,7 +138,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 class TrainingDiverged(NegrecError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite at ``epoch``, ``batch`` (1-based; None when not
+    known). At batch 1 the loss was computed from the weights the previous epoch ended
+    with -- the last checkpoint -- before any step of this epoch, so resuming from that
+    checkpoint cannot avoid it, whatever the learning rate."""
+
+    def __init__(self, message: str, *, epoch: int | None = None, batch: int | None = None):
+        super().__init__(message)
+        self.epoch, self.batch = epoch, batch
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -665,9 +672,12 @@ def check_finite(losses: torch.Tensor, epoch: int, first_step: int = 1) -> None:
     if bool(finite.all()):
         return
     index = int((~finite).nonzero()[0, 0])
+    batch = first_step + index
     raise TrainingDiverged(
-        f"loss became {losses[index].item()} at epoch {epoch}, batch {first_step + index}; "
-        "lower train.lr or add regularisation"
+        f"loss became {losses[index].item()} at epoch {epoch}, batch {batch}; "
+        "lower train.lr or add regularisation",
+        epoch=epoch,
+        batch=batch,
     )
 
 

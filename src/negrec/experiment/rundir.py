@@ -97,7 +97,21 @@ def staging_dir(
     try:
         yield tmp
     except BaseException as error:
-        if (tmp / CHECKPOINT).exists():
+        if isinstance(error, TrainingDiverged) and error.batch == 1 and error.epoch != 1:
+            # the checkpoint's own weights gave the non-finite loss, before any step of the
+            # next epoch: no resume can avoid it, whatever the learning rate
+            advice = "again from the start" + (
+                ""
+                if lower_lr is None
+                else f" with a lower learning rate (--set train.lr={lower_lr:g})"
+            )
+            print(
+                f"negrec: the last checkpoint in {tmp} already gives a non-finite loss (batch 1 "
+                f"of epoch {error.epoch}), so resuming it cannot help; run the config "
+                f"{advice}, and delete {tmp}",
+                file=sys.stderr,
+            )
+        elif (tmp / CHECKPOINT).exists():
             how, command = "continue with", f"negrec run --resume {tmp}"
             if isinstance(error, TrainingDiverged) and lower_lr is not None:
                 how = "continue with a lower learning rate"
