@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 from negrec._fast.kernels import (
@@ -241,11 +242,16 @@ class RowwiseAdam(LazyAdam):
     def catch_up(self, p: torch.Tensor, rows: torch.Tensor) -> None:
         """Bring ``rows`` (int64 [R], repeats allowed) of table ``p`` to the current step and
         record them as current at the next one: call right before a step that updates them."""
+        self.catch_up_numpy(p, rows.contiguous().numpy())
+
+    def catch_up_numpy(self, p: torch.Tensor, rows: np.ndarray) -> None:
+        """:meth:`catch_up` with the rows as a contiguous int64 numpy array [R] (the fused
+        step's per-batch path: no tensor wrapping or ``no_grad`` context per call)."""
         group, state, (param, m, v, last), (hist_a, hist_sc2), powers = self._view(p)
         step = state["step"]
         beta1, beta2 = group["betas"]
         adam_catch_up_rows(
-            param, m, v, last, rows.contiguous().numpy(), step, step + 1,
+            param, m, v, last, rows, step, step + 1,
             hist_a, hist_sc2, state["base"], powers, beta1, beta2, group["eps"],
         )  # fmt: skip
 
