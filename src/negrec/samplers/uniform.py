@@ -35,7 +35,10 @@ class ComplementIndex:
         self.indptr = indptr
         self.available = train.n_items - (indptr[1:] - indptr[:-1])  # [n_users]
         if device.type == "cpu":  # numpy views for the compiled draws (made once, not per batch)
-            self._arrays = (self.available.numpy(), self.indptr.numpy(), self.q.numpy())
+            # q as int32 where it fits: half the bytes for the binary searches' random loads
+            small = q.numel() == 0 or int(q.abs().max()) < 2**31
+            q_search = q.to(torch.int32) if small else q
+            self._arrays = (self.available.numpy(), self.indptr.numpy(), q_search.numpy())
 
     def draw(self, users: torch.Tensor, shape: tuple[int, int], generator: torch.Generator):
         """Uniform items [B, K] outside each user's positives, with replacement."""
@@ -46,7 +49,7 @@ class ComplementIndex:
             user_ids, rank_np = users.contiguous().numpy(), rank.numpy()
             uniform_ranks(available, user_ids, u.numpy(), rank_np)
             out = torch.empty(shape, dtype=torch.int64)
-            complement_items(indptr, q, user_ids, rank_np, out.numpy())
+            complement_items(indptr, q, user_ids, rank_np, out.numpy())  # as items_at_cpu
             return out
         return self.items_at(users, self.ranks(users, u))
 
@@ -66,13 +69,10 @@ class ComplementIndex:
     def items_at_cpu(self, users: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`items_at`, by a compiled binary search inside each user's
         own row: ~5x faster on CPU, where the global search is cache-bound."""
+        _, indptr, q = self._arrays
         out = torch.empty_like(rank)
         complement_items(
-            self.indptr.numpy(),
-            self.q.numpy(),
-            users.contiguous().numpy(),
-            rank.contiguous().numpy(),
-            out.numpy(),
+            indptr, q, users.contiguous().numpy(), rank.contiguous().numpy(), out.numpy()
         )
         return out
 
