@@ -81,18 +81,19 @@ class FusedMFStep:
         else:  # SGD: the moments are never read; the scratch stands in for them
             states = self.scratch
         user_table, item_table, user_state, item_state = self._arrays(states)
-        if self.rowwise:
-            assert isinstance(self.optimizer, RowwiseAdam)
-            self.optimizer.catch_up_numpy(self.tables[0], user_ids)
-            self.optimizer.catch_up_numpy(self.tables[1], item_ids.reshape(-1))
         scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
-        gather_dot_forward(user_table, item_table, item_ids, scores.numpy(), user_ids)
+        if self.rowwise:  # the rows read are first brought up to date, in the same pass
+            assert isinstance(self.optimizer, RowwiseAdam)
+            self.optimizer.catch_up_and_score(*self.tables, user_ids, item_ids, scores.numpy())
+        else:
+            gather_dot_forward(user_table, item_table, item_ids, scores.numpy(), user_ids)
         value, grad = self.loss.value_and_grad(
             scores, valid=negatives.valid, log_q=negatives.log_q, weights=negatives.weights
         )  # [], [B, 1 + K]
         if not math.isfinite(value):  # leave the weights as they were; fit raises
             return value
         if self.adam:
+            assert isinstance(self.optimizer, LazyAdam)
             corrections = [self.optimizer.count_step(t, group["betas"]) for t in self.tables]
             beta1, beta2 = group["betas"]
         else:
