@@ -86,9 +86,11 @@ def main() -> None:
         proc.wait()
     ratios = [b / a for a, b in zip(*times, strict=True)]
     run = f"{args.dataset} {args.loss} K={args.k} {args.train}"
+    a, b = statistics.median(times[0]), statistics.median(times[1])
+    spread = f"({min(ratios):.3f}-{max(ratios):.3f})"
     print(
-        f"{run}: A {statistics.median(times[0]):.3f} s, B {statistics.median(times[1]):.3f} s, B / A {statistics.median(ratios):.3f} "
-        f"({min(ratios):.3f}-{max(ratios):.3f}), {args.rounds} rounds"
+        f"{run}: A {a:.3f} s, B {b:.3f} s, B / A {statistics.median(ratios):.3f} {spread}, "
+        f"{args.rounds} rounds"
     )
 
 
