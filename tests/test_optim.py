@@ -256,3 +256,73 @@ def test_rowwise_adam_resumes_from_a_torch_adam_checkpoint() -> None:
         rowwise.step()
     rowwise.synchronize()
     torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+def _two_rowwise_tables(seed: int) -> tuple[list[torch.nn.Parameter], object]:
+    """A user and an item table after 30 RowwiseAdam steps on random rows: rows with
+    pending momentum-only steps of many lengths (0 ... 30)."""
+    from negrec._fast.optim import RowwiseAdam
+
+    gen = torch.Generator().manual_seed(seed)
+    tables = [torch.nn.Parameter(torch.randn(n, 16, generator=gen) * 0.1) for n in (40, 70)]
+    rowwise = RowwiseAdam(tables, lr=0.01)
+    for _ in range(30):
+        for table in tables:
+            rows = torch.randint(0, table.shape[0], (6,), generator=gen)
+            rowwise.catch_up(table, rows)
+            values = torch.randn(6, 16, generator=gen)
+            table.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, table.shape)
+        rowwise.step()
+    return tables, rowwise
+
+
+@pytest.mark.parametrize("width", [2, 3, 40])  # narrow (three passes) and wide (one pass)
+def test_catch_up_and_score_equals_catch_up_then_gather_dot(width: int) -> None:
+    """The fused MF step's first pass: the one-loop catch-up and scoring gives the same
+    bits, parameters, moments, ``last`` and scores, as catching up the users, then the
+    items, then the dot products (the kernel run directly too, for narrow rows)."""
+    from negrec._fast.kernels import adam_catch_up_and_score, gather_dot_forward
+
+    gen = torch.Generator().manual_seed(1)
+    users = torch.randint(0, 40, (25,), generator=gen)
+    items = torch.randint(0, 70, (25, width), generator=gen)
+    runs = []
+    for mode in ("separate", "method", "kernel"):
+        tables, rowwise = _two_rowwise_tables(seed=3)
+        scores = torch.empty(25, width)
+        if mode == "separate":
+            rowwise.catch_up(tables[0], users)
+            rowwise.catch_up(tables[1], items.reshape(-1))
+            gather_dot_forward(
+                tables[0].detach().numpy(), tables[1].detach().numpy(), items.numpy(),
+                scores.numpy(), users.numpy(),
+            )  # fmt: skip
+        elif mode == "method":
+            rowwise.catch_up_and_score(*tables, users.numpy(), items.numpy(), scores.numpy())
+        else:
+            states = [rowwise.state[t] for t in tables]
+            arrays = [
+                (
+                    s["exp_avg"].numpy(),
+                    s["exp_avg_sq"].numpy(),
+                    (s["hist_a"].numpy(), s["hist_sc2"].numpy()),
+                )
+                for s in states
+            ]
+            group = rowwise.param_groups[0]
+            adam_catch_up_and_score(
+                (tables[0].detach().numpy(), *arrays[0][:2]), states[0]["last"].numpy(),
+                arrays[0][2], (states[0]["step"], states[0]["step"] + 1, states[0]["base"]),
+                (tables[1].detach().numpy(), *arrays[1][:2]), states[1]["last"].numpy(),
+                arrays[1][2], (states[1]["step"], states[1]["step"] + 1, states[1]["base"]),
+                rowwise._view(tables[0])[4], *group["betas"], group["eps"],
+                users.numpy(), items.numpy(), scores.numpy(),
+            )  # fmt: skip
+        state = [
+            rowwise.state[t][k].clone() for t in tables for k in ("exp_avg", "exp_avg_sq", "last")
+        ]
+        runs.append([scores, *(t.detach().clone() for t in tables), *state])
+    for other in runs[1:]:
+        for got, want in zip(other, runs[0], strict=True):
+            assert torch.equal(got, want)
+    assert not torch.equal(runs[0][1], _two_rowwise_tables(seed=3)[0][0].detach())  # moved

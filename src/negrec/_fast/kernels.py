@@ -825,3 +825,79 @@ def adam_catch_up_all(
     _pick(_ADAM_CATCH_UP_ALL, param.size)(
         param, exp_avg, exp_avg_sq, last, until, hist_a, hist_sc2, base, powers, beta1, beta2, eps
     )
+
+
+@njit(cache=True, nogil=True)
+def _fetch_stale(
+    table: tuple[np.ndarray, np.ndarray, np.ndarray], last: np.ndarray, row: int, until: int
+) -> None:
+    """Prefetch a row's p, m, v when it has steps to catch up."""
+    if last[row] < until:
+        param, exp_avg, exp_avg_sq = table
+        _fetch_row(param, row)
+        _fetch_row(exp_avg, row)
+        _fetch_row(exp_avg_sq, row)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def adam_catch_up_and_score(
+    user_table: tuple[np.ndarray, np.ndarray, np.ndarray],  # float32 [n_users, d]: p, m, v
+    user_last: np.ndarray,  # int64 [n_users]: the step each row is current at; updated
+    user_history: tuple[np.ndarray, np.ndarray],  # float64: hist_a, hist_sc2
+    user_steps: tuple[int, int, int],  # (until, mark, base) as in adam_catch_up_rows
+    item_table: tuple[np.ndarray, np.ndarray, np.ndarray],  # float32 [n_items, d]: p, m, v
+    item_last: np.ndarray,  # int64 [n_items]
+    item_history: tuple[np.ndarray, np.ndarray],
+    item_steps: tuple[int, int, int],
+    powers: np.ndarray,  # float64 [4, CATCH_UP_CAP + 1]: see catch_up_powers
+    beta1: float,
+    beta2: float,
+    eps: float,
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]: each row's positive and negatives
+    out: np.ndarray,  # float32 [B, W] out: <p_u, q_i> after the catch-up
+) -> None:
+    """RowwiseAdam's catch-up of a fused MF step's rows and the step's scores in one pass.
+
+    The same result, bit for bit, as :func:`adam_catch_up_rows` on the users, then on the
+    items (b-major), then :func:`gather_dot_forward`: a row's catch-up reads only that row
+    and its table's history, so interleaving the two tables changes no value, and each
+    score reads the rows just brought up to date, still in cache (three passes over the
+    batch's random rows become one). Prefetches the rows ``PREFETCH_AHEAD`` batch rows
+    ahead for narrow rows (``PREFETCH_MAX_WIDTH``), as the row step does. Serial: rows
+    repeat within a batch."""
+    n_rows, width = items.shape
+    dim = user_table[0].shape[1]
+    user_until, user_mark, user_base = user_steps
+    item_until, item_mark, item_base = item_steps
+    user_p, user_m, user_v = user_table
+    item_p, item_m, item_v = item_table
+    user_a, user_sc2 = user_history
+    item_a, item_sc2 = item_history
+    prefetch = width <= PREFETCH_MAX_WIDTH
+    for b in range(n_rows):
+        if prefetch and b + PREFETCH_AHEAD < n_rows:
+            _fetch_stale(user_table, user_last, users[b + PREFETCH_AHEAD], user_until)
+            for w in range(width):
+                _fetch_stale(item_table, item_last, items[b + PREFETCH_AHEAD, w], item_until)
+        u = users[b]
+        if user_last[u] < user_until:
+            _catch_up_row(
+                user_p[u], user_m[u], user_v[u], user_last[u], user_until,
+                user_a, user_sc2, user_base, powers, beta1, beta2, eps,
+            )  # fmt: skip
+        user_last[u] = user_mark
+        vector = user_p[u]
+        for w in range(width):
+            i = items[b, w]
+            if item_last[i] < item_until:
+                _catch_up_row(
+                    item_p[i], item_m[i], item_v[i], item_last[i], item_until,
+                    item_a, item_sc2, item_base, powers, beta1, beta2, eps,
+                )  # fmt: skip
+            item_last[i] = item_mark
+            row = item_p[i]
+            acc = np.float32(0.0)
+            for j in range(dim):
+                acc += row[j] * vector[j]
+            out[b, w] = acc

@@ -34,15 +34,23 @@ class ComplementIndex:
         self.q = q
         self.indptr = indptr
         self.available = train.n_items - (indptr[1:] - indptr[:-1])  # [n_users]
+        if device.type == "cpu":  # numpy views for the compiled draws (made once, not per batch)
+            # q as int32 where it fits: half the bytes for the binary searches' random loads
+            small = q.numel() == 0 or int(q.abs().max()) < 2**31
+            q_search = q.to(torch.int32) if small else q
+            self._arrays = (self.available.numpy(), self.indptr.numpy(), q_search.numpy())
 
     def draw(self, users: torch.Tensor, shape: tuple[int, int], generator: torch.Generator):
         """Uniform items [B, K] outside each user's positives, with replacement."""
         u = torch.rand(shape, generator=generator, device=users.device)  # [B, K]
         if users.device.type == "cpu":  # one compiled pass instead of six small ops
+            available, indptr, q = self._arrays
             rank = torch.empty(shape, dtype=torch.int64)
-            users = users.contiguous()
-            uniform_ranks(self.available.numpy(), users.numpy(), u.numpy(), rank.numpy())
-            return self.items_at_cpu(users, rank)
+            user_ids, rank_np = users.contiguous().numpy(), rank.numpy()
+            uniform_ranks(available, user_ids, u.numpy(), rank_np)
+            out = torch.empty(shape, dtype=torch.int64)
+            complement_items(indptr, q, user_ids, rank_np, out.numpy())  # as items_at_cpu
+            return out
         return self.items_at(users, self.ranks(users, u))
 
     def ranks(self, users: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -61,13 +69,10 @@ class ComplementIndex:
     def items_at_cpu(self, users: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`items_at`, by a compiled binary search inside each user's
         own row: ~5x faster on CPU, where the global search is cache-bound."""
+        _, indptr, q = self._arrays
         out = torch.empty_like(rank)
         complement_items(
-            self.indptr.numpy(),
-            self.q.numpy(),
-            users.contiguous().numpy(),
-            rank.contiguous().numpy(),
-            out.numpy(),
+            indptr, q, users.contiguous().numpy(), rank.contiguous().numpy(), out.numpy()
         )
         return out
 
