@@ -103,6 +103,18 @@ def test_bad_space_is_a_config_error_naming_the_key(tmp_path, space, key):
     assert err.value.key == key
 
 
+def test_a_study_setting_a_grid_key_is_refused_not_mislabelled(tmp_path):
+    # regression: grid loss.name = [bpr, cce] x a study setting loss.name = "simce" made
+    # two simce studies named "loss=bpr,simce" and "loss=cce,simce"
+    raw = plan_raw(tmp_path)
+    raw["tune"]["studies"] = [{"name": "simce", "set": {"loss.name": "simce"}}]
+    with pytest.raises(ConfigError) as err:
+        parse_plan(raw)
+    assert err.value.key == "tune.grid.loss.name"
+    raw["tune"]["studies"] = [{"name": "k8", "set": {"sampler.k": 8}}]  # other keys cross
+    assert [s.name for s in parse_plan(raw).studies] == ["loss=bpr,k8", "loss=bce,k8"]
+
+
 def test_a_plan_is_not_one_run(tmp_path):
     from negrec.experiment.config import ExperimentConfig
 

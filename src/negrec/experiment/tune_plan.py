@@ -16,8 +16,8 @@ A tuning plan is an ordinary experiment config (the *base*) with a ``[tune]`` ta
     "model.dim" = { low = 16, high = 128, step = 16 }     # integers: int bounds
     "sampler.k" = { choices = [1, 4, 16] }
 
-    [tune.grid]              # optional: one study per combination (e.g. per loss)
-    "loss.name" = ["bpr", "cce"]
+    [tune.grid]              # optional: one study per combination (e.g. per model)
+    "model.name" = ["mf", "lightgcn"]
 
     [[tune.studies]]         # optional: explicit studies with their own values and space
     name = "simce"
@@ -25,7 +25,8 @@ A tuning plan is an ordinary experiment config (the *base*) with a ``[tune]`` ta
     space = { "loss.margin" = { choices = [1.0, 5.0, 10.0] } }
 
 Studies = (product of the ``tune.grid`` axes) x (each ``tune.studies`` entry, or one
-study when there are none); each searches ``tune.space`` plus its own ``space``. They
+study when there are none); each searches ``tune.space`` plus its own ``space``. A key
+is fixed by the grid or by the entries' ``set``, never both (refused, naming the key). They
 compare families (BPR against SimCE) each tuned as hard as the other.
 """
 
@@ -340,6 +341,12 @@ def _parse_studies(table: dict[str, Any], default_name: str) -> list[Study]:
     for combo in product(*axes.values()):
         point = dict(zip(axes, combo, strict=True))
         for label, values, own in entries or [("", {}, {})]:
+            overridden = set(point) & set(values)
+            if overridden:  # the study would train its own value under the grid's name
+                key = sorted(overridden)[0]
+                raise ConfigError(
+                    f"tune.grid.{key}", "is also fixed by a [[tune.studies]] entry's set"
+                )
             both = {**point, **values}
             clash = set(both) & (set(space) | set(own))
             if clash:
