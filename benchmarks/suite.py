@@ -1,4 +1,4 @@
-"""The speed suite: negrec against `implicit` , same work only.
+"""The speed suite: negrec against `implicit`, same work only.
 
 Every comparison runs the two sides in one process, interleaved (A B A B ...) over at least
 five rounds after a warm-up round, and reports the median of the per-round ratios with
