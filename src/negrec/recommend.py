@@ -407,11 +407,8 @@ class Recommender:
 
     # ------------------------------------------------------------------ embeddings
     def _factors(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        try:
-            with torch.no_grad():
-                return self.model.embeddings()
-        except NotImplementedError as err:
-            raise NegrecError(str(err)) from None
+        with torch.no_grad():
+            return self.model.embeddings()  # NoEmbeddings (a NegrecError) for NeuMF
 
     def embeddings(self) -> Embeddings:
         """User and item factors indexed by raw id (see :class:`Embeddings`). NeuMF has

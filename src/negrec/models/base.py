@@ -21,6 +21,7 @@ from negrec.config_base import require
 from negrec.data.batches import Batches, PairBatches
 from negrec.data.interactions import Interactions
 from negrec.data.splits import Split
+from negrec.errors import NegrecError
 from negrec.registry import Registry
 
 
@@ -35,6 +36,11 @@ class ModelConfig:
     def validate(self, prefix: str) -> None:
         require(self.dim >= 1, f"{prefix}.dim", f"must be >= 1, got {self.dim}")
         require(self.init_std > 0, f"{prefix}.init_std", "must be > 0")
+
+
+class NoEmbeddings(NegrecError):
+    """The model scores without a dot product of user and item vectors (NeuMF), so it has
+    no embeddings to compare or export."""
 
 
 class Model(nn.Module):
@@ -70,8 +76,8 @@ class Model(nn.Module):
         """(users [n_users, d] or None, items [n_items, d], item bias [n_items] or None):
         the vectors whose dot product (plus the bias) is the score, for similar items and
         export. Sequential models have no user table (None: a user is a history).
-        Models whose score is no dot product (NeuMF) raise NotImplementedError."""
-        raise NotImplementedError(
+        Models whose score is no dot product (NeuMF) raise :class:`NoEmbeddings`."""
+        raise NoEmbeddings(
             f"model '{self.config.name}' scores without a dot product of user and item "
             "vectors, so it has no embeddings to compare or export"
         )
