@@ -124,6 +124,42 @@ def test_headerless_tsv_by_positions_equals_the_csv(csv_file, tsv_file):
         assert pairs(getattr(a, part)) == pairs(getattr(b, part))
 
 
+def test_tsv_with_positional_columns_still_defaults_header_true(csv_file, tsv_file, capsys):
+    """Regression: `format = "delimited"` with `columns` all 0-based positions and no
+    `header` key took the first row for a header and silently dropped it (here the
+    interaction 007-a). Positions alone cannot tell, so the config must say `header`
+    (and the command line `--header` or `--no-header`); a mapping that names a column
+    still means a header line."""
+    from negrec.cli import main
+
+    columns = {"user": 0, "item": 1}
+    with pytest.raises(ConfigError) as caught:
+        data_config(tsv_file, sep="tab", columns=columns)
+    assert caught.value.key == "data.header"
+    assert "data.header = true (skip it) or false (it is data)" in str(caught.value)
+    every = pairs(events(data_config(tsv_file, sep="tab", header=False, columns=columns)))
+    assert ("007", "a") in every and len(every) == 6
+    skipped = pairs(events(data_config(tsv_file, sep="tab", header=True, columns=columns)))
+    assert ("007", "a") not in skipped and len(skipped) == 6 - 1
+    named = data_config(csv_file, columns={"user": "user", "item": 1})
+    assert named.data.loader_options()["header"] is True
+
+    stats = ["data", "stats", str(tsv_file), "--columns", "user=0,item=1", "--sep", "tab"]
+    assert main(stats) == 2
+    err = capsys.readouterr().err
+    assert "--columns: the columns are 0-based positions" in err
+    assert "--header (skip it) or --no-header (it is data)" in err and err.count("\n") == 1
+    assert main([*stats, "--no-header"]) == 0
+    assert "kept 6 interactions: 3 users x 3 items" in capsys.readouterr().out
+    assert main([*stats, "--header"]) == 0
+    assert "kept 5 interactions" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one or the other
+        main([*stats, "--header", "--no-header"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(NegrecError, match="--header: only read with --format delimited"):
+        delimited_options("recbole", None, None, True)
+
+
 def test_sep_names_tab_and_whitespace(tsv_file, tmp_path):
     for sep in ("tab", "\\t"):
         config = data_config(tsv_file, sep=sep, header=False, columns={"user": 0, "item": 1})

@@ -97,6 +97,43 @@ def test_export_npz_and_csv(run, tmp_path):
     assert not [p for p in os.listdir(tmp_path / "csv") if p.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("fresh", [False, True])
+def test_export_writes_two_files_non_transactionally(run, tmp_path, monkeypatch, capsys, fresh):
+    """Regression: `export --format csv` wrote items.csv and users.csv as two separate
+    atomic files, so a failure writing the second left a new items.csv beside the old
+    users.csv (or alone). Now both are written or neither: earlier files stay intact and
+    nothing new (not even the folder, or a staging folder) is left."""
+    path, _ = run
+    out = tmp_path / "csv"
+    if not fresh:
+        out.mkdir()
+        for name in ("items.csv", "users.csv", "notes.txt"):
+            (out / name).write_text(f"old {name}\n")
+    real_to_csv = pd.DataFrame.to_csv
+    calls = []
+
+    def disk_full_on_second_file(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_to_csv(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full_on_second_file)
+    with pytest.raises(OSError, match="No space left"):
+        main(["export", str(path), "--format", "csv", "--output", str(out)])
+    assert len(calls) == 2
+    assert sorted(os.listdir(tmp_path)) == ([] if fresh else ["csv"])
+    if not fresh:
+        assert sorted(os.listdir(out)) == ["items.csv", "notes.txt", "users.csv"]
+        for name in ("items.csv", "users.csv", "notes.txt"):
+            assert (out / name).read_text() == f"old {name}\n"
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["export", str(path), "--format", "csv", "--output", str(out)]) == 0
+    assert set(os.listdir(out)) == {"items.csv", "users.csv"} | (set() if fresh else {"notes.txt"})
+    assert (out / "users.csv").read_text().startswith("user,f0,")
+
+
 def test_export_parquet_and_its_missing_dependency(run, tmp_path, monkeypatch, capsys):
     path, memory = run
     pytest.importorskip("pyarrow")

@@ -18,7 +18,7 @@ from negrec.experiment.config import ExperimentConfig, load_config, read_toml
 from negrec.experiment.rundir import CHECKPOINT, find_resumable
 from negrec.experiment.runner import run_experiment
 from negrec.losses import Loss
-from negrec.train import TrainingDiverged
+from negrec.train import EXPLODED_WEIGHT, TrainingDiverged, check_weights
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -128,6 +128,42 @@ def test_resume_lr_override_is_ignored_on_a_plateau_schedule(tmp_path, monkeypat
     capsys.readouterr()
     history = pd.read_csv(tmp_path / "runs" / "tiny" / "history.csv")
     assert history["lr"].tolist() == [0.01, 0.0005, 0.0005]
+
+
+def test_divergent_checkpoint_kept_as_good(tmp_path, capsys):
+    """Regression: an epoch whose losses were finite but whose weights had exploded
+    (plain SGD at lr 500: max |w| ~1e5 after epoch 1, ~5e10 after epoch 2, ~2e16 after
+    epoch 3) was checkpointed as good; the loss overflowed in epoch 4, and `--resume`
+    continued from epoch 3's |w| ~2e16, scores ~1e33, past help by any rate. Now an epoch
+    ending above EXPLODED_WEIGHT is itself the divergence: its checkpoint is not
+    written, and the kept one (epoch 1) resumes at a lower rate."""
+    raw = tomllib.loads(TINY)
+    raw["train"].update(epochs=4, optimizer="sgd", lr=500.0, patience=0)
+    raw["loss"] = {"name": "bce"}
+    raw["output"] = str(tmp_path / "runs")
+    with pytest.raises(TrainingDiverged, match=r"weights exploded by the end of epoch 2") as info:
+        run_experiment(ExperimentConfig.from_dict(raw), progress=False)
+    assert "lower train.lr" in str(info.value)
+    staging = find_resumable(tmp_path / "runs" / "tiny")
+    assert f"negrec run --resume {staging} --set train.lr=50" in capsys.readouterr().err
+    kept = torch.load(staging / CHECKPOINT, weights_only=True)
+    assert kept["epoch"] == 1
+    assert max(float(w.abs().max()) for w in kept["model"].values()) <= EXPLODED_WEIGHT
+    assert main(["run", "--resume", str(staging), "--set", "train.lr=5", "--quiet"]) == 0
+
+
+def test_check_weights_refuses_nan_and_huge_weights():
+    layer = torch.nn.Linear(2, 2)
+    check_weights(layer, 3)  # small finite weights pass
+    with torch.no_grad():
+        layer.bias[1] = 2 * EXPLODED_WEIGHT
+    with pytest.raises(TrainingDiverged, match=r"epoch 3: max \|bias\| = 2e\+06") as info:
+        check_weights(layer, 3)
+    assert (info.value.epoch, info.value.batch) == (3, None)
+    with torch.no_grad():
+        layer.bias[1] = float("nan")
+    with pytest.raises(TrainingDiverged, match="nan"):
+        check_weights(layer, 1)
 
 
 def test_stale_temp_file_inside_a_finished_run(tmp_path, monkeypatch, capsys):

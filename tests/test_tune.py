@@ -286,6 +286,27 @@ def test_a_set_of_a_searched_value_is_refused(tmp_path):
     load_reproduction("simce", str(folder), overrides=["train.epochs=5"])  # not searched
 
 
+def test_load_reproduction_seeds_zero_names_the_cli_option(tmp_path, capsys):
+    """Regression: `load_reproduction(..., seeds=0)` from Python said "config key
+    '--seeds'": neither a config key nor the argument's name. From Python the error now
+    names the argument (`seeds`, likewise `budget`); on the command line argparse
+    refuses `--seeds 0` first, naming the option."""
+    folder = write_folder(tmp_path / "data")
+    for seeds in (0, -2, 1.5, True):
+        with pytest.raises(NegrecError) as info:
+            load_reproduction("simce", str(folder), seeds=seeds)
+        message = str(info.value)
+        assert message.startswith("seeds ") and message.endswith(f"got {seeds!r}")
+        assert "--seeds" not in message and "config key" not in message
+    with pytest.raises(NegrecError, match=r"^budget must be one of small, full, got 'huge'$"):
+        load_reproduction("simce", str(folder), budget="huge")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "simce", "--dataset", str(folder), "--seeds", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --seeds: must be at least 1, got 0" in err and "config key" not in err
+
+
 def test_tune_command_no_confirm_stops_after_tuning(tmp_path, capsys):
     import tomli_w
 

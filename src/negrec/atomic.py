@@ -2,14 +2,17 @@
 
 The content goes to a temporary file in the destination's directory (same filesystem),
 which then replaces the destination with :func:`os.replace`, an atomic rename. On error
-the temporary file is removed and the old destination, if any, is untouched.
+the temporary file is removed and the old destination, if any, is untouched. Files that
+belong together (an export's users and items) are written all or nothing with
+:func:`atomic_write_files`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from negrec.errors import NegrecError
@@ -42,6 +45,48 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_files(
+    folder: str | Path, writers: Mapping[str, Callable[[Path], object]]
+) -> list[Path]:
+    """Write several files into ``folder`` all or nothing: ``writers`` maps each file's
+    name to a function filling the path it is given. Every file is filled and synced in a
+    hidden staging folder first; only when all are complete do they take their places. A
+    failure before that leaves ``folder`` as it was (files from an earlier write intact,
+    no new file, no staging folder).
+
+    A ``folder`` that does not exist yet is built whole beside its place and renamed into
+    it (one atomic step). Into an existing folder (which may hold other files) the
+    complete files are renamed one after another: only a kill in the microseconds
+    between two renames could leave a mix of new and old files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NegrecError(f"{folder}: is a file; expected the folder to write into")
+    for name in writers:
+        if (folder / name).is_dir():
+            raise NegrecError(f"{folder / name}: is a folder; expected the path of a file")
+    fresh = not folder.exists()
+    if fresh:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(
+        folder.parent if fresh else folder, prefix=f".{folder.name}.tmp-" if fresh else ".tmp-"
+    )
+    try:
+        for name, write in writers.items():
+            path = staging / name
+            write(path)
+            with open(path, "rb") as handle:  # durable before it becomes visible
+                os.fsync(handle.fileno())
+            os.chmod(path, 0o666 & ~_umask())
+        if fresh:
+            os.replace(staging, folder)
+        else:
+            for name in writers:
+                os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # (gone already after a fresh rename)
+    return [folder / name for name in writers]
 
 
 def staging_folder(parent: Path, prefix: str, suffix: str = "") -> Path:

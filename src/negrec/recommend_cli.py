@@ -3,7 +3,8 @@
 ``negrec recommend RUN [--users FILE|ID ...] [-n 10] [--output recs.csv] [--include-seen]``
 writes the top-N items of each user (CSV ``user,rank,item,score``, raw ids);
 ``negrec export RUN --format npz|csv|parquet [--output PATH]`` writes the model's user and
-item embeddings with their raw ids. Files are written atomically; bad input is one line.
+item embeddings with their raw ids. Files are written atomically (csv / parquet: the
+users and items files both or neither); bad input is one line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from negrec.atomic import atomic_write
+from negrec.atomic import atomic_write, atomic_write_files
 from negrec.errors import NegrecError
 
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
@@ -115,8 +116,15 @@ def _ids(values: list[str] | None, vocabulary: np.ndarray, what: str) -> list[An
     return list(values)
 
 
+def _csv_writer(frame: pd.DataFrame) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        frame.to_csv(tmp, index=False, float_format="%.9g")
+
+    return write
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.9g"))
+    atomic_write(path, _csv_writer(frame))
 
 
 def run_recommend(args: argparse.Namespace) -> int:
@@ -196,14 +204,11 @@ def run_export(args: argparse.Namespace) -> int:
         tables = {"items": _table(emb.items, "item", emb.item_bias)}
         if emb.users is not None:
             tables["users"] = _table(emb.users, "user")
-        written = []
-        for name, table in tables.items():
-            path = folder / f"{name}.{args.format}"
-            if args.format == "csv":
-                _write_csv(table, path)
-            else:
-                atomic_write(path, _parquet_writer(table))
-            written.append(path)
+        writer = _csv_writer if args.format == "csv" else _parquet_writer
+        # both files or neither: an earlier export's files stay until both new ones are whole
+        written = atomic_write_files(
+            folder, {f"{name}.{args.format}": writer(table) for name, table in tables.items()}
+        )
     if emb.users is None:
         print("negrec: a sequential model has no user table: items only", file=sys.stderr)
     print("negrec: wrote " + ", ".join(str(p) for p in written), file=sys.stderr)

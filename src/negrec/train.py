@@ -315,6 +315,10 @@ class Checkpoint(Callback):
     epoch's checkpoint intact. ``negrec run --resume`` continues from it and ends with the
     same numbers as an uninterrupted run with the same seed. ``path = None`` writes
     nothing and only restores (ranks > 0 of a distributed run, which load rank 0's file).
+
+    Only a good epoch is saved: weights that have exploded (:func:`check_weights`) raise
+    :class:`TrainingDiverged` instead, on every rank, and the previous checkpoint stays --
+    a resume from exploded weights would diverge again at once.
     """
 
     def __init__(self, path: Path | None, callbacks: Sequence[Callback]):
@@ -323,6 +327,7 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         assert state.optimizer is not None and state.generator is not None
+        check_weights(state.model, state.epoch)  # (every rank: their weights are the same)
         if self.path is None:
             return
         payload = {
@@ -679,6 +684,30 @@ def check_finite(losses: torch.Tensor, epoch: int, first_step: int = 1) -> None:
         epoch=epoch,
         batch=batch,
     )
+
+
+#: The largest |weight| a checkpoint may hold. Embedding-model weights sit near 1 (a
+#: score is a dot product of two rows); far beyond this the weights are exploding, and a
+#: score (|w|^2 * dim) heads for float32's overflow at ~3e38 within a few steps, so an
+#: epoch ending there counts as diverged even though its losses were finite.
+EXPLODED_WEIGHT = 1e6
+
+
+def check_weights(model: torch.nn.Module, epoch: int) -> None:
+    """Raise :class:`TrainingDiverged` when a parameter of ``model`` is non-finite or
+    larger in magnitude than :data:`EXPLODED_WEIGHT` at the end of ``epoch``."""
+    named = [(name, p) for name, p in model.named_parameters() if p.numel()]
+    if not named:
+        return
+    peaks = torch.stack([p.detach().abs().amax().float() for _, p in named]).tolist()  # [P]
+    for (name, _), peak in zip(named, peaks, strict=True):
+        if not peak <= EXPLODED_WEIGHT:  # (NaN fails this too)
+            raise TrainingDiverged(
+                f"weights exploded by the end of epoch {epoch}: max |{name}| = {peak:.3g} "
+                f"(above {EXPLODED_WEIGHT:g}), so this epoch is not checkpointed; "
+                "lower train.lr or add regularisation (train.l2, train.weight_decay)",
+                epoch=epoch,
+            )
 
 
 def draw_negatives(

@@ -4,7 +4,7 @@
 as training would (threshold, de-duplication, k-core, id encoding) and prints what was
 dropped, the size and density of the matrix and the quantiles of user and item degrees;
 any delimited file reads with ``--format delimited --columns user=...,item=...`` (plus
-``--sep`` and ``--no-header``).
+``--sep`` and ``--header`` / ``--no-header``).
 ``negrec data list`` shows the public datasets negrec knows (source, licence, size,
 recipe); ``negrec data fetch NAME`` downloads, verifies, prepares and caches one;
 ``negrec data import NAME PATH`` does the same from files the user already has.
@@ -178,14 +178,17 @@ def parse_columns(text: str) -> dict[str, str | int]:
 
 
 def delimited_options(
-    fmt: str, columns: str | None, sep: str | None, header: bool
+    fmt: str, columns: str | None, sep: str | None, header: bool | None
 ) -> dict[str, Any]:
-    """The loader options ``--columns``, ``--sep`` and ``--no-header`` give (format
-    'delimited' only; elsewhere they are refused)."""
+    """The loader options ``--columns``, ``--sep`` and ``--header`` / ``--no-header`` give
+    (format 'delimited' only; elsewhere they are refused). ``header`` None (neither flag)
+    means a header line when a column is given by name; columns all given by position
+    need one of the flags."""
     if fmt != "delimited":
+        flag = "--header" if header else "--no-header"
         given = [
             name
-            for name, value in (("--columns", columns), ("--sep", sep), ("--no-header", not header))
+            for name, value in (("--columns", columns), ("--sep", sep), (flag, header is not None))
             if value
         ]
         if given:
@@ -198,14 +201,21 @@ def delimited_options(
             "user=user,item=item,rating=rating (header names) or user=0,item=1 (positions)",
         )
     mapping = parse_columns(columns)
-    if not header:
-        names = [f"{role}={column}" for role, column in mapping.items() if isinstance(column, str)]
-        if names:
+    names = [f"{role}={column}" for role, column in mapping.items() if isinstance(column, str)]
+    if header is None:
+        if not names:  # positions alone: line 1 could be a header or data
             raise _option_error(
                 "--columns",
-                f"{names[0]} names a column, but --no-header says the file has no header "
-                "line: give 0-based positions",
+                "the columns are 0-based positions, so say whether the file's first line is "
+                "a header: --header (skip it) or --no-header (it is data)",
             )
+        header = True
+    if not header and names:
+        raise _option_error(
+            "--columns",
+            f"{names[0]} names a column, but --no-header says the file has no header "
+            "line: give 0-based positions",
+        )
     try:
         delimiter = parse_separator("," if sep is None else sep)
     except ValueError as err:
@@ -222,7 +232,7 @@ def stats_command(args: argparse.Namespace) -> int:
     try:
         fmt = args.format or ("delimited" if args.columns is not None else None)
         fmt = fmt or detect_format(args.path)
-        options = delimited_options(fmt, args.columns, args.sep, not args.no_header)
+        options = delimited_options(fmt, args.columns, args.sep, args.header)
         test: Interactions | None = None
         if args.test is None:
             data, report = prepare(
@@ -248,7 +258,8 @@ def stats_command(args: argparse.Namespace) -> int:
 
 
 def _delimited_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--columns``, ``--sep`` and ``--no-header``: how to read a 'delimited' file."""
+    """``--columns``, ``--sep`` and ``--header`` / ``--no-header``: how to read a
+    'delimited' file."""
     parser.add_argument(
         "--columns",
         metavar="ROLE=COL,...",
@@ -265,9 +276,20 @@ def _delimited_arguments(parser: argparse.ArgumentParser) -> None:
         help="format 'delimited': the field separator (default ','; 'tab' or '\\t' for a "
         "tab, 'whitespace' for runs of blanks)",
     )
-    parser.add_argument(
-        "--no-header",
+    header = parser.add_mutually_exclusive_group()
+    header.add_argument(
+        "--header",
+        dest="header",
         action="store_true",
+        default=None,
+        help="format 'delimited': the first line is a header, skipped (the default when "
+        "--columns names a column; columns all by position need --header or --no-header)",
+    )
+    header.add_argument(
+        "--no-header",
+        dest="header",
+        action="store_false",
+        default=None,
         help="format 'delimited': the file has no header line (columns by position)",
     )
 
@@ -523,14 +545,14 @@ def import_command(args: argparse.Namespace) -> int:
     try:
         fmt = args.format or ("delimited" if args.columns is not None else None)
         options = None
-        if fmt == "delimited" or args.columns or args.sep or args.no_header:
+        if fmt == "delimited" or args.columns or args.sep or args.header is not None:
             if args.as_name is None:
                 raise _option_error(
                     "--format" if args.columns is None else "--columns",
                     "a delimited file with a column mapping is your own data: import it "
                     "under a name of your own with --as NEWNAME",
                 )
-            options = delimited_options(fmt or "auto", args.columns, args.sep, not args.no_header)
+            options = delimited_options(fmt or "auto", args.columns, args.sep, args.header)
         entry, report = import_dataset(
             args.name,
             args.path,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pandas.api.types import infer_dtype
 
 from negrec.atomic import atomic_write
 from negrec.data.interactions import Interactions
@@ -33,16 +34,25 @@ PARTS = ("train", "valid", "test")
 
 def id_array(ids: np.ndarray) -> np.ndarray:
     """Raw ids as a pickle-free array: int64 where they are integers, else unicode
-    strings (every id a ``str``: the loaders give one or the other)."""
+    strings (every id a ``str``: the loaders give one or the other). Ids of other types,
+    or text ending in a NUL character (which numpy's unicode arrays cannot hold), are a
+    :class:`NegrecError`."""
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64)
     if ids.dtype.kind == "U":
         return ids
-    if ids.size and not all(isinstance(v, str) for v in ids.tolist()):
-        kinds = sorted({type(v).__name__ for v in ids.tolist()})
+    if not ids.size:
+        return np.empty(0, dtype="<U1")
+    if infer_dtype(ids, skipna=False) != "string":  # one compiled pass over the objects
+        kinds = sorted({type(v).__name__ for v in ids.tolist()})  # (the error path only)
         raise NegrecError(f"raw ids mix types ({', '.join(kinds)}); cannot store them")
-    return ids.astype(str) if ids.size else np.empty(0, dtype="<U1")
+    text = ids.astype(str)  # [N] unicode
+    # numpy's unicode arrays drop trailing NULs ("a\0" -> "a"): the total length tells
+    if int(np.char.str_len(text).sum()) != len("".join(ids.tolist())):
+        lost = ids[np.char.str_len(text) != np.fromiter(map(len, ids), int, ids.size)]
+        raise NegrecError(f"raw id {lost[0]!r} ends with a NUL character; cannot store it")
+    return text
 
 
 def write_split(path: Path, split: Split, *, times: bool) -> None:

@@ -119,7 +119,8 @@ class DataConfig:
     # (kept items stay in the catalogue untrained, as the LightGCN/SimCE code does)
     on_unseen: Literal["error", "drop", "keep"] = "error"
     # format = "delimited" only: the separator ("," default; "\t" or "tab", "whitespace"
-    # for runs of blanks), whether the first line is a header (default true), the columns
+    # for runs of blanks), whether the first line is a header (default true when a column
+    # is given by name; columns all given by position need it said), the columns
     sep: str | None = None
     header: bool | None = None
     columns: ColumnsConfig | None = None
@@ -173,6 +174,15 @@ class DataConfig:
                 parse_separator(self.sep)
             except ValueError as err:
                 raise ConfigError(f"{prefix}.sep", str(err)) from None
+        if self.header is None and self.columns is not None:
+            # by position alone nothing tells whether line 1 is a header: guessing true
+            # silently dropped the first row of a headerless file
+            require(
+                not all(isinstance(c, int) for c in self.columns.mapping().values()),
+                f"{prefix}.header",
+                "the columns are 0-based positions, so say whether the file's first line "
+                f"is a header: {prefix}.header = true (skip it) or false (it is data)",
+            )
         if self.header is False and self.columns is not None:
             for role, column in self.columns.mapping().items():
                 require(

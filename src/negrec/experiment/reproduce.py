@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from negrec.errors import ConfigError, NegrecError
+from negrec.errors import NegrecError
 from negrec.experiment.aggregate import paired_t
 from negrec.experiment.config import apply_overrides, preset_names
 from negrec.experiment.grid import read_source, sanitize
@@ -132,13 +132,15 @@ def load_reproduction(
     overrides: list[str] | None = None,
 ) -> tuple[TunePlan, dict[str, Any], Dataset]:
     """The tuning plan of preset ``paper`` on ``dataset`` (budget, seeds and ``--set``
-    applied, in that order), its ``[reproduce]`` table and the resolved dataset."""
+    applied, in that order), its ``[reproduce]`` table and the resolved dataset.
+
+    A bad argument is a :class:`NegrecError` naming it as this function does (``seeds``),
+    which is also the name of its ``negrec reproduce`` option (``--seeds``); the command
+    line checks its options before calling this, with argparse's own messages."""
     if paper not in PAPERS or paper not in preset_names():
-        raise ConfigError(
-            "paper", f"unknown paper {paper!r} (expected one of: {', '.join(PAPERS)})"
-        )
+        raise NegrecError(f"unknown paper {paper!r} (expected one of: {', '.join(PAPERS)})")
     if budget not in BUDGETS:
-        raise ConfigError("--budget", f"expected one of {', '.join(BUDGETS)}, got {budget!r}")
+        raise NegrecError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     raw = read_source(paper)
     table = raw.get("reproduce", {})
     valid = raw.get("split", {}).get("valid", 0.1)
@@ -147,8 +149,10 @@ def load_reproduction(
     raw["split"] = where.split
     steps = [f"{k}={_toml(v)}" for k, v in table.get("budget", {}).get(budget, {}).items()]
     if seeds is not None:
-        if seeds < 1:
-            raise ConfigError("--seeds", f"must be >= 1, got {seeds}")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise NegrecError(
+                f"seeds (how many confirm seeds) must be a whole number >= 1, got {seeds!r}"
+            )
         steps.append(f"tune.seeds={list(range(seeds))}")
     raw = apply_overrides(raw, [*steps, *(overrides or [])])
     folder = (
