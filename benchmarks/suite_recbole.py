@@ -277,7 +277,9 @@ def part_recbole(args: argparse.Namespace) -> list[str]:
             default,
         )
         notes.append(
-            f"{name} test after the MF rounds: negrec NDCG@20 {summary['ndcg@20']:.4f}, "
+            f"{name} test after the MF rounds (negrec's last path: {1 + rounds} epochs; "
+            f"RecBole's model: {len(args.paths) * (1 + rounds)} epochs): negrec NDCG@20 "
+            f"{summary['ndcg@20']:.4f}, "
             f"Recall@20 {summary['recall@20']:.4f}; RecBole NDCG@20 "
             f"{answers['equal']['result']['ndcg@20']:.4f}, Recall@20 "
             f"{answers['equal']['result']['recall@20']:.4f} (the same at its default batch: "
