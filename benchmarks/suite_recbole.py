@@ -121,7 +121,8 @@ class RecBole:
         self.log = tempfile.TemporaryFile(mode="w+", dir=WORK)  # noqa: SIM115
         job = {**job, "data_path": str(WORK), "threads": threads,
                "checkpoint_dir": str(WORK / "saved")}  # fmt: skip
-        command = [str(python), str(SCRIPT), "--job", json.dumps(job)]
+        # absolute (it runs in WORK), not resolved (a venv's python is a link into its base)
+        command = [str(python.absolute()), str(SCRIPT), "--job", json.dumps(job)]
         command = ["/usr/bin/time", "-v", *command] if timed else command
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
