@@ -1,11 +1,15 @@
-"""RecBole side of the benchmark suite: times RecBole 1.2.1 training epochs and evaluation.
+"""RecBole side of the benchmark suite: a warm RecBole 1.2.1 process that times whole
+training epochs and full-ranking evaluations on command.
 
-Run by the benchmark venv's python (RecBole is never installed into the main venv):
+Run by the benchmark venv's python (RecBole is never installed into the main venv);
+``benchmarks/suite.py recbole`` and ``recbole-memory`` start it and talk to it:
 
     benchmarks/.venv-recbole/bin/python benchmarks/recbole_timing.py --job '<json>'
 
-Making that venv (RecBole 1.2.1 uses ``np.float`` / ``np.long``, removed in numpy 1.24, and
-imports ray only in ``recbole.quick_start``, which is not used here, so ray is left out):
+Making that venv (RecBole 1.2.1 uses ``np.float`` / ``np.long``, removed in numpy 1.24, so
+numpy stays at 1.23.5; it imports ray only in ``recbole.quick_start``, which is not used
+here, so ray and plotly are left out and recbole itself goes in with ``--no-deps``). Use
+pip for torch: it takes the machine's local CPU build:
 
     python3 -m venv benchmarks/.venv-recbole
     benchmarks/.venv-recbole/bin/pip install torch==2.13.0
@@ -14,20 +18,27 @@ imports ray only in ``recbole.quick_start``, which is not used here, so ray is l
         scikit-learn==1.2.2 colorlog==4.7.2 colorama==0.4.4 tqdm pyyaml tensorboard thop \
         tabulate texttable psutil
 
-``benchmarks/suite.py`` writes the data as RecBole atomic ``.inter`` files (from the same
-negrec splits it trains on) and builds the job; this script prints one JSON line last:
-``{"epoch_seconds": [...], "steps_per_epoch": n, "steps_timed": m, "eval_seconds": [...],
-"n_users": .., "n_items": .., "n_train_rows": .., "versions": {..}}``.
+(pip then warns that recbole wants plotly and ray; neither is imported here.)
 
-Job keys: ``model`` (BPR, LightGCN, SASRec), ``dataset``, ``data_path``, ``config`` (RecBole
-config overrides), ``epochs`` (timed epochs; one untimed warm-up epoch is run first),
-``max_steps`` (time only the first N batches of each epoch, 0 = the whole epoch),
-``eval_repeats`` (full-sort evaluations of the test split, after one warm-up; 0 = none),
-``threads``.
+Protocol: the process loads the job's dataset and builds model and trainer, prints one JSON
+line ``{"ready": true, "n_users": .., "n_items": .., "n_train_rows": .., "train_batches":
+.., "versions": {..}}``, then reads one JSON command per line on stdin and answers each with
+one JSON line on stdout (RecBole's own prints go to stderr):
 
-Timing uses RecBole's own trainer internals: ``Trainer._train_epoch`` (its dataloader
-draws the negatives inside the timed loop, as negrec's sampler does) and
-``Trainer.evaluate`` on the full-sort test dataloader.
+- ``{"cmd": "epoch"}``: one whole training epoch, ``Trainer._train_epoch`` (its dataloader
+  shuffles and draws the negatives inside the timed loop, as negrec's sampler does) ->
+  ``{"seconds": s, "loss": l}``;
+- ``{"cmd": "eval", "eval_batch_size": n}``: one full-ranking evaluation of the test split,
+  ``Trainer.evaluate``, with a test dataloader of ``n`` rows per batch (RecBole's full-sort
+  loader takes ``n // item_num`` users per batch; absent or null: the job's own
+  ``eval_batch_size``, RecBole's default 4096 unless the job sets one) ->
+  ``{"seconds": s, "users_per_batch": b, "result": {..}}``;
+- ``{"cmd": "quit"}``: exits.
+
+Every answer also carries ``peak_mb``, the process's peak RSS so far (``ru_maxrss``).
+
+Job keys: ``model`` (BPR, LightGCN), ``dataset``, ``data_path``, ``config`` (RecBole config
+overrides), ``threads``.
 """
 
 from __future__ import annotations
@@ -35,29 +46,116 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import resource
 import sys
 import time
 import warnings
+from typing import Any
 
 
-class FirstBatches:
-    """A RecBole dataloader cut to its first ``n`` batches (for partial-epoch timing)."""
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    def __init__(self, loader, n: int):
-        self.loader = loader
-        self.n = n
 
-    def __iter__(self):
-        for i, batch in enumerate(self.loader):
-            if i >= self.n:
-                break
-            yield batch
+class Session:
+    """One RecBole dataset, model and trainer, kept warm between commands."""
 
-    def __len__(self) -> int:
-        return min(self.n, len(self.loader))
+    def __init__(self, job: dict[str, Any]):
+        import torch
+        from recbole.config import Config
+        from recbole.data import create_dataset, data_preparation
+        from recbole.trainer import Trainer
+        from recbole.utils import get_model, init_seed
 
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
+        threads = int(job.get("threads", 1))
+        torch.set_num_threads(threads)
+        config_dict = {
+            "data_path": job["data_path"],
+            "use_gpu": False,
+            "worker": 0,
+            "seed": 0,
+            "reproducibility": True,
+            "show_progress": False,
+            "state": "ERROR",
+            "checkpoint_dir": job.get("checkpoint_dir", "saved"),
+            "embedding_size": 64,
+            "learner": "adam",
+            "learning_rate": 1e-3,
+            "weight_decay": 0.0,
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10, 20],
+            "valid_metric": "NDCG@20",
+            **job.get("config", {}),
+        }
+        self.config = Config(model=job["model"], dataset=job["dataset"], config_dict=config_dict)
+        init_seed(self.config["seed"], self.config["reproducibility"])
+        torch.set_num_threads(threads)
+        logging.getLogger().setLevel(logging.ERROR)
+        self.dataset = create_dataset(self.config)
+        self.train_data, _valid, self.test_data = data_preparation(self.config, self.dataset)
+        model_class = get_model(self.config["model"])
+        model = model_class(self.config, self.train_data._dataset).to(self.config["device"])
+        self.trainer = Trainer(self.config, model)
+        self.loaders = {int(self.config["eval_batch_size"]): self.test_data}
+        self.epoch = 0
+
+    def ready(self) -> dict[str, Any]:
+        import numpy as np
+        import recbole
+        import torch
+
+        return {
+            "ready": True,
+            "n_users": int(self.dataset.user_num - 1),  # RecBole's id 0 is padding
+            "n_items": int(self.dataset.item_num - 1),
+            "n_train_rows": len(self.train_data._dataset),
+            "train_batches": len(self.train_data),
+            "train_batch_rows": self.train_data.step,
+            "eval_batch_size": int(self.config["eval_batch_size"]),
+            "threads": torch.get_num_threads(),
+            "versions": {
+                "recbole": recbole.__version__,
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "python": sys.version.split()[0],
+            },
+        }
+
+    def train_epoch(self) -> dict[str, Any]:
+        import numpy as np
+
+        start = time.perf_counter()
+        loss = self.trainer._train_epoch(self.train_data, self.epoch, show_progress=False)
+        seconds = time.perf_counter() - start
+        self.epoch += 1
+        if not np.isfinite(np.sum(loss)):
+            raise SystemExit(f"RecBole loss is {loss} at epoch {self.epoch}")
+        return {"seconds": seconds, "loss": float(np.sum(loss)) / len(self.train_data)}
+
+    def loader(self, eval_batch_size: int | None) -> Any:
+        """The full-sort test dataloader with ``eval_batch_size`` rows per batch (a torch
+        DataLoader's batch size is fixed at construction, so one loader per size)."""
+        size = int(eval_batch_size or self.config["eval_batch_size"])
+        if size not in self.loaders:
+            default = self.config["eval_batch_size"]
+            self.config["eval_batch_size"] = size
+            self.loaders[size] = type(self.test_data)(
+                self.config, self.test_data._dataset, self.test_data._sampler, shuffle=False
+            )
+            self.config["eval_batch_size"] = default
+        return self.loaders[size]
+
+    def evaluate(self, eval_batch_size: int | None) -> dict[str, Any]:
+        loader = self.loader(eval_batch_size)
+        start = time.perf_counter()
+        result = self.trainer.evaluate(loader, load_best_model=False, show_progress=False)
+        seconds = time.perf_counter() - start
+        return {
+            "seconds": seconds,
+            "users_per_batch": loader.step,
+            "result": {k: float(v) for k, v in result.items()},
+        }
 
 
 def main() -> None:
@@ -65,88 +163,26 @@ def main() -> None:
     parser.add_argument("--job", required=True, help="the job as a JSON object")
     job = json.loads(parser.parse_args().job)
     warnings.filterwarnings("ignore")
+    # answers go to the real stdout; anything RecBole prints goes to stderr
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = sys.stderr
 
-    import numpy as np
-    import recbole
-    import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.trainer import Trainer
-    from recbole.utils import get_model, init_seed
+    def answer(record: dict[str, Any]) -> None:
+        answers.write(json.dumps({**record, "peak_mb": peak_mb()}) + "\n")
+        answers.flush()
 
-    threads = int(job.get("threads", 1))
-    torch.set_num_threads(threads)
-    config_dict = {
-        "data_path": job["data_path"],
-        "use_gpu": False,
-        "worker": 0,
-        "seed": 0,
-        "reproducibility": True,
-        "show_progress": False,
-        "state": "ERROR",
-        "checkpoint_dir": job.get("checkpoint_dir", "saved"),
-        "embedding_size": 64,
-        "learner": "adam",
-        "learning_rate": 1e-3,
-        "weight_decay": 0.0,
-        "metrics": ["Recall", "NDCG"],
-        "topk": [10, 20],
-        "valid_metric": "NDCG@20",
-        **job.get("config", {}),
-    }
-    config = Config(model=job["model"], dataset=job["dataset"], config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    torch.set_num_threads(threads)
-    logging.getLogger().setLevel(logging.ERROR)
-
-    start = time.perf_counter()
-    dataset = create_dataset(config)
-    train_data, _valid_data, test_data = data_preparation(config, dataset)
-    load_seconds = time.perf_counter() - start
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = Trainer(config, model)
-
-    steps_per_epoch = len(train_data)
-    max_steps = int(job.get("max_steps", 0)) or steps_per_epoch
-    loader = FirstBatches(train_data, max_steps) if max_steps < steps_per_epoch else train_data
-    epoch_seconds = []
-    for epoch in range(1 + int(job.get("epochs", 1))):
-        start = time.perf_counter()
-        loss = trainer._train_epoch(loader, epoch, show_progress=False)
-        epoch_seconds.append(time.perf_counter() - start)
-        if not np.isfinite(np.sum(loss)):
-            raise SystemExit(f"RecBole loss is {loss} at epoch {epoch}")
-
-    eval_seconds, result = [], None
-    for _ in range(int(job.get("eval_repeats", 0)) + (1 if job.get("eval_repeats") else 0)):
-        start = time.perf_counter()
-        result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-        eval_seconds.append(time.perf_counter() - start)
-
-    out = {
-        "epoch_seconds_warmup": epoch_seconds[0],
-        "epoch_seconds": epoch_seconds[1:],
-        "steps_per_epoch": steps_per_epoch,
-        "steps_timed": min(max_steps, steps_per_epoch),
-        "batch_rows": train_data.batch_size,
-        "eval_seconds_warmup": eval_seconds[0] if eval_seconds else None,
-        "eval_seconds": eval_seconds[1:],
-        "eval_result": {k: float(v) for k, v in (result or {}).items()},
-        "eval_users": int(test_data._dataset.user_num) if eval_seconds else None,
-        "eval_batch_rows": test_data.batch_size if eval_seconds else None,
-        "load_seconds": load_seconds,
-        "n_users": int(dataset.user_num - 1),  # RecBole's id 0 is padding
-        "n_items": int(dataset.item_num - 1),
-        "n_train_rows": len(train_data._dataset),
-        "threads": torch.get_num_threads(),
-        "versions": {
-            "recbole": recbole.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": sys.version.split()[0],
-        },
-    }
-    print(json.dumps(out))
+    session = Session(job)
+    answer(session.ready())
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "epoch":
+            answer(session.train_epoch())
+        elif command["cmd"] == "eval":
+            answer(session.evaluate(command.get("eval_batch_size")))
+        elif command["cmd"] == "quit":
+            break
+        else:
+            raise SystemExit(f"unknown command {command!r}")
 
 
 if __name__ == "__main__":

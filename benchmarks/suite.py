@@ -11,6 +11,8 @@ writes a dated markdown file under ``benchmarks/out/`` (``YYYY-MM-DD-HHMM-suite-
     python benchmarks/suite.py threads --data ../shared/data
     python benchmarks/suite.py cce --data ../shared/data
     python benchmarks/suite.py memory --data ../shared/data
+    python benchmarks/suite.py recbole --data ../shared/data
+    python benchmarks/suite.py recbole-memory --data ../shared/data
 
 Parts:
 
@@ -28,6 +30,9 @@ Parts:
 - ``memory``: peak RSS (``/usr/bin/time -v``, maximum resident set size) of a Gowalla MF+BPR
   run, ``--epochs`` epochs plus one full evaluation, one child process per optimizer path;
   the child also prints its peak RSS after each epoch, so growth after epoch 1 shows.
+- ``recbole`` and ``recbole-memory``: against RecBole 1.2.1 (its own venv, a warm worker
+  process), the same work: MF+BPR and LightGCN epochs, full-ranking evaluation at an equal
+  batch and at each library's default, and peak RSS; see ``benchmarks/suite_recbole.py``.
 """
 
 from __future__ import annotations
@@ -413,7 +418,10 @@ def header(args: argparse.Namespace, part: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["bpr", "threads", "cce", "memory", "memory-child"])
+    parser.add_argument(
+        "part",
+        choices=["bpr", "threads", "cce", "memory", "memory-child", "recbole", "recbole-memory"],
+    )
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=None)
@@ -422,19 +430,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(  # the recbole parts
+        "--recbole-python", type=Path, default=HERE / ".venv-recbole" / "bin" / "python"
+    )
+    parser.add_argument("--lightgcn-datasets", nargs="*", default=["ml-100k"])
     args = parser.parse_args()
     if args.rounds < 5 and args.part != "memory-child":
         parser.error("--rounds: at least 5 interleaved rounds")
-    default_data = ["gowalla"] if args.part.startswith("memory") else ["ml-1m", "gowalla"]
+    default_data = ["gowalla"] if "memory" in args.part else ["ml-1m", "gowalla"]
+    default_data = ["ml-1m"] if args.part == "recbole" else default_data
     args.datasets = args.datasets or default_data
-    args.paths = args.paths or (["adam"] if args.part == "cce" else list(PATHS))
+    default_paths = {"cce": ["adam"], "recbole": ["adam", "adam-dense"], "recbole-memory": ["adam"]}
+    args.paths = args.paths or default_paths.get(args.part, list(PATHS))
     if args.part == "memory-child":
         memory_child(args)
         return
     start = header(args, args.part)
-    body = {"bpr": part_bpr, "threads": part_threads, "cce": part_cce, "memory": part_memory}[
-        args.part
-    ](args)
+    parts = {"bpr": part_bpr, "threads": part_threads, "cce": part_cce, "memory": part_memory}
+    if args.part.startswith("recbole"):
+        from suite_recbole import part_recbole, part_recbole_memory
+
+        parts.update({"recbole": part_recbole, "recbole-memory": part_recbole_memory})
+    body = parts[args.part](args)
     text = "\n".join([*start, *body, ""])
     print(text)
     if not args.no_write:
