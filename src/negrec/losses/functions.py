@@ -182,8 +182,8 @@ def cce_value_and_grad(
             grad = torch.empty_like(scores)
         bits = np.empty(scores.shape[1], dtype=np.int32)
         logits = grad if offset else scores.detach().contiguous()
-        value = cce_rows_grad(logits.numpy(), grad.numpy(), bits)
-        return torch.tensor(value, dtype=scores.dtype), grad
+        mean_loss = cce_rows_grad(logits.numpy(), grad.numpy(), bits)
+        return torch.tensor(mean_loss, dtype=scores.dtype), grad
     neg = _cce_negative_logits(scores[:, 1:], log_q, weights, mean)  # [B, K]
     logits = torch.cat([scores[:, :1], neg], dim=1)  # [B, 1 + K]
     top = logits.max(dim=1, keepdim=True).values  # [B, 1], finite: the positive is
