@@ -37,7 +37,8 @@ def test_compiled_cce_matches_the_float64_formula(
     want_value, want_grad = cce_value_and_grad(scores.double(), *as64, mean)
     assert value.dtype == grad.dtype == torch.float32
     torch.testing.assert_close(value.double(), want_value, rtol=2e-6, atol=2e-6)
-    torch.testing.assert_close(grad.double(), want_grad, rtol=1e-5, atol=1e-7 / rows)
+    # column 0 is (softmax - 1) / B: near-cancelling, so float32's error there is ~eps / B
+    torch.testing.assert_close(grad.double(), want_grad, rtol=1e-5, atol=1e-6 / rows)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
