@@ -289,7 +289,11 @@ def test_one_pass_cpu_draw_maps_uniforms_like_the_torch_path(degrees, width, see
     ``SCAN_MAX_ROW`` positives by a direct scan, longer ones by binary search) gives, for
     the same uniforms, the items of the device-agnostic torch path: the rank-th
     non-positive item, rank = trunc(u * available), edges of [0, 1) included."""
-    from negrec._fast.kernels import SCAN_MAX_ROW, uniform_complement_draw
+    from negrec._fast.kernels import (
+        _UNIFORM_COMPLEMENT_DRAW,
+        SCAN_MAX_ROW,
+        uniform_complement_draw,
+    )
     from negrec.samplers.uniform import ComplementIndex
 
     rng = np.random.default_rng(seed)
@@ -303,6 +307,13 @@ def test_one_pass_cpu_draw_maps_uniforms_like_the_torch_path(degrees, width, see
     uniforms[:, 0] = 0.0
     uniforms[:, -1] = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))  # largest < 1
     available, indptr, q = index._arrays
+    want = index.items_at(users, index.ranks(users, uniforms))
     got = torch.empty(uniforms.shape, dtype=torch.int64)
     uniform_complement_draw(available, indptr, q, users.numpy(), uniforms.numpy(), got.numpy())
-    assert torch.equal(got, index.items_at(users, index.ranks(users, uniforms)))
+    assert torch.equal(got, want)
+    if width >= 8:  # the parallel twin (used for large batches on several threads) too
+        got.fill_(-1)
+        _UNIFORM_COMPLEMENT_DRAW[1](
+            available, indptr, q, users.numpy(), uniforms.numpy(), got.numpy()
+        )
+        assert torch.equal(got, want)
