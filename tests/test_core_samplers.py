@@ -276,3 +276,44 @@ def test_compiled_uniform_ranks_equal_the_torch_expression():
     uniform_ranks(index.available.numpy(), users.numpy(), uniforms.numpy(), got.numpy())
     assert torch.equal(got, index.ranks(users, uniforms))
     assert (got[:, 1] == index.available[users] - 1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    degrees=st.lists(st.integers(0, 250), min_size=1, max_size=6),
+    width=st.sampled_from([1, 3, 8, 33, 100]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_one_pass_cpu_draw_maps_uniforms_like_the_torch_path(degrees, width, seed):
+    """The CPU draw (ranks and complement search in one compiled pass; rows of at most
+    ``SCAN_MAX_ROW`` positives by a direct scan, longer ones by binary search) gives, for
+    the same uniforms, the items of the device-agnostic torch path: the rank-th
+    non-positive item, rank = trunc(u * available), edges of [0, 1) included."""
+    from negrec._fast.kernels import (
+        _UNIFORM_COMPLEMENT_DRAW,
+        SCAN_MAX_ROW,
+        uniform_complement_draw,
+    )
+    from negrec.samplers.uniform import ComplementIndex
+
+    rng = np.random.default_rng(seed)
+    n_items = 300
+    rows = [sorted(rng.choice(n_items, size=d, replace=False).tolist()) for d in degrees]
+    rows.append(list(range(SCAN_MAX_ROW + 1)))  # a row just past the scan, one run of q
+    data = make_interactions(rows, n_items)
+    index = ComplementIndex(data, torch.device("cpu"))
+    users = torch.arange(len(rows)).repeat_interleave(3)
+    uniforms = torch.rand(users.numel(), width, generator=gen(seed))
+    uniforms[:, 0] = 0.0
+    uniforms[:, -1] = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))  # largest < 1
+    available, indptr, q = index._arrays
+    want = index.items_at(users, index.ranks(users, uniforms))
+    got = torch.empty(uniforms.shape, dtype=torch.int64)
+    uniform_complement_draw(available, indptr, q, users.numpy(), uniforms.numpy(), got.numpy())
+    assert torch.equal(got, want)
+    if width >= 8:  # the parallel twin (used for large batches on several threads) too
+        got.fill_(-1)
+        _UNIFORM_COMPLEMENT_DRAW[1](
+            available, indptr, q, users.numpy(), uniforms.numpy(), got.numpy()
+        )
+        assert torch.equal(got, want)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -167,7 +168,22 @@ def cce_value_and_grad(
     """CCE of ``scores`` [B, 1 + K] (column 0 the positive) and its gradient [B, 1 + K] in
     closed form: ``(softmax(logits) - onehot(0)) / B``, where ``logits`` are the scores with
     :func:`cce`'s offsets (logQ, log weights, log K), constants in the scores. With K = 100
-    autograd's engine took ~1.7 ms of a ~8 ms fused MF step on CPU."""
+    autograd's engine took ~1.7 ms of a ~8 ms fused MF step on CPU; on CPU in float32 one
+    compiled pass per row (:func:`negrec._fast.softmax.cce_rows_grad`) replaces the torch
+    ops below, ~2.5x faster again."""
+    offset = log_q is not None or weights is not None or mean
+    if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.numel():
+        from negrec._fast.softmax import cce_rows_grad  # numba: imported on first use
+
+        if offset:  # the logits [B, 1 + K] as below; the gradient then overwrites them
+            neg = _cce_negative_logits(scores[:, 1:], log_q, weights, mean)  # [B, K]
+            grad = torch.cat([scores[:, :1], neg], dim=1)
+        else:
+            grad = torch.empty_like(scores)
+        bits = np.empty(scores.shape[1], dtype=np.int32)
+        logits = grad if offset else scores.detach().contiguous()
+        mean_loss = cce_rows_grad(logits.numpy(), grad.numpy(), bits)
+        return torch.tensor(mean_loss, dtype=scores.dtype), grad
     neg = _cce_negative_logits(scores[:, 1:], log_q, weights, mean)  # [B, K]
     logits = torch.cat([scores[:, :1], neg], dim=1)  # [B, 1 + K]
     top = logits.max(dim=1, keepdim=True).values  # [B, 1], finite: the positive is

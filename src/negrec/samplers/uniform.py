@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from negrec._fast.kernels import complement_items, uniform_ranks
+from negrec._fast.kernels import complement_items, uniform_complement_draw
 from negrec.data.interactions import Interactions
 from negrec.errors import ConfigError
 from negrec.samplers.base import SAMPLERS, Negatives, Sampler, SamplerConfig
@@ -35,21 +35,21 @@ class ComplementIndex:
         self.indptr = indptr
         self.available = train.n_items - (indptr[1:] - indptr[:-1])  # [n_users]
         if device.type == "cpu":  # numpy views for the compiled draws (made once, not per batch)
-            # q as int32 where it fits: half the bytes for the binary searches' random loads
-            small = q.numel() == 0 or int(q.abs().max()) < 2**31
+            # q as int32 where it and every row offset fit: half the bytes for the binary
+            # searches' random loads, twice the lanes of the draw's SIMD compares
+            small = q.numel() < 2**31 and (q.numel() == 0 or int(q.abs().max()) < 2**31)
             q_search = q.to(torch.int32) if small else q
             self._arrays = (self.available.numpy(), self.indptr.numpy(), q_search.numpy())
 
     def draw(self, users: torch.Tensor, shape: tuple[int, int], generator: torch.Generator):
         """Uniform items [B, K] outside each user's positives, with replacement."""
         u = torch.rand(shape, generator=generator, device=users.device)  # [B, K]
-        if users.device.type == "cpu":  # one compiled pass instead of six small ops
+        if users.device.type == "cpu":  # compiled: ranks and items_at_cpu in one pass
             available, indptr, q = self._arrays
-            rank = torch.empty(shape, dtype=torch.int64)
-            user_ids, rank_np = users.contiguous().numpy(), rank.numpy()
-            uniform_ranks(available, user_ids, u.numpy(), rank_np)
             out = torch.empty(shape, dtype=torch.int64)
-            complement_items(indptr, q, user_ids, rank_np, out.numpy())  # as items_at_cpu
+            uniform_complement_draw(
+                available, indptr, q, users.contiguous().numpy(), u.numpy(), out.numpy()
+            )
             return out
         return self.items_at(users, self.ranks(users, u))
 
