@@ -45,6 +45,7 @@ LAYER_OF = {
     "negrec._fast.gather_dot": "kernels",
     "negrec._fast.optim": "kernels",
     "negrec._fast.topn": "kernels",
+    "negrec._fast.softmax": "kernels",
     "negrec.data": "data",
     "negrec.data.*": "data",  # data/cli.py included: it may use nothing above data
     "negrec.models": "components",
@@ -85,6 +86,7 @@ LOWER = (
     "negrec._fast.kernels",
     "negrec._fast.gather_dot",
     "negrec._fast.optim",
+    "negrec._fast.softmax",
     "negrec.theory.*",
 )
 FORBIDDEN_FROM_LOWER = ("negrec.train", "negrec.experiment", "negrec.cli")
