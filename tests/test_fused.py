@@ -279,28 +279,45 @@ def test_value_and_grad_equals_autograd_of_the_loss(
     torch.testing.assert_close(grad, expected_grad)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])
+@pytest.mark.parametrize(("loss", "k"), [("bpr", 1), ("cce", 4), ("cce", 20)])
 def test_training_is_identical_across_thread_counts(
-    optimizer: str, monkeypatch: pytest.MonkeyPatch
+    optimizer: str, loss: str, k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fused MF step's row passes are serial (rows repeat within a batch); what runs in
-    parallel (RowwiseAdam's flush, the samplers' and evaluation's kernels, forced here even
-    for tiny work) splits independent rows over threads. So one seed gives the same bits
-    on 1 and 2 threads (numba and torch)."""
+    """The fused MF step's row passes split rows by owner (each row's gradient summed in
+    batch order, whichever thread owns it), its scores split batch rows, and the other
+    parallel kernels (RowwiseAdam's flush, the samplers' and evaluation's) split
+    independent rows; all forced parallel here even for tiny work. So one seed gives the
+    same weights and losses on 1 thread (the serial twins), 2 threads, and 3 owner chunks
+    (3 threads where numba has them, else 3 chunks on 2), for K = 1, a few negatives, and
+    rows wider than the prefetching ones (K = 20: RowwiseAdam's one-pass catch-up and
+    scores when serial)."""
     import numba
 
-    from negrec._fast import kernels
+    from negrec._fast import fused, kernels, owned
 
     monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(owned, "MF_PARALLEL_MIN_WORK", 0)
     results = []
-    for threads in (1, 2):
+    for threads, chunks in ((1, 1), (2, 2), (3, 3)):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         torch.set_num_threads(threads)
+        seen: list[int] = []
+
+        def counted(work: int, chunks: int = chunks, seen: list[int] = seen) -> int:
+            seen.append(chunks)
+            return chunks
+
+        monkeypatch.setattr(fused, "mf_chunks", counted)
         try:
-            model = _trained("bpr", SAMPLERS["uniform"], True, optimizer=optimizer)
+            sampler = {"name": "uniform", "k": k}
+            model = _trained(loss, sampler, True, optimizer=optimizer, l2=1e-3)
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
             torch.set_num_threads(1)
-        results.append(model.state_dict())
-    for name, value in results[0].items():
-        assert torch.equal(results[1][name], value), name
+        assert seen and set(seen) == {chunks}  # the fused step ran, on these chunks
+        results.append(model)
+    for model in results[1:]:
+        for name, value in results[0].state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), name
+        assert model.losses == results[0].losses

@@ -20,6 +20,9 @@ plain:
    ``optimizer = "adam"`` builds for MF on one CPU process) the rows read are first brought
    up to date (their pending momentum-only steps), so the update is dense Adam's.
 
+Each pass runs on numba's threads (``numba.set_num_threads``, ``NUMBA_NUM_THREADS``) with
+the same bits on any thread count: rows are split by owner (:mod:`negrec._fast.owned`).
+
 The result is the autograd path's update (``optimizer = "adam"``, ``"lazy_adam"`` or
 ``"sgd"``) up to float rounding (``tests/test_fused.py``). :func:`fused_step` says when it
 applies: CPU, float32, fp32 precision, one process, exactly :class:`negrec.models.MF`,
@@ -34,8 +37,8 @@ from typing import Any
 
 import torch
 
-from negrec._fast.kernels import gather_dot_forward, mf_row_step
 from negrec._fast.optim import LazyAdam, RowwiseAdam
+from negrec._fast.owned import mf_chunks, mf_row_step, scores
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
@@ -81,14 +84,17 @@ class FusedMFStep:
         else:  # SGD: the moments are never read; the scratch stands in for them
             states = self.scratch
         user_table, item_table, user_state, item_state = self._arrays(states)
-        scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
+        # owner chunks of the row passes: numba's thread count (1: the serial twins)
+        chunks = mf_chunks(item_ids.size * user_table.shape[1])
+        batch_scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
+        out = batch_scores.numpy()
         if self.rowwise:  # the rows read are first brought up to date, in the same pass
             assert isinstance(self.optimizer, RowwiseAdam)
-            self.optimizer.catch_up_and_score(*self.tables, user_ids, item_ids, scores.numpy())
+            self.optimizer.catch_up_and_score(*self.tables, user_ids, item_ids, out, chunks)
         else:
-            gather_dot_forward(user_table, item_table, item_ids, scores.numpy(), user_ids)
+            scores(user_table, item_table, user_ids, item_ids, out, chunks)
         value, grad = self.loss.value_and_grad(
-            scores, valid=negatives.valid, log_q=negatives.log_q, weights=negatives.weights
+            batch_scores, valid=negatives.valid, log_q=negatives.log_q, weights=negatives.weights
         )  # [], [B, 1 + K]
         if not math.isfinite(value):  # leave the weights as they were; fit raises
             return value
@@ -115,6 +121,7 @@ class FusedMFStep:
             group["weight_decay"],
             corrections[0],
             corrections[1],
+            chunks,
         )
         return value + self.l2 * squares / len(users)
 

@@ -1,0 +1,380 @@
+"""The fused MF step's row passes on several threads, with the same bits on any number.
+
+A batch repeats rows (a user with several positives in it, a popular item drawn as a
+negative many times), so a row's gradient is a sum over its occurrences, and two threads
+summing into one row would race; summing per thread and then across threads would change
+the last bits with the thread count. Here every row has an owner, chunk ``row % chunks``:
+each chunk scans the whole batch in batch order and does the work of its own rows only, so
+every row's sum is taken in batch order whichever thread takes it, and one seed gives the
+same bits on 1, 2 or 16 threads (``tests/test_fused.py``,
+``test_training_is_identical_across_thread_counts``). A chunk reads every id of the batch
+(B (1 + K) integers) but touches only its own rows' d floats. Work that reads rows without
+writing them (the scores) splits the batch instead.
+
+A step at ``chunks > 1`` runs four parallel regions: RowwiseAdam's catch-up of the rows read
+(owned), the scores (by batch row), the row gradients (owned) and the row update (owned).
+The update needs its own region: a row's gradient reads the other table's rows as they were
+before the step, and their owners update them. With one chunk the same bodies run as
+serial compiled twins (no parallel region to start), which is also what one thread gets.
+
+Threads: numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), as every parallel
+kernel of :mod:`negrec._fast.kernels`; ``chunks`` is that count (:func:`mf_chunks`).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from negrec._fast.kernels import (
+    _GATHER_DOT_FORWARD,
+    PREFETCH_AHEAD,
+    PREFETCH_MAX_WIDTH,
+    _catch_up_row,
+    _fetch_row,
+    _fetch_stale,
+    _serial_and_parallel,
+    _update_order,
+)
+
+#: below this much work (batch ids x d) a step stays serial whatever the thread count:
+#: starting a parallel region costs ~10-100 us, and a tiny batch takes less than that
+MF_PARALLEL_MIN_WORK = 1 << 14
+
+
+def mf_chunks(work: int) -> int:
+    """How many owner chunks a step of ``work`` (batch ids x d) is split into: numba's
+    thread count, or 1 (serial) for small work or one thread."""
+    threads = numba.get_num_threads()
+    return 1 if threads == 1 or work < MF_PARALLEL_MIN_WORK else threads
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _catch_up_owned(
+    table: tuple[np.ndarray, np.ndarray, np.ndarray],  # float32 [n, d]: p, m, v
+    last: np.ndarray,  # int64 [n]: the step each row is current at; updated
+    history: tuple[np.ndarray, np.ndarray],  # float64: hist_a, hist_sc2
+    steps: tuple[int, int, int],  # (until, mark, base) as in adam_catch_up_rows
+    powers: np.ndarray,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    rows: np.ndarray,  # int64 [R], repeats allowed
+    chunk: int,
+    chunks: int,
+) -> None:
+    """:func:`negrec._fast.kernels.adam_catch_up_rows` of the rows chunk ``chunk`` owns."""
+    param, exp_avg, exp_avg_sq = table
+    hist_a, hist_sc2 = history
+    until, mark, base = steps
+    n = rows.shape[0]
+    for t in range(n):
+        if t + PREFETCH_AHEAD < n:
+            ahead = rows[t + PREFETCH_AHEAD]
+            if chunks == 1 or ahead % chunks == chunk:
+                _fetch_stale(table, last, ahead, until)
+        row = rows[t]
+        if chunks > 1 and row % chunks != chunk:
+            continue
+        since = last[row]
+        if since < until:
+            _catch_up_row(
+                param[row], exp_avg[row], exp_avg_sq[row], since, until,
+                hist_a, hist_sc2, base, powers, beta1, beta2, eps,
+            )  # fmt: skip
+        last[row] = mark
+
+
+def _catch_up_both(
+    user_table: tuple[np.ndarray, np.ndarray, np.ndarray],  # float32 [n_users, d]: p, m, v
+    user_last: np.ndarray,  # int64 [n_users]
+    user_history: tuple[np.ndarray, np.ndarray],
+    user_steps: tuple[int, int, int],
+    item_table: tuple[np.ndarray, np.ndarray, np.ndarray],  # float32 [n_items, d]
+    item_last: np.ndarray,  # int64 [n_items]
+    item_history: tuple[np.ndarray, np.ndarray],
+    item_steps: tuple[int, int, int],
+    powers: np.ndarray,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B * W]: the batch's item ids, flattened
+    chunks: int,
+) -> None:
+    for chunk in prange(chunks):
+        _catch_up_owned(
+            user_table, user_last, user_history, user_steps,
+            powers, beta1, beta2, eps, users, chunk, chunks,
+        )  # fmt: skip
+        _catch_up_owned(
+            item_table, item_last, item_history, item_steps,
+            powers, beta1, beta2, eps, items, chunk, chunks,
+        )  # fmt: skip
+
+
+_CATCH_UP_BOTH = _serial_and_parallel(_catch_up_both, fastmath=True)
+
+
+def catch_up_both(*args: object, chunks: int) -> None:
+    """RowwiseAdam's catch-up of a step's users and items (see ``_catch_up_both``'s
+    arguments), each row by its owner chunk: the same bits as
+    :func:`negrec._fast.kernels.adam_catch_up_rows` on the users then the items, since a
+    row's catch-up reads only that row and its table's history."""
+    _CATCH_UP_BOTH[chunks > 1](*args, chunks)
+
+
+def scores(
+    user_table: np.ndarray,  # float32 [n_users, d]
+    item_table: np.ndarray,  # float32 [n_items, d]
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+    out: np.ndarray,  # float32 [B, W] out: <p_u, q_i>
+    chunks: int,
+) -> None:
+    """:func:`negrec._fast.kernels.gather_dot_forward`, on numba's threads when ``chunks >
+    1`` (its parallel twin: the same bits; each score is one batch row's own dot)."""
+    _GATHER_DOT_FORWARD[chunks > 1](user_table, users, item_table, items, out)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _accumulate_owned(
+    user_table: np.ndarray,  # float32 [n_users, d], read
+    item_table: np.ndarray,  # float32 [n_items, d], read
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+    grad: np.ndarray,  # float32 [B, W]: d loss / d score[b, w]
+    scale: np.float32,  # d penalty / d row per occurrence (0: no penalty)
+    user_buf: np.ndarray,  # float32 [n_users, d]: += each owned user row's gradient
+    user_touched: np.ndarray,  # bool [n_users]: set at the owned users
+    item_buf: np.ndarray,  # float32 [n_items, d]
+    item_touched: np.ndarray,  # bool [n_items]
+    user_squares: np.ndarray,  # float64 [B] out: |p_u|^2 of each owned occurrence
+    item_squares: np.ndarray,  # float64 [B, W] out: |q_i|^2 likewise
+    chunk: int,
+    chunks: int,
+) -> None:
+    """Pass 1 of the row step for the rows chunk ``chunk`` owns, in batch order:
+    ``d/dp_u = sum_w g[b, w] q_i``, ``d/dq_i = g[b, w] p_u``, plus the L2 term."""
+    n_rows, width = items.shape
+    dim = user_table.shape[1]
+    penalty = scale != 0.0
+    # prefetching pays for a few rows per b; with many negatives per row the row loop's own
+    # misses overlap, and 8 rows x K prefetches ahead only cost (K = 100: ~1.3x slower)
+    prefetch = width <= PREFETCH_MAX_WIDTH
+    for b in range(n_rows):
+        if prefetch and b + PREFETCH_AHEAD < n_rows:
+            ahead = users[b + PREFETCH_AHEAD]
+            _fetch_row(user_table, ahead)
+            if chunks == 1 or ahead % chunks == chunk:
+                _fetch_row(user_buf, ahead)
+            for w in range(width):
+                ahead = items[b + PREFETCH_AHEAD, w]
+                _fetch_row(item_table, ahead)
+                if chunks == 1 or ahead % chunks == chunk:
+                    _fetch_row(item_buf, ahead)
+        u = users[b]
+        own_user = chunks == 1 or u % chunks == chunk
+        p = user_table[u]
+        gp = user_buf[u]
+        if own_user:
+            user_touched[u] = True
+        for w in range(width):
+            i = items[b, w]
+            q = item_table[i]
+            g = grad[b, w]
+            if own_user:
+                for j in range(dim):
+                    gp[j] += g * q[j]
+            if chunks == 1 or i % chunks == chunk:
+                gq = item_buf[i]
+                item_touched[i] = True
+                for j in range(dim):
+                    gq[j] += g * p[j]
+                if penalty:
+                    square = 0.0
+                    for j in range(dim):
+                        gq[j] += scale * q[j]
+                        square += q[j] * q[j]
+                    item_squares[b, w] = square
+        if own_user and penalty:
+            square = 0.0
+            for j in range(dim):
+                gp[j] += scale * p[j]
+                square += p[j] * p[j]
+            user_squares[b] = square
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def adam_owned_rows(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    exp_avg: np.ndarray,  # float32 [n, d], Adam's first moment, updated in place
+    exp_avg_sq: np.ndarray,  # float32 [n, d], second moment, updated in place
+    rows: np.ndarray,  # int64 [R]: the rows to walk (see _update_order), repeats allowed
+    buffer: np.ndarray,  # float32 [n, d]: each touched row's summed gradient; zeroed here
+    touched: np.ndarray,  # bool [n]: True at the touched rows; cleared here
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    correction1: float,
+    correction2: float,
+    chunk: int,
+    chunks: int,
+) -> None:
+    """The Adam update of each touched row chunk ``chunk`` owns, once per row however often
+    it repeats."""
+    dim = param.shape[1]
+    # float32 constants keep the inner loop in float32 (vectorised; float64 is ~4x slower)
+    step_size = np.float32(lr / correction1)
+    keep1, keep2 = np.float32(beta1), np.float32(beta2)
+    take1, take2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
+    wd, eps32 = np.float32(weight_decay), np.float32(eps)
+    inv_c2 = np.float32(1.0 / correction2)
+    n = rows.shape[0]
+    for t in range(n):
+        if t + PREFETCH_AHEAD < n:
+            ahead = rows[t + PREFETCH_AHEAD]
+            if chunks == 1 or ahead % chunks == chunk:
+                for table in (param, exp_avg, exp_avg_sq, buffer):
+                    _fetch_row(table, ahead)
+        row = rows[t]
+        if not touched[row] or (chunks > 1 and row % chunks != chunk):
+            continue  # a repeat of a row already updated, or another chunk's
+        touched[row] = False
+        g = buffer[row]
+        p = param[row]
+        m = exp_avg[row]
+        v = exp_avg_sq[row]
+        for j in range(dim):
+            gj = g[j] + wd * p[j]
+            g[j] = 0.0
+            mj = keep1 * m[j] + take1 * gj
+            vj = keep2 * v[j] + take2 * gj * gj
+            m[j] = mj
+            v[j] = vj
+            p[j] -= step_size * mj / (np.sqrt(vj * inv_c2) + eps32)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sgd_owned_rows(
+    param: np.ndarray,  # float32 [n, d], updated in place
+    rows: np.ndarray,  # int64 [R]: the rows to walk, repeats allowed
+    buffer: np.ndarray,  # float32 [n, d]: each touched row's summed gradient; zeroed here
+    touched: np.ndarray,  # bool [n]: True at the touched rows; cleared here
+    lr: float,
+    chunk: int,
+    chunks: int,
+) -> None:
+    """``p -= lr * g`` on each touched row chunk ``chunk`` owns, once per row."""
+    dim = param.shape[1]
+    rate = np.float32(lr)
+    for row in rows:
+        if not touched[row] or (chunks > 1 and row % chunks != chunk):
+            continue
+        touched[row] = False
+        g = buffer[row]
+        p = param[row]
+        for j in range(dim):
+            p[j] -= rate * g[j]
+            g[j] = 0.0
+
+
+def _mf_row_step(
+    user_table: np.ndarray,  # float32 [n_users, d], updated in place
+    item_table: np.ndarray,  # float32 [n_items, d], updated in place
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]: each row's positive and negatives
+    grad: np.ndarray,  # float32 [B, W]: d loss / d score[b, w]
+    l2_scale: float,  # d penalty / d row, per occurrence: 2 * l2 / B (0: no penalty)
+    user_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # m, v, buffer, touched
+    item_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    adam: bool,  # LazyAdam's update; False: SGD's p -= lr * g (m, v unused)
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    user_corrections: tuple[float, float],  # Adam's bias corrections 1 - beta^step
+    item_corrections: tuple[float, float],
+    chunks: int,
+    total: np.ndarray,  # float64 [1] out: the sum of squared rows
+) -> None:
+    user_m, user_v, user_buf, user_touched = user_state
+    item_m, item_v, item_buf, item_touched = item_state
+    n_rows, width = items.shape
+    scale = np.float32(l2_scale)
+    user_squares = np.zeros(n_rows if l2_scale != 0.0 else 0)  # [B] float64
+    item_squares = np.zeros((n_rows if l2_scale != 0.0 else 0, width))  # [B, W]
+    for chunk in prange(chunks):  # region 1: every row's gradient, from the old rows
+        _accumulate_owned(
+            user_table, item_table, users, items, grad, scale,
+            user_buf, user_touched, item_buf, item_touched,
+            user_squares, item_squares, chunk, chunks,
+        )  # fmt: skip
+    flat = items.reshape(-1)
+    user_rows = _update_order(users, user_touched)
+    item_rows = _update_order(flat, item_touched)
+    for chunk in prange(chunks):  # region 2: the update of each touched row
+        if adam:
+            adam_owned_rows(
+                user_table, user_m, user_v, user_rows, user_buf, user_touched,
+                lr, beta1, beta2, eps, weight_decay,
+                user_corrections[0], user_corrections[1], chunk, chunks,
+            )  # fmt: skip
+            adam_owned_rows(
+                item_table, item_m, item_v, item_rows, item_buf, item_touched,
+                lr, beta1, beta2, eps, weight_decay,
+                item_corrections[0], item_corrections[1], chunk, chunks,
+            )  # fmt: skip
+        else:
+            _sgd_owned_rows(user_table, user_rows, user_buf, user_touched, lr, chunk, chunks)
+            _sgd_owned_rows(item_table, item_rows, item_buf, item_touched, lr, chunk, chunks)
+    squares = 0.0  # in batch order, whichever chunk computed each term
+    for b in range(user_squares.shape[0]):
+        for w in range(width):
+            squares += item_squares[b, w]
+        squares += user_squares[b]
+    total[0] = squares
+
+
+_MF_ROW_STEP = _serial_and_parallel(_mf_row_step, fastmath=True)
+
+
+def mf_row_step(
+    user_table: np.ndarray,
+    item_table: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    grad: np.ndarray,
+    l2_scale: float,
+    user_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    item_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    adam: bool,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    user_corrections: tuple[float, float],
+    item_corrections: tuple[float, float],
+    chunks: int = 1,
+) -> float:
+    """One LazyAdam (or SGD) step of MF from the loss gradient of its scores, no autograd.
+
+    Pass 1 sums, from the parameters before the step, each touched row's gradient
+    (``d/dp_u = sum_w g[b, w] q_i``, ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term)
+    into the buffers; pass 2 is LazyAdam's (or SGD's) row update. Each pass splits the rows
+    over ``chunks`` owners (module doc), so any ``chunks`` gives the same bits. Both prefetch
+    rows a few steps ahead (pass 1 only for narrow rows, ``PREFETCH_MAX_WIDTH``). Returns
+    the L2 penalty's sum of squared rows (one per occurrence, as ``MF.l2_penalty``), 0 when
+    ``l2_scale`` is 0."""
+    total = np.zeros(1)
+    _MF_ROW_STEP[chunks > 1](
+        user_table, item_table, users, items, grad, l2_scale, user_state, item_state,
+        adam, lr, beta1, beta2, eps, weight_decay, user_corrections, item_corrections,
+        chunks, total,
+    )  # fmt: skip
+    return float(total[0])
