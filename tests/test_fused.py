@@ -321,3 +321,42 @@ def test_training_is_identical_across_thread_counts(
         for name, value in results[0].state_dict().items():
             assert torch.equal(model.state_dict()[name], value), name
         assert model.losses == results[0].losses
+
+
+@pytest.mark.parametrize("adam", [True, False])
+@pytest.mark.parametrize("width", [2, 5, 21])
+@pytest.mark.parametrize("l2_scale", [0.0, 1e-2])
+def test_row_step_gives_the_same_bits_serially_and_on_owner_chunks(
+    adam: bool, width: int, l2_scale: float
+) -> None:
+    """``mf_row_step`` on one chunk (narrow rows: the one-pass kernel, each row updated at
+    its last occurrence, single occurrences without the buffer) and on 2 and 3 owner chunks
+    (two parallel passes), on tables small enough that most rows repeat in the batch: the
+    same tables, moments and penalty, and the scratch left all zero / False."""
+    from negrec._fast.owned import mf_row_step
+
+    rng = np.random.default_rng(width)
+    n_users, n_items, size, dim = 70, 90, 64, 16  # 64 x width ids over 90 items: repeats
+    users = rng.integers(n_users, size=size)
+    users[:5] = np.arange(5) + 65  # a few users seen once
+    items = rng.integers(n_items, size=(size, width))
+    grad = rng.normal(size=(size, width)).astype(np.float32)
+    tables = [rng.normal(size=(n, dim)).astype(np.float32) for n in (n_users, n_items)]
+    moments = [(np.abs(rng.normal(size=t.shape)) * 1e-3).astype(np.float32) for t in tables]
+    results = []
+    for chunks in (1, 2, 3):
+        user_table, item_table = (t.copy() for t in tables)
+        states = [
+            (m.copy(), m.copy() * m, np.zeros_like(m), np.zeros(m.shape[0], dtype=bool))
+            for m in moments
+        ]
+        args = (users, items, grad, l2_scale, states[0], states[1], adam, 0.01, 0.9, 0.999)
+        rest = (1e-8, 0.0, (0.3, 0.01), (0.2, 0.005), chunks)
+        squares = [mf_row_step(user_table, item_table, *args, *rest) for _ in range(2)]
+        for state in states:
+            assert not state[2].any() and not state[3].any()  # scratch restored
+        results.append((user_table, item_table, *states[0][:2], *states[1][:2], squares))
+    for other in results[1:]:
+        for a, b in zip(results[0][:-1], other[:-1], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert other[-1] == results[0][-1]

@@ -331,6 +331,11 @@ def _sum_squares(user_squares: np.ndarray, item_squares: np.ndarray) -> float:
     return total
 
 
+#: kinds of an occurrence in ``_row_step_one_pass``
+_LAST, _FIRST = 1, 2
+_ONCE = _LAST | _FIRST
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _row_step_one_pass(
     user_table: np.ndarray,  # float32 [n_users, d], updated in place
@@ -362,20 +367,32 @@ def _row_step_one_pass(
     dim = user_table.shape[1]
     scale = np.float32(l2_scale)
     penalty = l2_scale != 0.0
-    # backward: the last occurrence of each row is where it is first seen (flags all False
-    # on entry; each update clears its row's flag again)
-    user_last = np.zeros(n_rows, np.bool_)  # [B]
-    item_last = np.zeros((n_rows, width), np.bool_)  # [B, W]
-    for b in range(n_rows - 1, -1, -1):
+    # each occurrence's kind: LAST (no later occurrence: update the row there), FIRST; a
+    # row seen once is both and never touches its [n, d] gradient buffer, whose row would
+    # be one more random read and write: its gradient is summed in ``local`` (zero between
+    # uses: the update zeroes it), with the same operations as in the buffer
+    user_kind = np.zeros(n_rows, np.int8)  # [B]
+    item_kind = np.zeros((n_rows, width), np.int8)  # [B, W]
+    for b in range(n_rows - 1, -1, -1):  # backward: the last occurrence is the first seen
         u = users[b]
         if not user_touched[u]:
             user_touched[u] = True
-            user_last[b] = True
+            user_kind[b] = _LAST
         for w in range(width - 1, -1, -1):
             i = items[b, w]
             if not item_touched[i]:
                 item_touched[i] = True
-                item_last[b, w] = True
+                item_kind[b, w] = _LAST
+    for b in range(n_rows):  # forward: the first occurrence; leaves every flag False again
+        u = users[b]
+        if user_touched[u]:
+            user_touched[u] = False
+            user_kind[b] |= _FIRST
+        for w in range(width):
+            i = items[b, w]
+            if item_touched[i]:
+                item_touched[i] = False
+                item_kind[b, w] |= _FIRST
     user_constants = _adam_constants(
         lr, beta1, beta2, eps, weight_decay, user_corrections[0], user_corrections[1]
     )
@@ -385,29 +402,35 @@ def _row_step_one_pass(
     rate = np.float32(lr)
     user_squares = np.zeros(n_rows if penalty else 0)  # [B] float64
     item_squares = np.zeros((n_rows if penalty else 0, width))  # [B, W]
+    user_local = np.zeros(dim, np.float32)  # [d]
+    item_local = np.zeros(dim, np.float32)  # [d]
     prefetch = width <= PREFETCH_MAX_WIDTH
     for b in range(n_rows):
         if prefetch and b + PREFETCH_AHEAD < n_rows:
             ahead = users[b + PREFETCH_AHEAD]
+            kind = user_kind[b + PREFETCH_AHEAD]
             _fetch_row(user_table, ahead)
-            _fetch_row(user_buf, ahead)
-            if adam and user_last[b + PREFETCH_AHEAD]:
+            if kind != _ONCE:
+                _fetch_row(user_buf, ahead)
+            if adam and kind & _LAST:
                 _fetch_row(user_m, ahead)
                 _fetch_row(user_v, ahead)
             for w in range(width):
                 ahead = items[b + PREFETCH_AHEAD, w]
+                kind = item_kind[b + PREFETCH_AHEAD, w]
                 _fetch_row(item_table, ahead)
-                _fetch_row(item_buf, ahead)
-                if adam and item_last[b + PREFETCH_AHEAD, w]:
+                if kind != _ONCE:
+                    _fetch_row(item_buf, ahead)
+                if adam and kind & _LAST:
                     _fetch_row(item_m, ahead)
                     _fetch_row(item_v, ahead)
         u = users[b]
         p = user_table[u]
-        gp = user_buf[u]
+        gp = user_local if user_kind[b] == _ONCE else user_buf[u]
         for w in range(width):
             i = items[b, w]
             q = item_table[i]
-            gq = item_buf[i]
+            gq = item_local if item_kind[b, w] == _ONCE else item_buf[i]
             g = grad[b, w]
             for j in range(dim):
                 gp[j] += g * q[j]
@@ -419,8 +442,7 @@ def _row_step_one_pass(
                     gq[j] += scale * q[j]
                     square += q[j] * q[j]
                 item_squares[b, w] = square
-            if item_last[b, w]:
-                item_touched[i] = False
+            if item_kind[b, w] & _LAST:
                 if adam:
                     _adam_row(q, item_m[i], item_v[i], gq, item_constants)
                 else:
@@ -431,8 +453,7 @@ def _row_step_one_pass(
                 gp[j] += scale * p[j]
                 square += p[j] * p[j]
             user_squares[b] = square
-        if user_last[b]:
-            user_touched[u] = False
+        if user_kind[b] & _LAST:
             if adam:
                 _adam_row(p, user_m[u], user_v[u], gp, user_constants)
             else:
