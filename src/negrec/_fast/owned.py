@@ -31,10 +31,12 @@ from negrec._fast.kernels import (
     _GATHER_DOT_FORWARD,
     PREFETCH_AHEAD,
     PREFETCH_MAX_WIDTH,
+    _adam_touched_rows,
     _catch_up_row,
     _fetch_row,
     _fetch_stale,
     _serial_and_parallel,
+    _sgd_touched_rows,
     _update_order,
 )
 
@@ -162,8 +164,6 @@ def _accumulate_owned(
     user_touched: np.ndarray,  # bool [n_users]: set at the owned users
     item_buf: np.ndarray,  # float32 [n_items, d]
     item_touched: np.ndarray,  # bool [n_items]
-    user_squares: np.ndarray,  # float64 [B] out: |p_u|^2 of each owned occurrence
-    item_squares: np.ndarray,  # float64 [B, W] out: |q_i|^2 likewise
     chunk: int,
     chunks: int,
 ) -> None:
@@ -196,26 +196,26 @@ def _accumulate_owned(
             i = items[b, w]
             q = item_table[i]
             g = grad[b, w]
-            if own_user:
+            own_item = chunks == 1 or _owner(i, chunks) == chunk
+            gq = item_buf[i]
+            if own_user and own_item:  # one loop for both (two cost ~1.5x at K = 100)
                 for j in range(dim):
                     gp[j] += g * q[j]
-            if chunks == 1 or _owner(i, chunks) == chunk:
-                gq = item_buf[i]
-                item_touched[i] = True
+                    gq[j] += g * p[j]
+            elif own_user:
+                for j in range(dim):
+                    gp[j] += g * q[j]
+            elif own_item:
                 for j in range(dim):
                     gq[j] += g * p[j]
+            if own_item:
+                item_touched[i] = True
                 if penalty:
-                    square = 0.0
                     for j in range(dim):
                         gq[j] += scale * q[j]
-                        square += q[j] * q[j]
-                    item_squares[b, w] = square
         if own_user and penalty:
-            square = 0.0
             for j in range(dim):
                 gp[j] += scale * p[j]
-                square += p[j] * p[j]
-            user_squares[b] = square
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
@@ -319,16 +319,94 @@ def _sgd_owned_rows(
         _sgd_row(param[row], buffer[row], rate)
 
 
-@njit(cache=True, nogil=True)
-def _sum_squares(user_squares: np.ndarray, item_squares: np.ndarray) -> float:
-    """The L2 penalty's sum of squared rows, in batch order (item rows of b, then its
-    user). Not fastmath: a reassociated sum would depend on how the loop compiled."""
+@njit(cache=True, nogil=True, fastmath=True)
+def _row_squares(
+    user_table: np.ndarray,  # float32 [n_users, d]
+    item_table: np.ndarray,  # float32 [n_items, d]
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+) -> float:
+    """The L2 penalty's sum of squared rows, one per occurrence (as ``MF.l2_penalty``), of
+    the rows before the step. Every path of the step calls this one function before it
+    updates a row, so the loss has the same bits however the rows were split."""
     total = 0.0
-    for b in range(user_squares.shape[0]):
-        for w in range(item_squares.shape[1]):
-            total += item_squares[b, w]
-        total += user_squares[b]
+    for b in range(users.shape[0]):
+        for w in range(items.shape[1]):
+            q = item_table[items[b, w]]
+            square = 0.0
+            for j in range(q.shape[0]):
+                square += q[j] * q[j]
+            total += square
+        p = user_table[users[b]]
+        square = 0.0
+        for j in range(p.shape[0]):
+            square += p[j] * p[j]
+        total += square
     return total
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _row_step_serial(
+    user_table: np.ndarray,  # float32 [n_users, d], updated in place
+    item_table: np.ndarray,  # float32 [n_items, d], updated in place
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+    grad: np.ndarray,  # float32 [B, W]: d loss / d score[b, w]
+    l2_scale: float,
+    user_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # m, v, buffer, touched
+    item_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    adam: bool,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    user_corrections: tuple[float, float],
+    item_corrections: tuple[float, float],
+    total: np.ndarray,  # float64 [1] out: the sum of squared rows
+) -> None:
+    """The two passes on one thread, for wide rows (more than ``PREFETCH_MAX_WIDTH`` ids):
+    the owned passes' sums and updates (the same bits) without their owner tests; the row
+    step as it was before the threaded one (storing each occurrence's squared norm in this
+    loop had made it 1.2-1.5x slower at K = 100: the squares are :func:`_row_squares`)."""
+    user_m, user_v, user_buf, user_touched = user_state
+    item_m, item_v, item_buf, item_touched = item_state
+    n_rows, width = items.shape
+    dim = user_table.shape[1]
+    scale = np.float32(l2_scale)
+    total[0] = _row_squares(user_table, item_table, users, items) if l2_scale != 0.0 else 0.0
+    for b in range(n_rows):
+        u = users[b]
+        p = user_table[u]
+        gp = user_buf[u]
+        user_touched[u] = True
+        for w in range(width):
+            i = items[b, w]
+            q = item_table[i]
+            gq = item_buf[i]
+            item_touched[i] = True
+            g = grad[b, w]
+            for j in range(dim):
+                gp[j] += g * q[j]
+                gq[j] += g * p[j]
+            if l2_scale != 0.0:
+                for j in range(dim):
+                    gq[j] += scale * q[j]
+        if l2_scale != 0.0:
+            for j in range(dim):
+                gp[j] += scale * p[j]
+    if not adam:
+        _sgd_touched_rows(user_table, users, user_buf, user_touched, lr)
+        _sgd_touched_rows(item_table, items.reshape(-1), item_buf, item_touched, lr)
+        return
+    _adam_touched_rows(
+        user_table, user_m, user_v, users, user_buf, user_touched,
+        lr, beta1, beta2, eps, weight_decay, user_corrections[0], user_corrections[1],
+    )  # fmt: skip
+    _adam_touched_rows(
+        item_table, item_m, item_v, items.reshape(-1), item_buf, item_touched,
+        lr, beta1, beta2, eps, weight_decay, item_corrections[0], item_corrections[1],
+    )  # fmt: skip
 
 
 #: kinds of an occurrence in ``_row_step_one_pass``
@@ -400,8 +478,7 @@ def _row_step_one_pass(
         lr, beta1, beta2, eps, weight_decay, item_corrections[0], item_corrections[1]
     )
     rate = np.float32(lr)
-    user_squares = np.zeros(n_rows if penalty else 0)  # [B] float64
-    item_squares = np.zeros((n_rows if penalty else 0, width))  # [B, W]
+    total[0] = _row_squares(user_table, item_table, users, items) if penalty else 0.0
     user_local = np.zeros(dim, np.float32)  # [d]
     item_local = np.zeros(dim, np.float32)  # [d]
     prefetch = width <= PREFETCH_MAX_WIDTH
@@ -434,31 +511,23 @@ def _row_step_one_pass(
             g = grad[b, w]
             for j in range(dim):
                 gp[j] += g * q[j]
-            for j in range(dim):
                 gq[j] += g * p[j]
             if penalty:
-                square = 0.0
                 for j in range(dim):
                     gq[j] += scale * q[j]
-                    square += q[j] * q[j]
-                item_squares[b, w] = square
             if item_kind[b, w] & _LAST:
                 if adam:
                     _adam_row(q, item_m[i], item_v[i], gq, item_constants)
                 else:
                     _sgd_row(q, gq, rate)
         if penalty:
-            square = 0.0
             for j in range(dim):
                 gp[j] += scale * p[j]
-                square += p[j] * p[j]
-            user_squares[b] = square
         if user_kind[b] & _LAST:
             if adam:
                 _adam_row(p, user_m[u], user_v[u], gp, user_constants)
             else:
                 _sgd_row(p, gp, rate)
-    total[0] = _sum_squares(user_squares, item_squares)
 
 
 def _mf_row_step(
@@ -483,15 +552,13 @@ def _mf_row_step(
 ) -> None:
     user_m, user_v, user_buf, user_touched = user_state
     item_m, item_v, item_buf, item_touched = item_state
-    n_rows, width = items.shape
     scale = np.float32(l2_scale)
-    user_squares = np.zeros(n_rows if l2_scale != 0.0 else 0)  # [B] float64
-    item_squares = np.zeros((n_rows if l2_scale != 0.0 else 0, width))  # [B, W]
+    total[0] = _row_squares(user_table, item_table, users, items) if l2_scale != 0.0 else 0.0
     for chunk in prange(chunks):  # region 1: every row's gradient, from the old rows
         _accumulate_owned(
             user_table, item_table, users, items, grad, scale,
             user_buf, user_touched, item_buf, item_touched,
-            user_squares, item_squares, chunk, chunks,
+            chunk, chunks,
         )  # fmt: skip
     flat = items.reshape(-1)
     user_rows = _update_order(users, user_touched)
@@ -511,10 +578,9 @@ def _mf_row_step(
         else:
             _sgd_owned_rows(user_table, user_rows, user_buf, user_touched, lr, chunk, chunks)
             _sgd_owned_rows(item_table, item_rows, item_buf, item_touched, lr, chunk, chunks)
-    total[0] = _sum_squares(user_squares, item_squares)  # whichever chunk took each term
 
 
-_MF_ROW_STEP = _serial_and_parallel(_mf_row_step, fastmath=True)
+_MF_ROW_STEP = njit(parallel=True, cache=True, nogil=True, fastmath=True)(_mf_row_step)
 
 
 def mf_row_step(
@@ -545,9 +611,9 @@ def mf_row_step(
     rows a few steps ahead (pass 1 only for narrow rows, ``PREFETCH_MAX_WIDTH``). On one
     thread, narrow rows take one pass instead (``_row_step_one_pass``: each row updated at
     its last occurrence; 0.75-0.83x the two passes' time at K = 1 on ML-1M and Gowalla
-    shapes; slower for wide rows, whose m and v it cannot prefetch). Returns
-    the L2 penalty's sum of squared rows (one per occurrence, as ``MF.l2_penalty``), 0 when
-    ``l2_scale`` is 0."""
+    shapes; slower for wide rows, whose m and v it cannot prefetch), wide rows the two
+    passes without owner tests (``_row_step_serial``). Returns the L2 penalty's sum of
+    squared rows (:func:`_row_squares`, before any update), 0 when ``l2_scale`` is 0."""
     total = np.zeros(1)
     if chunks == 1 and items.shape[1] <= PREFETCH_MAX_WIDTH:
         _row_step_one_pass(
@@ -556,7 +622,14 @@ def mf_row_step(
             total,
         )  # fmt: skip
         return float(total[0])
-    _MF_ROW_STEP[chunks > 1](
+    if chunks == 1:
+        _row_step_serial(
+            user_table, item_table, users, items, grad, l2_scale, user_state, item_state,
+            adam, lr, beta1, beta2, eps, weight_decay, user_corrections, item_corrections,
+            total,
+        )  # fmt: skip
+        return float(total[0])
+    _MF_ROW_STEP(
         user_table, item_table, users, items, grad, l2_scale, user_state, item_state,
         adam, lr, beta1, beta2, eps, weight_decay, user_corrections, item_corrections,
         chunks, total,
