@@ -288,8 +288,9 @@ def test_training_is_identical_across_thread_counts(
     batch order, whichever thread owns it), its scores split batch rows, and the other
     parallel kernels (RowwiseAdam's flush, the samplers' and evaluation's) split
     independent rows; all forced parallel here even for tiny work. So one seed gives the
-    same weights and losses on 1 thread (the serial twins), 2 threads, and 3 owner chunks
-    (3 threads where numba has them, else 3 chunks on 2), for K = 1, a few negatives, and
+    same weights and losses on 1 thread (the serial twins), 2 threads, 3 owner chunks (3
+    threads where numba has them, else 3 chunks on 2), and 2 threads or 1 as the step's
+    timing chooses (``ChunkChooser``), for K = 1, a few negatives, and
     rows wider than the prefetching ones (K = 20: RowwiseAdam's one-pass catch-up and
     scores when serial)."""
     import numba
@@ -299,7 +300,9 @@ def test_training_is_identical_across_thread_counts(
     monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(owned, "MF_PARALLEL_MIN_WORK", 0)
     results = []
-    for threads, chunks in ((1, 1), (2, 2), (3, 3)):
+    # the last run lets the step choose threads or one by timing, step by step
+    for threads, chunks, adaptive in ((1, 1, False), (2, 2, False), (3, 3, False), (2, 2, True)):
+        monkeypatch.setattr(fused, "ADAPTIVE_THREADS", adaptive)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         torch.set_num_threads(threads)
         seen: list[int] = []
@@ -321,6 +324,22 @@ def test_training_is_identical_across_thread_counts(
         for name, value in results[0].state_dict().items():
             assert torch.equal(model.state_dict()[name], value), name
         assert model.losses == results[0].losses
+
+
+def test_chunk_chooser_probes_both_ways_and_keeps_the_faster() -> None:
+    """Every ``every`` steps, ``probe`` steps on the threads and ``probe`` on one; then the
+    faster median until the next probe; one thread: always serial."""
+    from negrec._fast.owned import ChunkChooser
+
+    chooser = ChunkChooser(probe=2, every=10)
+    picks = []
+    for step in range(20):
+        chunks = chooser.pick(4)
+        picks.append(chunks)
+        chooser.record(chunks, 1.0 if chunks > 1 else 2.0 + (step >= 10) * -1.5)
+    assert picks[:4] == [4, 4, 1, 1] and set(picks[4:10]) == {4}  # threads were faster
+    assert picks[10:14] == [4, 4, 1, 1] and set(picks[14:]) == {1}  # then one was
+    assert ChunkChooser().pick(1) == 1
 
 
 @pytest.mark.parametrize("adam", [True, False])

@@ -33,12 +33,13 @@ rows too), ``train.fused``.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
 
 from negrec._fast.optim import LazyAdam, RowwiseAdam
-from negrec._fast.owned import mf_chunks, mf_row_step, scores
+from negrec._fast.owned import ChunkChooser, mf_chunks, mf_row_step, scores
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
@@ -65,6 +66,8 @@ class FusedMFStep:
         ]
         # (state tensors, table data pointers, their numpy views): see _arrays
         self._cache: tuple[Any, ...] | None = None
+        # threads or one, by timing (same bits either way); None: always numba's threads
+        self.chooser = ChunkChooser() if ADAPTIVE_THREADS else None
 
     @staticmethod
     def accepts(negatives: Negatives) -> bool:
@@ -86,6 +89,9 @@ class FusedMFStep:
         user_table, item_table, user_state, item_state = self._arrays(states)
         # owner chunks of the row passes: numba's thread count (1: the serial twins)
         chunks = mf_chunks(item_ids.size * user_table.shape[1])
+        if self.chooser is not None:
+            chunks = self.chooser.pick(chunks)
+        start = time.perf_counter()
         batch_scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
         out = batch_scores.numpy()
         if self.rowwise:  # the rows read are first brought up to date, in the same pass
@@ -123,6 +129,8 @@ class FusedMFStep:
             corrections[1],
             chunks,
         )
+        if self.chooser is not None:
+            self.chooser.record(chunks, time.perf_counter() - start)
         return value + self.l2 * squares / len(users)
 
     def _arrays(self, states: list[dict[str, Any]]) -> tuple[Any, ...]:
@@ -146,6 +154,10 @@ class FusedMFStep:
             self._cache = cached
         return cached[2]
 
+
+#: whether the step chooses between numba's threads and one by timing them (ChunkChooser);
+#: False: always numba's threads (tests set it to force the threaded path)
+ADAPTIVE_THREADS = True
 
 #: SGD's stand-ins for (m, v, buffer, touched): the moments are never read
 _SGD_KEYS = ("buffer", "buffer", "buffer", "touched")
