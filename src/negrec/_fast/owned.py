@@ -81,9 +81,13 @@ class ChunkChooser:
         self.count = 0
         self.times: dict[bool, list[float]] = {True: [], False: []}
         self.threaded = True
+        self.many = 0  # the thread count probed; another one starts a new probe
 
     def pick(self, many: int) -> int:
         """The chunk count of the next step, given ``many`` (:func:`mf_chunks`)."""
+        if many != self.many:
+            self.many, self.count = many, 0
+            self.times = {True: [], False: []}
         if many == 1:
             return 1
         phase = self.count % self.every
@@ -95,7 +99,7 @@ class ChunkChooser:
         """The step just run took ``seconds`` on ``chunks`` chunks."""
         phase = self.count % self.every
         self.count += 1
-        if phase >= 2 * self.probe:
+        if phase >= 2 * self.probe or self.many == 1:
             return
         self.times[chunks > 1].append(seconds)
         if phase == 2 * self.probe - 1:
