@@ -1,5 +1,6 @@
-"""The fused MF step's compiled kernel (``negrec._fast.kernels.mf_row_step``) against the same
-kernel at an earlier git revision, and the fused step against the autograd path, for K
+"""The fused MF step's compiled kernel (``mf_row_step``, in ``negrec._fast.owned`` since
+the threaded step, in ``negrec._fast.kernels`` before) against the same kernel at an earlier
+git revision, and the fused step against the autograd path, for K
 negatives per positive (issues 2 and 7).
 
 It loads ``src/negrec/_fast/kernels.py`` as it was at ``REV`` beside the
@@ -39,9 +40,16 @@ SHAPES = [
 
 
 def kernels_at(revision: str) -> ModuleType:
-    """``negrec._fast.kernels`` as it was at ``revision``, imported from a temporary file."""
+    """The module holding ``mf_row_step`` as it was at ``revision`` (``owned.py``, whose
+    helpers come from the working tree's kernels, or before it ``kernels.py``), imported
+    from a temporary file."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "--name-only", revision, "src/negrec/_fast/"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    name = "owned" if "src/negrec/_fast/owned.py" in listed else "kernels"
     source = subprocess.run(
-        ["git", "show", f"{revision}:src/negrec/_fast/kernels.py"],
+        ["git", "show", f"{revision}:src/negrec/_fast/{name}.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -84,7 +92,7 @@ def random_batch(n_users: int, n_items: int, size: int, width: int, dim: int = 6
 
 
 def kernel_ab(revision: str, rounds: int, repeats: int) -> None:
-    from negrec._fast import kernels as current
+    from negrec._fast import owned as current
 
     before = kernels_at(revision)
     print(f"mf_row_step, one call (ms): {revision} vs working tree, median of {rounds} rounds")

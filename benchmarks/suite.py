@@ -23,8 +23,9 @@ Parts:
   dense Adam through autograd, ``train.fused = false``: the default before RowwiseAdam),
   ``lazy_adam``, ``sgd``. `implicit` uses SGD, so the same-optimizer pair is ``sgd``;
   ``adam`` is what a user gets by default.
-- ``threads``: negrec's default MF+BPR epoch and `implicit`'s iteration at 1 and 2 threads,
-  alternating thread counts round by round in one process.
+- ``threads``: negrec's default MF+BPR epoch and `implicit`'s iteration at 1 and N threads
+  (``--threads``, at least 2: default 2), alternating thread counts round by round in one
+  process; negrec's fused step splits its rows over numba's threads (same bits as one).
 - ``cce``: the default path's MF+CCE epoch with K = 100 negatives against K = 1,
   alternating.
 - ``memory``: peak RSS (``/usr/bin/time -v``, maximum resident set size) of a Gowalla MF+BPR
@@ -242,39 +243,56 @@ def part_bpr(args: argparse.Namespace) -> list[str]:
 
 
 def part_threads(args: argparse.Namespace) -> list[str]:
-    """Alternate 1 and 2 threads epoch by epoch (negrec), and the same for `implicit`."""
+    """Alternate 1 and N threads epoch by epoch (negrec), and the same for `implicit`.
+
+    negrec's default path is the fused MF step with RowwiseAdam: at N threads its row
+    passes split the rows by owner over numba's N threads (the same bits as on one), the
+    sampler and the loss's torch ops run as before."""
+    import numba
+
+    from negrec._fast import owned
+
+    many = max(2, args.threads)
+    available = numba.config.NUMBA_NUM_THREADS
+    if available < many:
+        raise SystemExit(f"threads: numba has {available} (NUMBA_NUM_THREADS), not {many}")
     lines = [
-        "negrec default MF+BPR epoch and `implicit` BPR iteration at 1 and 2 threads; the "
-        f"thread count alternates round by round ({args.rounds} rounds of 1 then 2, after a "
-        "warm-up).",
+        f"negrec default MF+BPR epoch (d = 64, K = 1, batch 1024; RowwiseAdam in the fused "
+        f"step) and `implicit` BPR iteration at 1 and {many} threads (torch and numba "
+        f"threads for negrec, `num_threads` for implicit); the thread count alternates "
+        f"round by round ({args.rounds} rounds of 1 then {many}, after a warm-up). numba "
+        f"threading layer `{numba.config.THREADING_LAYER}`; negrec's step splits its rows "
+        f"over numba's threads when a batch has >= {owned.MF_PARALLEL_MIN_WORK} ids x d.",
         "",
-        "| data | negrec 1 thr | negrec 2 thr | negrec scaling | implicit 1 thr "
-        "| implicit 2 thr | implicit scaling | negrec / implicit at 2 thr |",
-        "|---|---:|---:|---|---:|---:|---|---|",
+        f"| data | negrec 1 thr | negrec {many} thr | negrec scaling | implicit 1 thr "
+        f"| implicit {many} thr | implicit scaling | negrec / implicit at 1 thr "
+        f"| negrec / implicit at {many} thr |",
+        "|---|---:|---:|---|---:|---:|---|---|---|",
     ]
     for name in args.datasets:
         split = load(args.data, name)
         matrix = implicit_matrix(split)
-        theirs: dict[int, list[float]] = {1: [], 2: []}
+        theirs: dict[int, list[float]] = {1: [], many: []}
 
         def between(
             epoch: int, theirs: dict[int, list[float]] = theirs, matrix: Any = matrix
         ) -> None:
             # epoch e ran at threads(e); time implicit at the same count, then switch
-            threads = 1 if epoch % 2 else 2
+            threads = 1 if epoch % 2 else many
             theirs[threads].append(implicit_iteration(matrix, threads, epoch))
-            set_threads(2 if epoch % 2 else 1)
+            set_threads(many if epoch % 2 else 1)
 
         set_threads(1)
         ours = negrec_rounds(split, 2 * args.rounds + 1, between)
-        one, two = ours[2::2], ours[3::2]  # epochs 3, 5, ... at 1 thread; 4, 6, ... at 2
-        i_one, i_two = theirs[1][1:], theirs[2][1:]
+        one, two = ours[2::2], ours[3::2]  # epochs 3, 5, ... at 1 thread; 4, 6, ... at N
+        i_one, i_two = theirs[1][1:], theirs[many][1:]
         n = min(len(one), len(two), len(i_one), len(i_two))
         one, two, i_one, i_two = one[:n], two[:n], i_one[:n], i_two[:n]
         lines.append(
             f"| {name} | {np.median(one):.3f} s | {np.median(two):.3f} s "
             f"| {ratio_line(one, two)} | {np.median(i_one):.3f} s | {np.median(i_two):.3f} s "
-            f"| {ratio_line(i_one, i_two)} | {ratio_line(two, i_two)} |"
+            f"| {ratio_line(i_one, i_two)} | {ratio_line(one, i_one)} "
+            f"| {ratio_line(two, i_two)} |"
         )
         print(lines[-1], flush=True)
     return lines

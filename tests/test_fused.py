@@ -279,28 +279,103 @@ def test_value_and_grad_equals_autograd_of_the_loss(
     torch.testing.assert_close(grad, expected_grad)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])
+@pytest.mark.parametrize(("loss", "k"), [("bpr", 1), ("cce", 4), ("cce", 20)])
 def test_training_is_identical_across_thread_counts(
-    optimizer: str, monkeypatch: pytest.MonkeyPatch
+    optimizer: str, loss: str, k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fused MF step's row passes are serial (rows repeat within a batch); what runs in
-    parallel (RowwiseAdam's flush, the samplers' and evaluation's kernels, forced here even
-    for tiny work) splits independent rows over threads. So one seed gives the same bits
-    on 1 and 2 threads (numba and torch)."""
+    """The fused MF step's row passes split rows by owner (each row's gradient summed in
+    batch order, whichever thread owns it), its scores split batch rows, and the other
+    parallel kernels (RowwiseAdam's flush, the samplers' and evaluation's) split
+    independent rows; all forced parallel here even for tiny work. So one seed gives the
+    same weights and losses on 1 thread (the serial twins), 2 threads, 3 owner chunks (3
+    threads where numba has them, else 3 chunks on 2), and 2 threads or 1 as the step's
+    timing chooses (``ChunkChooser``), for K = 1, a few negatives, and
+    rows wider than the prefetching ones (K = 20: RowwiseAdam's one-pass catch-up and
+    scores when serial)."""
     import numba
 
-    from negrec._fast import kernels
+    from negrec._fast import fused, kernels, owned
 
     monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(owned, "MF_PARALLEL_MIN_WORK", 0)
     results = []
-    for threads in (1, 2):
+    # the last run lets the step choose threads or one by timing, step by step
+    for threads, chunks, adaptive in ((1, 1, False), (2, 2, False), (3, 3, False), (2, 2, True)):
+        monkeypatch.setattr(fused, "ADAPTIVE_THREADS", adaptive)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         torch.set_num_threads(threads)
+        seen: list[int] = []
+
+        def counted(work: int, chunks: int = chunks, seen: list[int] = seen) -> int:
+            seen.append(chunks)
+            return chunks
+
+        monkeypatch.setattr(fused, "mf_chunks", counted)
         try:
-            model = _trained("bpr", SAMPLERS["uniform"], True, optimizer=optimizer)
+            sampler = {"name": "uniform", "k": k}
+            model = _trained(loss, sampler, True, optimizer=optimizer, l2=1e-3)
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
             torch.set_num_threads(1)
-        results.append(model.state_dict())
-    for name, value in results[0].items():
-        assert torch.equal(results[1][name], value), name
+        assert seen and set(seen) == {chunks}  # the fused step ran, on these chunks
+        results.append(model)
+    for model in results[1:]:
+        for name, value in results[0].state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), name
+        assert model.losses == results[0].losses
+
+
+def test_chunk_chooser_probes_both_ways_and_keeps_the_faster() -> None:
+    """Every ``every`` steps, ``probe`` steps on the threads and ``probe`` on one; then the
+    faster median until the next probe; one thread: always serial."""
+    from negrec._fast.owned import ChunkChooser
+
+    chooser = ChunkChooser(probe=2, every=10)
+    picks = []
+    for step in range(20):
+        chunks = chooser.pick(4)
+        picks.append(chunks)
+        chooser.record(chunks, 1.0 if chunks > 1 else 2.0 + (step >= 10) * -1.5)
+    assert picks[:4] == [4, 4, 1, 1] and set(picks[4:10]) == {4}  # threads were faster
+    assert picks[10:14] == [4, 4, 1, 1] and set(picks[14:]) == {1}  # then one was
+    assert ChunkChooser().pick(1) == 1
+
+
+@pytest.mark.parametrize("adam", [True, False])
+@pytest.mark.parametrize("width", [2, 5, 21])
+@pytest.mark.parametrize("l2_scale", [0.0, 1e-2])
+def test_row_step_gives_the_same_bits_serially_and_on_owner_chunks(
+    adam: bool, width: int, l2_scale: float
+) -> None:
+    """``mf_row_step`` on one chunk (narrow rows: the one-pass kernel, each row updated at
+    its last occurrence, single occurrences without the buffer) and on 2 and 3 owner chunks
+    (two parallel passes), on tables small enough that most rows repeat in the batch: the
+    same tables, moments and penalty, and the scratch left all zero / False."""
+    from negrec._fast.owned import mf_row_step
+
+    rng = np.random.default_rng(width)
+    n_users, n_items, size, dim = 70, 90, 64, 16  # 64 x width ids over 90 items: repeats
+    users = rng.integers(n_users, size=size)
+    users[:5] = np.arange(5) + 65  # a few users seen once
+    items = rng.integers(n_items, size=(size, width))
+    grad = rng.normal(size=(size, width)).astype(np.float32)
+    tables = [rng.normal(size=(n, dim)).astype(np.float32) for n in (n_users, n_items)]
+    moments = [(np.abs(rng.normal(size=t.shape)) * 1e-3).astype(np.float32) for t in tables]
+    results = []
+    for chunks in (1, 2, 3):
+        user_table, item_table = (t.copy() for t in tables)
+        states = [
+            (m.copy(), m.copy() * m, np.zeros_like(m), np.zeros(m.shape[0], dtype=bool))
+            for m in moments
+        ]
+        args = (users, items, grad, l2_scale, states[0], states[1], adam, 0.01, 0.9, 0.999)
+        rest = (1e-8, 0.0, (0.3, 0.01), (0.2, 0.005), chunks)
+        squares = [mf_row_step(user_table, item_table, *args, *rest) for _ in range(2)]
+        for state in states:
+            assert not state[2].any() and not state[3].any()  # scratch restored
+        results.append((user_table, item_table, *states[0][:2], *states[1][:2], squares))
+    for other in results[1:]:
+        for a, b in zip(results[0][:-1], other[:-1], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert other[-1] == results[0][-1]

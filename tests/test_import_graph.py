@@ -42,6 +42,7 @@ LAYER_OF = {
     "negrec.distributed": "foundation",
     "negrec._fast": "foundation",  # the package's __init__ (empty)
     "negrec._fast.kernels": "kernels",
+    "negrec._fast.owned": "kernels",  # the fused MF step's row passes, split by owner thread
     "negrec._fast.gather_dot": "kernels",
     "negrec._fast.optim": "kernels",
     "negrec._fast.topn": "kernels",
@@ -84,6 +85,7 @@ LOWER = (
     "negrec.metrics",
     "negrec.evaluation",
     "negrec._fast.kernels",
+    "negrec._fast.owned",
     "negrec._fast.gather_dot",
     "negrec._fast.optim",
     "negrec._fast.softmax",

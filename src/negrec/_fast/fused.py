@@ -20,6 +20,9 @@ plain:
    ``optimizer = "adam"`` builds for MF on one CPU process) the rows read are first brought
    up to date (their pending momentum-only steps), so the update is dense Adam's.
 
+Each pass runs on numba's threads (``numba.set_num_threads``, ``NUMBA_NUM_THREADS``) with
+the same bits on any thread count: rows are split by owner (:mod:`negrec._fast.owned`).
+
 The result is the autograd path's update (``optimizer = "adam"``, ``"lazy_adam"`` or
 ``"sgd"``) up to float rounding (``tests/test_fused.py``). :func:`fused_step` says when it
 applies: CPU, float32, fp32 precision, one process, exactly :class:`negrec.models.MF`,
@@ -30,12 +33,13 @@ rows too), ``train.fused``.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
 
-from negrec._fast.kernels import gather_dot_forward, mf_row_step
 from negrec._fast.optim import LazyAdam, RowwiseAdam
+from negrec._fast.owned import ChunkChooser, mf_chunks, mf_row_step, scores
 from negrec.distributed import World
 from negrec.losses import Loss
 from negrec.models.mf import MF
@@ -62,6 +66,8 @@ class FusedMFStep:
         ]
         # (state tensors, table data pointers, their numpy views): see _arrays
         self._cache: tuple[Any, ...] | None = None
+        # threads or one, by timing (same bits either way); None: always numba's threads
+        self.chooser = ChunkChooser() if ADAPTIVE_THREADS else None
 
     @staticmethod
     def accepts(negatives: Negatives) -> bool:
@@ -81,14 +87,20 @@ class FusedMFStep:
         else:  # SGD: the moments are never read; the scratch stands in for them
             states = self.scratch
         user_table, item_table, user_state, item_state = self._arrays(states)
-        scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
+        # owner chunks of the row passes: numba's thread count (1: the serial twins)
+        chunks = mf_chunks(item_ids.size * user_table.shape[1])
+        if self.chooser is not None:
+            chunks = self.chooser.pick(chunks)
+        start = time.perf_counter()
+        batch_scores = torch.empty(items.shape, dtype=torch.float32)  # [B, 1 + K]
+        out = batch_scores.numpy()
         if self.rowwise:  # the rows read are first brought up to date, in the same pass
             assert isinstance(self.optimizer, RowwiseAdam)
-            self.optimizer.catch_up_and_score(*self.tables, user_ids, item_ids, scores.numpy())
+            self.optimizer.catch_up_and_score(*self.tables, user_ids, item_ids, out, chunks)
         else:
-            gather_dot_forward(user_table, item_table, item_ids, scores.numpy(), user_ids)
+            scores(user_table, item_table, user_ids, item_ids, out, chunks)
         value, grad = self.loss.value_and_grad(
-            scores, valid=negatives.valid, log_q=negatives.log_q, weights=negatives.weights
+            batch_scores, valid=negatives.valid, log_q=negatives.log_q, weights=negatives.weights
         )  # [], [B, 1 + K]
         if not math.isfinite(value):  # leave the weights as they were; fit raises
             return value
@@ -115,7 +127,10 @@ class FusedMFStep:
             group["weight_decay"],
             corrections[0],
             corrections[1],
+            chunks,
         )
+        if self.chooser is not None:
+            self.chooser.record(chunks, time.perf_counter() - start)
         return value + self.l2 * squares / len(users)
 
     def _arrays(self, states: list[dict[str, Any]]) -> tuple[Any, ...]:
@@ -139,6 +154,10 @@ class FusedMFStep:
             self._cache = cached
         return cached[2]
 
+
+#: whether the step chooses between numba's threads and one by timing them (ChunkChooser);
+#: False: always numba's threads (tests set it to force the threaded path)
+ADAPTIVE_THREADS = True
 
 #: SGD's stand-ins for (m, v, buffer, touched): the moments are never read
 _SGD_KEYS = ("buffer", "buffer", "buffer", "touched")

@@ -649,88 +649,6 @@ def lazy_adam_rows(
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def mf_row_step(
-    user_table: np.ndarray,  # float32 [n_users, d], updated in place
-    item_table: np.ndarray,  # float32 [n_items, d], updated in place
-    users: np.ndarray,  # int64 [B]
-    items: np.ndarray,  # int64 [B, W]: each row's positive and negatives
-    grad: np.ndarray,  # float32 [B, W]: d loss / d score[b, w]
-    l2_scale: float,  # d penalty / d row, per occurrence: 2 * l2 / B (0: no penalty)
-    user_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # m, v, buffer, touched
-    item_state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    adam: bool,  # LazyAdam's update; False: SGD's p -= lr * g (m, v unused)
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    user_corrections: tuple[float, float],  # Adam's bias corrections 1 - beta^step
-    item_corrections: tuple[float, float],
-) -> float:
-    """One LazyAdam (or SGD) step of MF from the loss gradient of its scores, no autograd.
-
-    Pass 1 sums, from the parameters before the step, each touched row's gradient
-    (``d/dp_u = sum_w g[b, w] q_i``, ``d/dq_i = g[b, w] p_u``, plus the explicit L2 term)
-    into the buffers; pass 2 is LazyAdam's (or SGD's) row update. Both prefetch the rows a few
-    steps ahead (pass 1 only for narrow rows, ``PREFETCH_MAX_WIDTH``). Returns the L2
-    penalty's sum of squared rows (one per occurrence, as ``MF.l2_penalty``), 0 when
-    ``l2_scale`` is 0. Serial: rows repeat within a batch, and a parallel pass would race
-    on them. (A compact per-step gradient scratch instead of the [n, d] buffers was faster
-    in isolation but slower inside training; not kept.)"""
-    user_m, user_v, user_buf, user_touched = user_state
-    item_m, item_v, item_buf, item_touched = item_state
-    n_rows, width = items.shape
-    dim = user_table.shape[1]
-    scale = np.float32(l2_scale)
-    squares = 0.0
-    # prefetching pays for a few rows per b; with many negatives per row the row loop's own
-    # misses overlap, and 8 rows x K prefetches ahead only cost (K = 100: ~1.3x slower)
-    prefetch = width <= PREFETCH_MAX_WIDTH
-    for b in range(n_rows):
-        if prefetch and b + PREFETCH_AHEAD < n_rows:
-            ahead = users[b + PREFETCH_AHEAD]
-            _fetch_row(user_table, ahead)
-            _fetch_row(user_buf, ahead)
-            for w in range(width):
-                _fetch_row(item_table, items[b + PREFETCH_AHEAD, w])
-                _fetch_row(item_buf, items[b + PREFETCH_AHEAD, w])
-        u = users[b]
-        p = user_table[u]
-        gp = user_buf[u]
-        user_touched[u] = True
-        for w in range(width):
-            i = items[b, w]
-            q = item_table[i]
-            gq = item_buf[i]
-            item_touched[i] = True
-            g = grad[b, w]
-            for j in range(dim):
-                gp[j] += g * q[j]
-                gq[j] += g * p[j]
-            if l2_scale != 0.0:
-                for j in range(dim):
-                    gq[j] += scale * q[j]
-                    squares += q[j] * q[j]
-        if l2_scale != 0.0:
-            for j in range(dim):
-                gp[j] += scale * p[j]
-                squares += p[j] * p[j]
-    if not adam:
-        _sgd_touched_rows(user_table, users, user_buf, user_touched, lr)
-        _sgd_touched_rows(item_table, items.reshape(-1), item_buf, item_touched, lr)
-        return squares
-    _adam_touched_rows(
-        user_table, user_m, user_v, users, user_buf, user_touched,
-        lr, beta1, beta2, eps, weight_decay, user_corrections[0], user_corrections[1],
-    )  # fmt: skip
-    _adam_touched_rows(
-        item_table, item_m, item_v, items.reshape(-1), item_buf, item_touched,
-        lr, beta1, beta2, eps, weight_decay, item_corrections[0], item_corrections[1],
-    )  # fmt: skip
-    return squares
-
-
 #: the momentum-only steps a row catches up in full; beyond this many the contributions
 #: shrink as ~0.9^s (beta1 / beta2^2.5 for the last series term): 0.903^256 < 5e-12 of the
 #: first, far below float32 rounding, so only the moments' decay continues in closed form
@@ -750,7 +668,11 @@ def catch_up_powers(beta1: float, beta2: float) -> np.ndarray:
 EPS_SERIES_MAX = 0.05
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+# inline="always": numba inlines it in its IR, so the callers' loops see its body (as a
+# call, its arrays passed field by field, it cost ~20% more per row); never inline it into
+# a prange body, whose lowering would compile it differently (other bits): call
+# _catch_up_one there
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _catch_up_row(
     p: np.ndarray,  # float32 [d], updated in place
     m: np.ndarray,  # float32 [d]
@@ -869,6 +791,25 @@ def adam_catch_up_rows(
         last[row] = mark
 
 
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _catch_up_one(
+    p: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    since: int,
+    until: int,
+    hist_a: np.ndarray,
+    hist_sc2: np.ndarray,
+    base: int,
+    powers: np.ndarray,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """:func:`_catch_up_row` as a function of its own, for prange bodies (see there)."""
+    _catch_up_row(p, m, v, since, until, hist_a, hist_sc2, base, powers, beta1, beta2, eps)
+
+
 def _adam_catch_up_all(
     param: np.ndarray,  # float32 [n, d], updated in place
     exp_avg: np.ndarray,
@@ -886,7 +827,7 @@ def _adam_catch_up_all(
     for row in prange(param.shape[0]):  # rows are independent: parallel-safe
         since = last[row]
         if since < until:
-            _catch_up_row(
+            _catch_up_one(
                 param[row], exp_avg[row], exp_avg_sq[row], since, until,
                 hist_a, hist_sc2, base, powers, beta1, beta2, eps,
             )  # fmt: skip

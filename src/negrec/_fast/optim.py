@@ -29,6 +29,7 @@ from negrec._fast.kernels import (
     gather_dot_forward,
     lazy_adam_rows,
 )
+from negrec._fast.owned import catch_up_both, scores
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -265,14 +266,30 @@ class RowwiseAdam(LazyAdam):
         users: np.ndarray,
         items: np.ndarray,
         out: np.ndarray,
+        chunks: int = 1,
     ) -> None:
         """:meth:`catch_up_numpy` of ``users`` (int64 [B]) in ``user_p`` and of ``items``
         (int64 [B, W]) in ``item_p``, then ``out[b, w] = <user_p[users[b]], item_p[items[b,
-        w]]>`` (float32 [B, W]): the fused MF step's first pass. Wide rows (many negatives)
-        take one compiled loop (:func:`negrec._fast.kernels.adam_catch_up_and_score`, the
-        same bits as the three passes), narrow ones the three passes."""
+        w]]>`` (float32 [B, W]): the fused MF step's first pass. With ``chunks > 1`` the
+        catch-up splits the rows over that many owners and the scores the batch rows, on
+        numba's threads (:mod:`negrec._fast.owned`). Serially, wide rows (many negatives)
+        take one compiled loop (:func:`negrec._fast.kernels.adam_catch_up_and_score`),
+        narrow ones the three passes. Every way gives the same bits."""
         user_group, user_state, user_arrays, user_history, powers = self._view(user_p)
         item_group, item_state, item_arrays, item_history, _ = self._view(item_p)
+        if chunks > 1 and user_group is item_group:
+            beta1, beta2 = user_group["betas"]
+            user_step, item_step = user_state["step"], item_state["step"]
+            catch_up_both(
+                user_arrays[:3], user_arrays[3], user_history,
+                (user_step, user_step + 1, user_state["base"]),
+                item_arrays[:3], item_arrays[3], item_history,
+                (item_step, item_step + 1, item_state["base"]),
+                powers, beta1, beta2, user_group["eps"], users, items.reshape(-1),
+                chunks=chunks,
+            )  # fmt: skip
+            scores(user_arrays[0], item_arrays[0], users, items, out, chunks)
+            return
         # one pass pays with many negatives per row (CCE K = 100 on ML-1M: ~7% of an epoch);
         # with a few it measured ~5% slower than the separate prefetched passes: kept those
         if user_group is not item_group or items.shape[1] <= PREFETCH_MAX_WIDTH:
