@@ -463,6 +463,7 @@ def main() -> None:
     if args.part == "memory-child":
         memory_child(args)
         return
+    started = dt.datetime.now(dt.UTC)
     start = header(args, args.part)
     parts = {"bpr": part_bpr, "threads": part_threads, "cce": part_cce, "memory": part_memory}
     if args.part.startswith("recbole"):
@@ -474,7 +475,13 @@ def main() -> None:
     print(text)
     if not args.no_write:
         OUT.mkdir(exist_ok=True)
-        target = OUT / f"{dt.datetime.now(dt.UTC):%Y-%m-%d-%H%M}-suite-{args.part}.md"
+        # named after the start; a run started in the same minute gets -2, -3, ...: two
+        # runs of a part must never overwrite each other's figures
+        stem = f"{started:%Y-%m-%d-%H%M}-suite-{args.part}"
+        target = OUT / f"{stem}.md"
+        suffix = 2
+        while target.exists():
+            target, suffix = OUT / f"{stem}-{suffix}.md", suffix + 1
         target.write_text(text)
         print(f"written: {target}")
 
