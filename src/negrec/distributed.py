@@ -45,7 +45,7 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,10 +290,25 @@ def uses_cuda(device: str) -> bool:
     return torch.device(device).type == "cuda"
 
 
+#: set when a ``launched`` block of this process raised: its exit must not wait for ranks
+#: that may be blocked in a collective it will never join (torchrun stops them instead)
+_failed = False
+
+
 def _leave() -> None:
-    """Leave the process group at exit, unless the program already did."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group at exit, unless the program already did; after a clean
+    run, once every rank is there too. Seen without that barrier, twice in CI on fresh
+    checkouts: rank 1, whose `negrec run` returns as soon as training ends, died with
+    SIGABRT ("terminate called without an active exception") at exit while rank 0 was
+    still writing the report and plot, failing the whole torchrun; a rank leaving its
+    gloo group alone is the suspected cause. A rank that cannot reach the others leaves
+    anyway."""
+    if not dist.is_initialized():
+        return
+    if not _failed:
+        with suppress(Exception):
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 @contextmanager
@@ -322,10 +337,15 @@ def launched(device: str) -> Iterator[World]:
         local_rank=local_rank,
         backend=str(dist.get_backend()),
     )
+    global _failed
     try:
         yield world
     except dist.DistError as err:
+        _failed = True
         raise DistributedError(
             f"rank {rank}: a collective failed, most likely because another rank stopped "
             f"(see its message): {first_line(err)}"
         ) from err
+    except BaseException:
+        _failed = True
+        raise
