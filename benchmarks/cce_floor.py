@@ -10,7 +10,7 @@ warm-up), each piece of the default fused step on its own over one whole epoch:
 - ``draw``: the uniform sampler's ``sample`` (K negatives per positive);
 - ``scores``: :func:`negrec._fast.kernels.gather_dot_forward` over the [B, 1 + K] ids;
 - ``loss grad``: CCE's value and gradient over the [B, 1 + K] scores;
-- ``row step``: :func:`negrec._fast.kernels.mf_row_step` (row gradients + LazyAdam update of
+- ``row step``: :func:`negrec._fast.owned.mf_row_step` (row gradients + LazyAdam update of
   the touched rows: the default RowwiseAdam adds its catch-up on top);
 - ``epoch``: for reference, one default training epoch of MF+CCE (``fit``: RowwiseAdam,
   fused step) at the same K, in the same round;
@@ -108,7 +108,8 @@ class Pieces:
 
     def epoch(self, batches: Any, seed: int) -> dict[str, float]:
         """Seconds of each piece over one whole epoch, plus counts."""
-        from negrec._fast.kernels import gather_dot_forward, mf_row_step
+        from negrec._fast.kernels import gather_dot_forward
+        from negrec._fast.owned import mf_row_step
 
         torch = self.torch
         gen = torch.Generator().manual_seed(seed)
