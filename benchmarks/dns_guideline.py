@@ -107,7 +107,7 @@ def load_runs(output: Path) -> list[dict[str, Any]]:
         match = re.fullmatch(r"dns-m(\d+)-n(\d+),seed=(\d+)", run_name)
         if match is None:
             continue
-        per_user = pd.read_csv(io.BytesIO(found["test_per_user.csv"]))
+        per_user = pd.read_csv(io.BytesIO(found["test_per_user.csv"])).sort_values("user_index")
         runs.append(
             {
                 "m": int(match[1]),
@@ -116,9 +116,7 @@ def load_runs(output: Path) -> list[dict[str, Any]]:
                 "summary": json.loads(found["summary.json"]),
                 "history": pd.read_csv(io.BytesIO(found["history.csv"])),
                 # [n_test_users] per K, in user_index order
-                "per_user": {
-                    k: per_user.sort_values("user_index")[f"ndcg@{k}"].to_numpy() for k in KS
-                },
+                "per_user": {k: per_user[f"ndcg@{k}"].to_numpy() for k in KS},
             }
         )
     return runs
