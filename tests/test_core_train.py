@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from negrec._fast.fused import BlockedMFSteps
 from negrec.data.splits import Split, random_split
 from negrec.data.synthetic import synthetic_interactions
 from negrec.errors import ConfigError
@@ -129,7 +130,7 @@ def test_huge_learning_rate_raises_training_diverged(split):
     assert "train.lr" in str(info.value)
 
 
-def test_nan_loss_names_epoch_and_batch(split):
+def test_nan_loss_names_epoch_and_batch(split, monkeypatch):
     config = experiment(epochs=3)
     parts = build_components(config, split)
     batches_per_epoch = math.ceil(split.train.nnz / config.train.batch_size)
@@ -149,6 +150,8 @@ def test_nan_loss_names_epoch_and_batch(split):
 
     parts.loss.rows = nan_on_third_batch_of_epoch_two  # type: ignore[method-assign]
     parts.loss.value_and_grad = nan_on_third_batch_fused  # type: ignore[method-assign]
+    # (BPR's blocked steps compute the loss in compiled code: tests/test_blocked.py)
+    monkeypatch.setattr(BlockedMFSteps, "applies", staticmethod(lambda loss: False))
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 3\b"):
         fit(parts.model, parts.sampler, parts.loss, split, config.train)
 

@@ -215,8 +215,8 @@ def test_fit_raises_training_diverged_on_the_fused_path(monkeypatch: Any) -> Non
         return torch.tensor(float("nan")), torch.zeros_like(scores)
 
     monkeypatch.setattr(Loss, "value_and_grad", exploding)
-    with pytest.raises(TrainingDiverged, match="epoch 1, batch 1"):
-        _trained("bpr", SAMPLERS["uniform"], True)
+    with pytest.raises(TrainingDiverged, match="epoch 1, batch 1"):  # (BPR: blocked steps)
+        _trained("bce", SAMPLERS["uniform"], True)
 
 
 def test_fused_l2_term_equals_the_models_penalty() -> None:

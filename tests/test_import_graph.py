@@ -43,6 +43,7 @@ LAYER_OF = {
     "negrec._fast": "foundation",  # the package's __init__ (empty)
     "negrec._fast.kernels": "kernels",
     "negrec._fast.owned": "kernels",  # the fused MF step's row passes, split by owner thread
+    "negrec._fast.blocked": "kernels",  # blocks of MF+BPR steps, threads meeting at barriers
     "negrec._fast.gather_dot": "kernels",
     "negrec._fast.optim": "kernels",
     "negrec._fast.topn": "kernels",
@@ -86,6 +87,7 @@ LOWER = (
     "negrec.evaluation",
     "negrec._fast.kernels",
     "negrec._fast.owned",
+    "negrec._fast.blocked",
     "negrec._fast.gather_dot",
     "negrec._fast.optim",
     "negrec._fast.softmax",

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import write_fake_run
 
+from negrec._fast.fused import BlockedMFSteps
 from negrec.cli import main
 from negrec.experiment.config import ExperimentConfig, load_config, read_toml
 from negrec.experiment.rundir import CHECKPOINT, find_resumable
@@ -80,6 +81,8 @@ def _diverge_in_epoch_two(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(Loss, "__call__", nan_after_epoch_one)
     monkeypatch.setattr(Loss, "value_and_grad", nan_after_epoch_one_fused)
+    # BPR's blocked steps compute the loss in compiled code: take the per-step path
+    monkeypatch.setattr(BlockedMFSteps, "applies", staticmethod(lambda loss: False))
 
 
 def _diverged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, **train: object) -> Path:
@@ -411,6 +414,7 @@ def test_resume_advice_after_a_checkpoint_that_already_diverges(tmp_path, monkey
     monkeypatch.setattr(Checkpoint, "on_epoch_end", save_then_poison)
     monkeypatch.setattr(Loss, "__call__", nan_once_saved)
     monkeypatch.setattr(Loss, "value_and_grad", nan_once_saved_fused)
+    monkeypatch.setattr(BlockedMFSteps, "applies", staticmethod(lambda loss: False))
     raw = tomllib.loads(TINY)
     raw["train"].update(epochs=3)
     raw["output"] = str(tmp_path / "runs")

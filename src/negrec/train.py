@@ -41,7 +41,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from negrec._fast.fused import fused_step
+from negrec._fast.fused import BlockedMFSteps, fused_step
 from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec.config_base import require
 from negrec.data.batches import Batch
@@ -571,6 +571,10 @@ def _fit(
         device=device,
         world=world,
     )  # None unless MF + adam, lazy_adam or sgd on one CPU process
+    # MF + BPR whose negatives can be drawn ahead: steps run a block at a time
+    blocked = None
+    if fused is not None and not sampler.needs_model and BlockedMFSteps.applies(loss):
+        blocked = BlockedMFSteps(fused)
     batches = model.make_batches(split.train, config.batch_size, device)
     k = sampler.config.k
     state = TrainState(model, split, config, device, contexts, world=world)
@@ -603,6 +607,13 @@ def _fit(
             if rowwise is not None and sampler.needs_model:
                 rowwise.synchronize()  # the sampler scores candidates with the model
             negatives = draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
+            if blocked is not None and blocked.accepts(negatives):
+                # the batch waits and runs with the next ones in one compiled block; the
+                # losses of the steps run come back (the model is current after a flush)
+                _extend_checked(step_losses, blocked(batch.users, batch.pos, negatives), epoch)
+                continue
+            if blocked is not None:  # the step below reads the model
+                _extend_checked(step_losses, blocked.flush(), epoch)
             if fused is not None and fused.accepts(negatives):
                 # loss, row gradients and the optimizer's update of the touched rows at once
                 batch_loss = fused(batch.users, batch.pos, negatives)
@@ -627,6 +638,8 @@ def _fit(
             if device.type == "cpu":  # free here; on a GPU it would stall the launch queue
                 check_finite(batch_loss.reshape(1), epoch, first_step=step)
             optimizer.step()
+        if blocked is not None:
+            _extend_checked(step_losses, blocked.flush(), epoch)
         if rowwise is not None:
             rowwise.synchronize()  # evaluation and checkpoints read every row
         losses = torch.stack(step_losses).double()  # [steps]
@@ -643,6 +656,13 @@ def _fit(
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def _extend_checked(step_losses: list[torch.Tensor], new: list[torch.Tensor], epoch: int) -> None:
+    """Append the losses [] of steps just run, raising at a non-finite one."""
+    if new:
+        check_finite(torch.stack(new), epoch, first_step=len(step_losses) + 1)
+        step_losses.extend(new)
 
 
 def _with_progress(

@@ -36,12 +36,16 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
+from negrec._fast.blocked import LAZY_ADAM, ROWWISE_ADAM, SGD, run_block
+from negrec._fast.kernels import catch_up_powers
 from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec._fast.owned import ChunkChooser, mf_chunks, mf_row_step, scores
 from negrec.distributed import World
 from negrec.losses import Loss
+from negrec.losses.builtin import BPR
 from negrec.models.mf import MF
 from negrec.samplers.base import Negatives
 
@@ -154,6 +158,114 @@ class FusedMFStep:
             self._cache = cached
         return cached[2]
 
+
+class BlockedMFSteps:
+    """Fused MF+BPR steps held back and run a block at a time, in one compiled loop per
+    thread (:mod:`negrec._fast.blocked`): the default MF run's path on CPU when the
+    sampler does not read the model (its negatives can be drawn ahead).
+
+    Calling it with a batch returns the losses [] of the steps it ran then (often none:
+    the batch waits); :meth:`flush` runs what waits. The model is current only after a
+    flush, so the trainer flushes before anything reads it (an unblocked step, the end of
+    the epoch). The update is :class:`FusedMFStep`'s up to float rounding (the same
+    optimizer state, counters and history), with the same bits on any thread count."""
+
+    def __init__(self, step: FusedMFStep):
+        self.step = step
+        self.users: list[np.ndarray] = []  # int64 [B] per waiting step
+        self.items: list[np.ndarray] = []  # int64 [B, 1 + K] per waiting step
+        self.chooser = ChunkChooser(probe=4, every=256) if ADAPTIVE_THREADS else None
+        self._powers: dict[tuple[float, float], np.ndarray] = {}
+        self.mean = getattr(step.loss.config, "neg_reduction", "sum") == "mean"
+
+    @staticmethod
+    def applies(loss: Loss) -> bool:
+        """Exactly BPR (its gradient is compiled into the block)."""
+        return type(loss) is BPR
+
+    @staticmethod
+    def accepts(negatives: Negatives) -> bool:
+        """Per-row negative ids with nothing masked or weighted (BPR ignores ``log_q``)."""
+        return (
+            FusedMFStep.accepts(negatives)
+            and negatives.valid is None
+            and (negatives.weights is None)
+        )
+
+    def __call__(
+        self, users: torch.Tensor, pos: torch.Tensor, negatives: Negatives
+    ) -> list[torch.Tensor]:
+        assert negatives.ids is not None
+        items = torch.cat([pos.unsqueeze(1), negatives.ids], dim=1).numpy()  # [B, 1 + K]
+        losses = []
+        if self.items and self.items[0].shape != items.shape:  # (an epoch's last batch)
+            losses = self.flush()
+        self.users.append(users.numpy().astype(np.int64, copy=True))
+        self.items.append(items.astype(np.int64, copy=True))
+        if len(self.items) * items.size >= BLOCK_IDS:
+            losses += self.flush()
+        return losses
+
+    def flush(self) -> list[torch.Tensor]:
+        """Run the waiting steps; their losses [] in order (up to and including the first
+        non-finite one, whose rows are left as they were: the trainer then raises)."""
+        if not self.items:
+            return []
+        users, items = np.stack(self.users), np.stack(self.items)  # [S, B], [S, B, W]
+        self.users, self.items = [], []
+        step = self.step
+        group, optimizer = step.group, step.optimizer
+        n_steps, n_rows, width = items.shape
+        betas = group.get("betas", (0.0, 0.0))
+        corrections = np.ones((n_steps, 4))  # [S, 4]: (c1, c2) of users, of items
+        if step.adam:
+            assert isinstance(optimizer, LazyAdam)
+            states = [optimizer.row_state(t) for t in step.tables]
+            first: tuple[int, ...] = (states[0]["step"], states[0].get("base", 0))
+            first += (states[1]["step"], states[1].get("base", 0))
+            for s in range(n_steps):  # (the history grows here: views taken after)
+                corrections[s, :2] = optimizer.count_step(step.tables[0], betas)
+                corrections[s, 2:] = optimizer.count_step(step.tables[1], betas)
+            keys = ("exp_avg", "exp_avg_sq", "buffer", "touched")
+        else:  # SGD: the moments are never read; the scratch stands in for them
+            states, first, keys = step.scratch, (0, 0, 0, 0), _SGD_KEYS
+        kind = ROWWISE_ADAM if step.rowwise else LAZY_ADAM if step.adam else SGD
+        tables = [
+            (t.detach().numpy(), *(state[k].numpy() for k in keys))
+            for t, state in zip(step.tables, states, strict=True)
+        ]
+        if kind == ROWWISE_ADAM:
+            lasts = [state["last"].numpy() for state in states]
+            histories = [(state["hist_a"].numpy(), state["hist_sc2"].numpy()) for state in states]
+            powers = self._powers.get(betas)
+            if powers is None:
+                powers = self._powers[betas] = catch_up_powers(*betas)
+        else:  # unused
+            lasts = [np.zeros(1, np.int64)] * 2
+            histories = [(np.zeros(1), np.zeros(1))] * 2
+            powers = np.zeros((4, 1))
+        dim = tables[0][0].shape[1]
+        chunks = mf_chunks(n_rows * width * dim)
+        if self.chooser is not None:
+            chunks = self.chooser.pick(chunks)
+        row_loss = np.zeros((n_steps, n_rows))  # [S, B]
+        start = time.perf_counter()
+        done = run_block(
+            chunks, users, items, tables[0], tables[1], lasts[0], lasts[1],
+            histories[0], histories[1], first, powers, kind, group["lr"], betas[0], betas[1],
+            group.get("eps", 0.0), group["weight_decay"], corrections, self.mean, step.l2,
+            np.empty((n_rows, width), np.float32), np.empty((n_rows, dim), np.float32),
+            np.empty((n_rows, dim), np.float32), row_loss, row_loss.view(np.int64),
+        )  # fmt: skip
+        if self.chooser is not None:
+            self.chooser.record(chunks, (time.perf_counter() - start) / n_steps)
+        ran = min(done + 1, n_steps)  # the steps done, and a non-finite one
+        return list(torch.from_numpy(row_loss[:ran].sum(axis=1)).float().unbind())
+
+
+#: the ids (batch rows x (1 + K)) a block holds at most: 64 Ki ids is 32 steps of 1,024
+#: pairs at K = 1, one step at K = 100
+BLOCK_IDS = 1 << 16
 
 #: whether the step chooses between numba's threads and one by timing them (ChunkChooser);
 #: False: always numba's threads (tests set it to force the threaded path)
