@@ -12,7 +12,9 @@ MF on one CPU process takes a fused step instead of the autograd one
 (:mod:`negrec._fast.fused`): same update up to float rounding, fewer passes. With the default
 ``optimizer = "adam"`` it uses :class:`negrec._fast.optim.RowwiseAdam`, dense Adam's update
 applied to each row when it is next read, so an MF step costs the rows a batch touches, not
-the whole catalogue.
+the whole catalogue. With BPR and a sampler that does not read the model, the fused steps
+run a block at a time in compiled code on numba's threads (:class:`BlockedMFSteps`); the
+loop flushes them before anything reads the model.
 
 Regularisation, two documented knobs:
 - ``weight_decay``: PyTorch Adam's coupled L2 (``grad += wd * param``) on every parameter.

@@ -174,7 +174,7 @@ class BlockedMFSteps:
         self.step = step
         self.users: list[np.ndarray] = []  # int64 [B] per waiting step
         self.items: list[np.ndarray] = []  # int64 [B, 1 + K] per waiting step
-        self.chooser = ChunkChooser(probe=4, every=256) if ADAPTIVE_THREADS else None
+        self.chooser = ChunkChooser(probe=2, every=128) if ADAPTIVE_THREADS else None
         self._powers: dict[tuple[float, float], np.ndarray] = {}
         self.mean = getattr(step.loss.config, "neg_reduction", "sum") == "mean"
 
