@@ -31,6 +31,7 @@ the abort flag and the others leave their barriers.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -79,11 +80,14 @@ def _store_release(typingctx: Any, flags: Any, index: Any, value: Any) -> Any:
 
 @intrinsic
 def _yield_core(typingctx: Any) -> Any:
-    """``sched_yield()``: let another runnable thread have this core."""
+    """``sched_yield()`` (POSIX): let another runnable thread have this core. Windows has
+    no such symbol: the wait there only spins."""
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        kind = ir.FunctionType(ir.IntType(32), [])
-        builder.call(cgutils.get_or_insert_function(builder.module, kind, "sched_yield"), [])
+        if sys.platform != "win32":
+            kind = ir.FunctionType(ir.IntType(32), [])
+            function = cgutils.get_or_insert_function(builder.module, kind, "sched_yield")
+            builder.call(function, [])
         return context.get_dummy_value()
 
     return nbtypes.none(), codegen
