@@ -424,3 +424,19 @@ def test_resume_advice_after_a_checkpoint_that_already_diverges(tmp_path, monkey
     assert "already gives a non-finite loss" in err and "resuming it cannot help" in err
     assert "--resume" not in err
     assert "again from the start with a lower learning rate (--set train.lr=0.001)" in err
+
+
+def test_resume_loads_an_old_checkpoint_with_exploded_weights(tmp_path, monkeypatch, capsys):
+    """Regression: checkpoints written before exploded weights were refused could hold
+    finite weights far beyond EXPLODED_WEIGHT; --resume loaded them and trained on (to a
+    loss of inf a few steps later, with advice to resume the same checkpoint again). Now
+    the resume is refused, naming the epoch and the parameter."""
+    staging = _diverged_run(tmp_path, monkeypatch, capsys)
+    capsys.readouterr()
+    payload = torch.load(staging / CHECKPOINT, weights_only=True)
+    payload["model"]["user.weight"] = payload["model"]["user.weight"] * 1e9
+    torch.save(payload, staging / CHECKPOINT)
+    assert main(["run", "--resume", str(staging), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint of epoch 1 cannot be resumed" in err and "user.weight" in err
+    assert "Traceback" not in err

@@ -799,6 +799,14 @@ def _restore(state: TrainState, callbacks: Sequence[Callback], resume: dict[str,
     """Load a Checkpoint payload into ``state`` and ``callbacks``; returns the next epoch."""
     assert state.optimizer is not None and state.generator is not None
     state.model.load_state_dict(resume["model"])
+    try:  # checkpoints written before negrec refused exploded weights may hold them
+        check_weights(state.model, resume["epoch"])
+    except TrainingDiverged as exploded:
+        raise NegrecError(
+            f"the checkpoint of epoch {resume['epoch']} cannot be resumed: {exploded}. "
+            "Its weights had already diverged when it was written: start the run again "
+            "with a lower train.lr"
+        ) from None
     state.optimizer.load_state_dict(resume["optimizer"])
     state.generator.set_state(resume["generator"])
     state.model.dropout_generator(state.device)  # created lazily on first use: create it now
