@@ -42,8 +42,15 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from negrec._fast.kernels import PREFETCH_AHEAD, _catch_up_row, _fetch_row, _fetch_stale
-from negrec._fast.owned import OWNER_SHIFT, _adam_constants, _adam_row, _owner, _sgd_row
+from negrec._fast.kernels import PREFETCH_AHEAD, _fetch_row
+from negrec._fast.owned import (
+    OWNER_SHIFT,
+    _adam_constants,
+    _adam_row,
+    _catch_up_owned,
+    _owner,
+    _sgd_row,
+)
 
 #: int64 slots per barrier flag: one 64-byte cache line each, so that two threads never
 #: write one line
@@ -327,38 +334,6 @@ def _update_row(
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _catch_up_owned_rows(
-    table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    last: np.ndarray,  # int64 [n]: the step each row is current at; updated
-    hist_a: np.ndarray,  # float64: RowwiseAdam's per-step history
-    hist_sc2: np.ndarray,
-    until: int,
-    base: int,
-    powers: np.ndarray,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    rows: np.ndarray,  # int64 [R], repeats allowed
-    mine: np.ndarray,  # int64 [M]: positions in ``rows`` of the owned rows
-) -> None:
-    """Phase 1: RowwiseAdam's catch-up of the owned rows to step ``until``, recorded as
-    current at ``until + 1`` (the step about to run updates them)."""
-    param, exp_avg, exp_avg_sq = table[0], table[1], table[2]
-    n = mine.shape[0]
-    for t in range(n):
-        if t + PREFETCH_AHEAD < n:
-            _fetch_stale((param, exp_avg, exp_avg_sq), last, rows[mine[t + PREFETCH_AHEAD]], until)
-        row = rows[mine[t]]
-        since = last[row]
-        if since < until:
-            _catch_up_row(
-                param[row], exp_avg[row], exp_avg_sq[row], since, until,
-                hist_a, hist_sc2, base, powers, beta1, beta2, eps,
-            )  # fmt: skip
-        last[row] = until + 1
-
-
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def block_worker(
     chunk: int,
     chunks: int,
@@ -406,14 +381,16 @@ def block_worker(
         flat = step_items.reshape(-1)
         my_users = mine_users[: _mine(step_users, chunk, chunks, mine_users)]
         my_items = mine_items[: _mine(flat, chunk, chunks, mine_items)]
-        if kind == ROWWISE_ADAM:
-            _catch_up_owned_rows(
-                user_table, user_last, user_history[0], user_history[1], user_step + s,
-                user_base, powers, beta1, beta2, eps, step_users, my_users,
+        if kind == ROWWISE_ADAM:  # phase 1: the owned rows, already picked (one chunk)
+            until = user_step + s
+            _catch_up_owned(
+                user_table[:3], user_last, user_history, (until, until + 1, user_base),
+                powers, beta1, beta2, eps, step_users[my_users], 0, 1,
             )  # fmt: skip
-            _catch_up_owned_rows(
-                item_table, item_last, item_history[0], item_history[1], item_step + s,
-                item_base, powers, beta1, beta2, eps, flat, my_items,
+            until = item_step + s
+            _catch_up_owned(
+                item_table[:3], item_last, item_history, (until, until + 1, item_base),
+                powers, beta1, beta2, eps, flat[my_items], 0, 1,
             )  # fmt: skip
         generation += 1
         if not _meet(flags, chunk, chunks, generation):

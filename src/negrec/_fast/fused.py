@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from negrec._fast.blocked import LAZY_ADAM, ROWWISE_ADAM, SGD, run_block
-from negrec._fast.kernels import catch_up_powers
 from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec._fast.owned import ChunkChooser, mf_chunks, mf_row_step, scores
 from negrec.distributed import World
@@ -175,7 +174,6 @@ class BlockedMFSteps:
         self.users: list[np.ndarray] = []  # int64 [B] per waiting step
         self.items: list[np.ndarray] = []  # int64 [B, 1 + K] per waiting step
         self.chooser = ChunkChooser(probe=2, every=128) if ADAPTIVE_THREADS else None
-        self._powers: dict[tuple[float, float], np.ndarray] = {}
         self.mean = getattr(step.loss.config, "neg_reduction", "sum") == "mean"
 
     @staticmethod
@@ -226,20 +224,17 @@ class BlockedMFSteps:
             for s in range(n_steps):  # (the history grows here: views taken after)
                 corrections[s, :2] = optimizer.count_step(step.tables[0], betas)
                 corrections[s, 2:] = optimizer.count_step(step.tables[1], betas)
-            keys = ("exp_avg", "exp_avg_sq", "buffer", "touched")
         else:  # SGD: the moments are never read; the scratch stands in for them
-            states, first, keys = step.scratch, (0, 0, 0, 0), _SGD_KEYS
+            states, first = step.scratch, (0, 0, 0, 0)
         kind = ROWWISE_ADAM if step.rowwise else LAZY_ADAM if step.adam else SGD
-        tables = [
-            (t.detach().numpy(), *(state[k].numpy() for k in keys))
-            for t, state in zip(step.tables, states, strict=True)
-        ]
-        if kind == ROWWISE_ADAM:
-            lasts = [state["last"].numpy() for state in states]
-            histories = [(state["hist_a"].numpy(), state["hist_sc2"].numpy()) for state in states]
-            powers = self._powers.get(betas)
-            if powers is None:
-                powers = self._powers[betas] = catch_up_powers(*betas)
+        user_p, item_p, user_state, item_state = step._arrays(states)  # (m, v, buffer, touched)
+        tables = [(user_p, *user_state), (item_p, *item_state)]
+        if kind == ROWWISE_ADAM:  # RowwiseAdam's views: (.., (p, m, v, last), history, powers)
+            assert isinstance(optimizer, RowwiseAdam)
+            views = [optimizer._view(t) for t in step.tables]
+            lasts = [view[2][3] for view in views]
+            histories = [view[3] for view in views]
+            powers = views[0][4]
         else:  # unused
             lasts = [np.zeros(1, np.int64)] * 2
             histories = [(np.zeros(1), np.zeros(1))] * 2
