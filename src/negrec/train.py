@@ -524,7 +524,8 @@ def fit(
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config, world=world)
-    with row_sparse_embeddings(model, config.optimizer == "lazy_adam"):
+    in_place = grads_accumulate_in_place(optimizer, config, device, world)
+    with row_sparse_embeddings(model, config.optimizer == "lazy_adam" or in_place):
         return _fit(
             model,
             sampler,
@@ -539,6 +540,7 @@ def fit(
             resume=resume,
             world=world,
             progress=progress,
+            in_place=in_place,
         )
 
 
@@ -557,8 +559,10 @@ def _fit(
     resume: dict[str, Any] | None,
     world: World,
     progress: bool | None,
+    in_place: bool,
 ) -> TrainState:
-    """The body of :func:`fit`, with the optimizer built."""
+    """The body of :func:`fit`, with the optimizer built; ``in_place``: see
+    :func:`grads_accumulate_in_place`."""
     # RowwiseAdam leaves a row's pending momentum-only steps until the row is read: bring
     # everything up to date before anything reads rows the step does not catch up itself
     rowwise = optimizer if isinstance(optimizer, RowwiseAdam) else None
@@ -579,6 +583,9 @@ def _fit(
         blocked = BlockedMFSteps(fused)
     batches = model.make_batches(split.train, config.batch_size, device)
     k = sampler.config.k
+    # one gradient buffer per embedding table for the whole run, zeroed every step: the
+    # tables' row-sparse gradients are added into it (see grads_accumulate_in_place)
+    buffers = {p: torch.zeros_like(p) for p in embedding_tables(model)} if in_place else {}
     state = TrainState(model, split, config, device, contexts, world=world)
     state.optimizer, state.generator = optimizer, generator
     plateau = config.lr_schedule == "plateau"
@@ -628,6 +635,8 @@ def _fit(
             mine = batch_rows(batch, rows)
             share = len(mine.users) / len(batch.users)  # of the global batch; 1 in one process
             optimizer.zero_grad(set_to_none=True)
+            for table, buffer in buffers.items():
+                table.grad = buffer.zero_()
             value = torch.zeros((), device=device)
             if share:  # (a rank gets no rows of a last batch smaller than the world)
                 value, touched = step_loss(mine, negatives)
@@ -865,6 +874,36 @@ def rowwise_adam_applies(model: Model, config: TrainConfig, world: World = LOCAL
             p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
             for p in model.parameters()
         )
+    )
+
+
+def embedding_tables(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The weights of every ``nn.Embedding`` of ``model`` that is trained."""
+    modules = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    return [m.weight for m in modules if m.weight.requires_grad]
+
+
+def grads_accumulate_in_place(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device, world: World
+) -> bool:
+    """Whether the embedding tables' gradients are added into buffers kept for the whole
+    run (torch's ``adam`` and ``sgd`` on one CPU process, not compiled): the tables give
+    row-sparse gradients (:func:`row_sparse_embeddings`) and autograd adds them into the
+    table's zeroed ``.grad`` in place, which the optimizer then reads as a dense gradient.
+
+    Why: a dense embedding gradient is a new [n, d] tensor every step (Gowalla MF: 18 MB),
+    freed by the next ``zero_grad``. glibc's heap does not always reuse those holes, and an
+    MF epoch on the dense path peaked at 1.9-4.9 GB in some runs and 0.68 GB in others
+    (``benchmarks/RESULTS.md``, "Memory"); with the buffers it stays flat at its size
+    after the first step, at the same speed. The update is the same: dense Adam sees the
+    same dense gradient (rows summed in batch order, so it can differ in the last bits).
+    A table that gets no gradient in a step takes a zero-gradient step, as its untouched
+    rows always did. GPUs keep freed blocks in torch's caching allocator: not needed there."""
+    return (
+        type(optimizer) in (torch.optim.Adam, torch.optim.SGD)
+        and device.type == "cpu"
+        and not config.compile
+        and not world.distributed
     )
 
 
