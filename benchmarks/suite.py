@@ -376,31 +376,49 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def part_memory(args: argparse.Namespace) -> list[str]:
+    sources = args.sources or [None]
     lines = [
         f"Peak RSS of one process: load {args.datasets[0]}, {args.epochs} MF+BPR epochs "
         "(d = 64, K = 1, batch 1024), one full test evaluation (`/usr/bin/time -v`, "
         f"maximum resident set size), {args.threads} thread(s). Per-epoch columns: the "
-        "process's peak so far (`ru_maxrss`) after that epoch.",
+        "process's peak so far (`ru_maxrss`) after that epoch."
+        + (f" Each path ran {args.repeat} times (one row per run)." if args.repeat > 1 else "")
+        + (
+            " Source trees, interleaved run by run: "
+            + ", ".join(f"`{source or 'installed'}`" for source in sources)
+            + "."
+            if args.sources
+            else ""
+        ),
         "",
-        "| path | peak RSS (time -v) | after load | "
+        "| path | "
+        + ("source | " if args.sources else "")
+        + "peak RSS (time -v) | after load | "
         + " | ".join(f"after epoch {e}" for e in range(1, args.epochs + 1))
         + " | after evaluation |",
-        f"|---|---:|---:|{'---:|' * args.epochs}---:|",
+        f"|---|{'---|' if args.sources else ''}---:|---:|{'---:|' * args.epochs}---:|",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    for path in args.paths:
-        command = [
-            "/usr/bin/time", "-v", sys.executable, __file__, "memory-child",
-            "--data", str(args.data), "--datasets", args.datasets[0], "--path", path,
-            "--epochs", str(args.epochs), "--threads", str(args.threads),
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-        assert peak is not None, done.stderr[-2000:]
-        records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        cells = " | ".join(f"{r['peak_mb']:.0f} MB" for r in records)
-        lines.append(f"| `{path}` | **{int(peak.group(1)) / 1024:.0f} MB** | {cells} |")
-        print(lines[-1], flush=True)
+    for _ in range(args.repeat):
+        for path in args.paths:
+            for source in sources:
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+                if source is not None:  # that tree's negrec comes first on the path
+                    env["PYTHONPATH"] = str(source)
+                command = [
+                    "/usr/bin/time", "-v", sys.executable, __file__, "memory-child",
+                    "--data", str(args.data), "--datasets", args.datasets[0], "--path", path,
+                    "--epochs", str(args.epochs), "--threads", str(args.threads),
+                ]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+                peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+                assert peak is not None, done.stderr[-2000:]
+                records = [json.loads(row) for row in done.stdout.splitlines() if row[:1] == "{"]
+                cells = " | ".join(f"{r['peak_mb']:.0f} MB" for r in records)
+                label = f" `{source}` |" if args.sources else ""
+                lines.append(
+                    f"| `{path}` |{label} **{int(peak.group(1)) / 1024:.0f} MB** | {cells} |"
+                )
+                print(lines[-1], flush=True)
     return lines
 
 
@@ -448,6 +466,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(  # the memory part
+        "--repeat", type=int, default=1, help="memory: runs per path (peaks vary run to run)"
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="memory: source trees (folders holding negrec/) whose negrec the runs import, "
+        "interleaved run by run; default: the installed negrec",
+    )
     parser.add_argument(  # the recbole parts
         "--recbole-python", type=Path, default=HERE / ".venv-recbole" / "bin" / "python"
     )
