@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def split() -> Split:
-    data = synthetic_interactions(n_users=120, n_items=90, mean_degree=12)
+    data = synthetic_interactions(n_users=120, n_items=400, mean_degree=12)
     return random_split(data, 0.2, 0.1, 0)
 
 
@@ -98,14 +98,16 @@ def test_buffered_gradients_train_like_per_step_gradients(
     assert any(not torch.equal(initial[key], value) for key, value in buffered.items())
 
 
-def test_in_place_only_for_torch_optimizers_on_one_cpu_process(split):
+def test_in_place_only_for_torch_optimizers_on_one_cpu_process_with_few_rows(split):
     config = experiment("mf", "adam")
     parts = build_components(config, split)
-    cpu = torch.device("cpu")
-    adam = torch.optim.Adam(parts.model.parameters())
-    lazy = train_module.LazyAdam(parts.model.parameters())
-    world = train_module.LOCAL
-    assert train_module.grads_accumulate_in_place(adam, config.train, cpu, world)
-    assert not train_module.grads_accumulate_in_place(lazy, config.train, cpu, world)
-    meta = torch.device("meta")
-    assert not train_module.grads_accumulate_in_place(adam, config.train, meta, world)
+    model, cpu, world = parts.model, torch.device("cpu"), train_module.LOCAL
+    adam = torch.optim.Adam(model.parameters())
+    lazy = train_module.LazyAdam(model.parameters())
+    in_place = train_module.grads_accumulate_in_place
+    assert config.train.batch_size * (1 + 0) < model.n_items
+    assert in_place(model, 0, adam, config.train, cpu, world)
+    assert not in_place(model, 0, lazy, config.train, cpu, world)
+    assert not in_place(model, 0, adam, config.train, torch.device("meta"), world)
+    # a step gathers more item rows than there are items: fresh dense gradients
+    assert not in_place(model, model.n_items, adam, config.train, cpu, world)

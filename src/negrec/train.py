@@ -524,7 +524,7 @@ def fit(
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config, world=world)
-    in_place = grads_accumulate_in_place(optimizer, config, device, world)
+    in_place = grads_accumulate_in_place(model, sampler.config.k, optimizer, config, device, world)
     with row_sparse_embeddings(model, config.optimizer == "lazy_adam" or in_place):
         return _fit(
             model,
@@ -884,26 +884,36 @@ def embedding_tables(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def grads_accumulate_in_place(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device, world: World
+    model: Model,
+    k: int,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    world: World,
 ) -> bool:
     """Whether the embedding tables' gradients are added into buffers kept for the whole
-    run (torch's ``adam`` and ``sgd`` on one CPU process, not compiled): the tables give
-    row-sparse gradients (:func:`row_sparse_embeddings`) and autograd adds them into the
-    table's zeroed ``.grad`` in place, which the optimizer then reads as a dense gradient.
+    run: with torch's ``adam`` and ``sgd`` on one CPU process, not compiled, when a step
+    gathers fewer item rows (``batch_size * (1 + k)``) than the catalogue has. The tables
+    then give row-sparse gradients (:func:`row_sparse_embeddings`), which autograd adds
+    into each table's zeroed ``.grad``; the optimizer reads it as a dense gradient.
 
     Why: a dense embedding gradient is a new [n, d] tensor every step (Gowalla MF: 18 MB),
-    freed by the next ``zero_grad``. glibc's heap does not always reuse those holes, and an
-    MF epoch on the dense path peaked at 1.9-4.9 GB in some runs and 0.68 GB in others
-    (``benchmarks/RESULTS.md``, "Memory"); with the buffers it stays flat at its size
-    after the first step, at the same speed. The update is the same: dense Adam sees the
-    same dense gradient (rows summed in batch order, so it can differ in the last bits).
-    A table that gets no gradient in a step takes a zero-gradient step, as its untouched
-    rows always did. GPUs keep freed blocks in torch's caching allocator: not needed there."""
+    freed by the next ``zero_grad``, and glibc's heap does not always reuse those holes: an
+    MF epoch on this path peaked at 2.9-4.7 GB in 2 of 5 runs, 0.83 GB in the others
+    (``benchmarks/RESULTS.md``, "Peak memory"); with the buffers it stays flat at its size
+    after the first step, at the same speed. The update is the same: dense Adam reads the
+    same dense gradient (each row summed in batch order, as before, up to float rounding
+    of the embedding lookups' sums). A table that gets no gradient in a step takes a
+    zero-gradient step, as its untouched rows always did. Not when a step gathers more
+    rows than the table has (large K): adding the row-sparse gradient into the buffer then
+    costs more than a fresh dense one (the K = 100 Gowalla epoch took 1.3x as long). GPUs
+    keep freed blocks in torch's caching allocator: not needed there."""
     return (
         type(optimizer) in (torch.optim.Adam, torch.optim.SGD)
         and device.type == "cpu"
         and not config.compile
         and not world.distributed
+        and config.batch_size * (1 + k) < model.n_items
     )
 
 

@@ -493,6 +493,52 @@ def gather_dot_backward_table(
                 target[j] += g * vectors[b, j]
 
 
+@njit(cache=True, nogil=True)
+def distinct_rows(
+    rows: np.ndarray,  # int64 [B, K], values in [0, n)
+    slot: np.ndarray,  # int64 [n], all -1: scratch; out: each distinct row's position
+    unique: np.ndarray,  # int64 [>= U] out: the distinct rows, ascending
+) -> int:
+    """The U distinct values of ``rows``, ascending, into ``unique[:U]``, and
+    ``slot[row]`` = its position there. Returns U. Ascending by a scan of the marks, not a
+    sort (O(B K + n)): torch adds a sorted ("coalesced") row-sparse gradient into a dense
+    one ~1.7x faster than one in first-seen order."""
+    for row in rows.ravel():
+        slot[row] = 0  # mark
+    count = 0
+    for row in range(slot.shape[0]):
+        if slot[row] == 0:
+            slot[row] = count
+            unique[count] = row
+            count += 1
+    return count
+
+
+@njit(cache=True, nogil=True)
+def gather_dot_backward_rows(
+    grad: np.ndarray,  # float32 [B, K]
+    vectors: np.ndarray,  # float32 [B, d]
+    rows: np.ndarray,  # int64 [B, K]
+    slot: np.ndarray,  # int64 [n]: from distinct_rows; all -1 again on return
+    unique: np.ndarray,  # int64 [U]: from distinct_rows
+    values: np.ndarray,  # float32 [U, d] out: sum of grad[b, k] * vectors[b] per row
+) -> None:
+    """:func:`gather_dot_backward_table` as a row-sparse gradient over the distinct rows:
+    each row's sum in the same (batch) order, so the same bits. A [U, d] gradient
+    (U <= min(B K, n)) instead of [n, d] zeros, or a [B K, d] slice per gathered row."""
+    n_rows, width = rows.shape
+    dim = vectors.shape[1]
+    values[:] = np.float32(0.0)
+    for b in range(n_rows):
+        for k in range(width):
+            g = grad[b, k]
+            target = values[slot[rows[b, k]]]
+            for j in range(dim):
+                target[j] += g * vectors[b, j]
+    for row in unique:
+        slot[row] = -1
+
+
 @intrinsic
 def _prefetch(typingctx: Any, array: Any, row: Any, col: Any) -> Any:
     """``llvm.prefetch`` of ``array[row, col]``'s cache line (read, keep in all levels).
