@@ -901,7 +901,7 @@ def grads_accumulate_in_place(
     freed by the next ``zero_grad``, and glibc's heap does not always reuse those holes: an
     MF epoch on this path peaked at 2.9-4.7 GB in 2 of 5 runs, 0.83 GB in the others
     (``benchmarks/RESULTS.md``, "Peak memory"); with the buffers it stays flat at its size
-    after the first step, at the same speed. The update is the same: dense Adam reads the
+    after the first step (the epoch up to ~6% slower). The update is the same: dense Adam reads the
     same dense gradient (each row summed in batch order, as before, up to float rounding
     of the embedding lookups' sums). A table that gets no gradient in a step takes a
     zero-gradient step, as its untouched rows always did. Not when a step gathers more
