@@ -17,6 +17,7 @@ from negrec.data.synthetic import synthetic_interactions
 from negrec.experiment.config import ExperimentConfig
 from negrec.experiment.runner import build_components
 from negrec.samplers.base import Negatives
+from negrec.samplers.uniform import UniformSampler
 from negrec.train import TrainingDiverged, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -85,6 +86,34 @@ def test_blocked_steps_train_as_the_per_step_fused_path(
     for name, value in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_negatives_drawn_a_block_ahead_are_the_ones_drawn_batch_by_batch(
+    k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer draws a block's negatives in one sampler call (``drawn_ahead``): the
+    same training, bit for bit, as one call per batch, with fewer calls."""
+    monkeypatch.setattr(fused, "BLOCK_IDS", 4 * 16 * (1 + k))
+    config = _config("adam", k)
+    calls: list[int] = []
+    real = UniformSampler.sample
+
+    def counted(self: UniformSampler, users: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        calls.append(users.numel())
+        return real(self, users, *args, **kwargs)
+
+    monkeypatch.setattr(UniformSampler, "sample", counted)
+    model, losses = _train(config)
+    ahead = list(calls)
+    calls.clear()
+    monkeypatch.setattr(UniformSampler, "draws_rows_in_order", property(lambda self: False))
+    reference, reference_losses = _train(config)
+    assert len(ahead) < len(calls) and sum(ahead) == sum(calls)
+    assert max(ahead) == 4 * 16  # four batches of 16 pairs per call
+    assert losses == reference_losses
+    for name, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])

@@ -11,6 +11,7 @@ import torch
 
 from negrec.errors import ConfigError
 from negrec.samplers import SAMPLERS, Negatives, Sampler
+from negrec.samplers.uniform import UniformSampler
 from negrec.testing import SamplerContract
 from negrec.testing.samplers import (
     N_ITEMS,
@@ -147,3 +148,38 @@ def test_experiment_config_builds_every_sampler() -> None:
     ]:
         config = load_config(None, [f'sampler.name="{name}"', *sets])
         assert config.sampler.name == name
+
+
+def test_uniform_without_exclusion_draws_rows_in_order():
+    """``exclude_positives = false`` draws ids with ``torch.randint``: one call over three
+    batches gives what three calls give."""
+    config = SAMPLERS.config("uniform", {"exclude_positives": False, "k": 3}, "sampler")
+    sampler = SAMPLERS.get("uniform", "sampler.name")(config, TRAIN)
+    assert sampler.draws_rows_in_order
+    users, pos = batch_pairs(90, "cpu", 2)
+    whole = sampler.sample(users, pos, 3, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    parts = [
+        sampler.sample(users[r], pos[r], 3, generator=g) for r in (slice(0, 33), slice(33, 90))
+    ]
+    assert whole.ids is not None
+    assert torch.equal(whole.ids, torch.cat([p.ids for p in parts if p.ids is not None]))
+
+
+def test_the_rows_in_order_contract_fails_for_distinct_rows_that_claim_it():
+    """Distinct rows redraw their repeats in rounds over the whole call: a sampler making
+    them that claimed ``draws_rows_in_order`` would change its negatives when the trainer
+    draws a block at once, and the contract test catches it."""
+
+    class Claiming(UniformSampler):
+        @property
+        def draws_rows_in_order(self) -> bool:
+            return True
+
+    class Contract(TestUniformDistinct):
+        def make(self, **overrides: Any) -> UniformSampler:
+            config = SAMPLERS.config("uniform", self.options, "sampler")
+            return Claiming(config, TRAIN)
+
+    with pytest.raises(AssertionError):
+        Contract().test_one_draw_over_batches_equals_the_draws_batch_by_batch()

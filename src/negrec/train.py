@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import math
 import os
 import sys
@@ -583,6 +584,9 @@ def _fit(
         blocked = BlockedMFSteps(fused)
     batches = model.make_batches(split.train, config.batch_size, device)
     k = sampler.config.k
+    # a block's negatives in one sampler call where that draws the same ones (drawn_ahead)
+    ahead = blocked.steps_per_block(config.batch_size * (1 + k)) if blocked is not None else 0
+    ahead = ahead if sampler.draws_rows_in_order and not world.distributed else 0
     # one gradient buffer per embedding table for the whole run, zeroed every step: the
     # tables' row-sparse gradients are added into it (see grads_accumulate_in_place)
     buffers = {p: torch.zeros_like(p) for p in embedding_tables(model)} if in_place else {}
@@ -611,11 +615,21 @@ def _fit(
         start = time.perf_counter()
         step_losses: list[torch.Tensor] = []  # [] per step, on the device
         own_generator = world.rank_generator(generator, config.seed, epoch)  # hard negatives
-        for step, batch in enumerate(batches.epoch(generator), start=1):
+        epoch_batches = batches.epoch(generator)
+        pairs = (
+            drawn_ahead(epoch_batches, sampler, k, generator, ahead)
+            if ahead > 1
+            else ((batch, None) for batch in epoch_batches)
+        )
+        for step, (batch, drawn) in enumerate(pairs, start=1):
             rows = world.rows(len(batch.users))  # this rank's slice of the global batch
             if rowwise is not None and sampler.needs_model:
                 rowwise.synchronize()  # the sampler scores candidates with the model
-            negatives = draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
+            negatives = (
+                drawn
+                if drawn is not None
+                else draw_negatives(sampler, model, batch, rows, k, generator, own_generator)
+            )
             if blocked is not None and blocked.accepts(negatives):
                 # the batch waits and runs with the next ones in one compiled block; the
                 # losses of the steps run come back (the model is current after a flush)
@@ -766,6 +780,30 @@ def draw_negatives(
         return Negatives(ids=mine.pos.new_empty((0, k)))
     scorer = _scorer(model, mine.ctx)
     return sampler.sample(mine.users, mine.pos, k, model=scorer, generator=own_generator)
+
+
+def drawn_ahead(
+    batches: Iterator[Batch],
+    sampler: Sampler,
+    k: int,
+    generator: torch.Generator,
+    group: int,
+) -> Iterator[tuple[Batch, Negatives]]:
+    """Each of ``batches`` with its negatives, drawn for ``group`` batches at a time in one
+    sampler call over their concatenated rows. For a sampler whose ``draws_rows_in_order``
+    these are the very negatives one call per batch draws (the generator's stream is read
+    in the same order; ``tests/test_blocked.py``), with one call instead of ``group`` and
+    enough rows for its compiled pass to run on numba's threads. The trainer does this
+    only for blocked steps, which wait for a block of batches anyway."""
+    while chunk := list(itertools.islice(batches, group)):
+        users = torch.cat([batch.users for batch in chunk])  # [sum of B]
+        pos = torch.cat([batch.pos for batch in chunk])
+        negatives = sampler.sample(users, pos, k, generator=generator)  # [sum of B, K]
+        start = 0
+        for batch in chunk:
+            stop = start + len(batch.users)
+            yield batch, negative_rows(negatives, slice(start, stop))
+            start = stop
 
 
 def _covers(rows: slice, n: int) -> bool:

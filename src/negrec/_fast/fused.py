@@ -182,6 +182,11 @@ class BlockedMFSteps:
         return type(loss) is BPR
 
     @staticmethod
+    def steps_per_block(ids_per_step: int) -> int:
+        """How many steps of ``ids_per_step`` ids (batch rows x (1 + K)) a block holds."""
+        return max(1, BLOCK_IDS // ids_per_step)
+
+    @staticmethod
     def accepts(negatives: Negatives) -> bool:
         """Per-row negative ids with nothing masked or weighted (BPR ignores ``log_q``)."""
         return (

@@ -58,6 +58,16 @@ class Sampler:
         self.train = train
         self.n_items = train.n_items
 
+    @property
+    def draws_rows_in_order(self) -> bool:
+        """True when ``sample`` reads the generator row after row and each row's draws
+        depend only on its own (user, positive) and its part of the stream: one call for
+        several batches, their rows concatenated, then returns exactly what one call per
+        batch would. The trainer then draws a block of batches at once (fewer calls, and
+        the sampler's compiled pass gets enough rows to run on several threads). False
+        unless a sampler says so; ``SamplerContract`` checks the claim."""
+        return False
+
     def sample(
         self,
         users: torch.Tensor,

@@ -104,6 +104,12 @@ class UniformSampler(Sampler):
         if min_available < 1:
             raise ConfigError("sampler", "a user has interacted with every item: no negatives")
 
+    @property
+    def draws_rows_in_order(self) -> bool:
+        # [B, K] uniforms (or ids) in row-major order, each row mapped on its own; making
+        # rows distinct redraws repeated entries in rounds, which is not row by row
+        return self.config.replacement or self.config.k == 1
+
     def index(self, device: torch.device) -> ComplementIndex:
         if str(device) not in self._index:
             self._index[str(device)] = ComplementIndex(self.train, device)

@@ -166,6 +166,27 @@ class SamplerContract(PluginContract):
             if x is not None:
                 assert torch.equal(x, y), field
 
+    def test_one_draw_over_batches_equals_the_draws_batch_by_batch(self) -> None:
+        """What ``draws_rows_in_order`` promises the trainer (it then draws a block of
+        batches in one call)."""
+        sampler = self.make()
+        if not sampler.draws_rows_in_order:
+            pytest.skip("draws batch by batch")
+        users, pos = batch_pairs(96, "cpu", 5)
+        g = torch.Generator().manual_seed(7)
+        whole = sampler.sample(users, pos, self.k, generator=g)
+        g = torch.Generator().manual_seed(7)
+        parts = [
+            sampler.sample(users[rows], pos[rows], self.k, generator=g)
+            for rows in (slice(0, 40), slice(40, 47), slice(47, 96))
+        ]
+        for field in ("ids", "log_q", "weights", "valid"):
+            value = getattr(whole, field)
+            if value is None:
+                assert all(getattr(part, field) is None for part in parts), field
+            else:
+                assert torch.equal(value, torch.cat([getattr(p, field) for p in parts])), field
+
     def test_another_seed_draws_other_negatives(self) -> None:
         if not self.random:
             pytest.skip("no randomness in this sampler")
