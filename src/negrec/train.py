@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import torch
 from tqdm.auto import tqdm
 
@@ -792,18 +793,36 @@ def drawn_ahead(
     """Each of ``batches`` with its negatives, drawn for ``group`` batches at a time in one
     sampler call over their concatenated rows. For a sampler whose ``draws_rows_in_order``
     these are the very negatives one call per batch draws (the generator's stream is read
-    in the same order; ``tests/test_blocked.py``), with one call instead of ``group`` and
-    enough rows for its compiled pass to run on numba's threads. The trainer does this
-    only for blocked steps, which wait for a block of batches anyway."""
+    in the same order; ``tests/test_blocked.py``), with one call instead of ``group``.
+    The trainer does this only for blocked steps, which wait for a
+    block of batches anyway.
+
+    The draw runs on one numba thread: with numba's threading layer on OpenMP, a block on
+    2 threads that followed the draw's parallel pass ran at one thread's speed (ML-1M,
+    median block 15.7 ms against 9.0 ms after a serial draw; the blocks' threads are
+    Python threads, outside numba's pool)."""
     while chunk := list(itertools.islice(batches, group)):
         users = torch.cat([batch.users for batch in chunk])  # [sum of B]
         pos = torch.cat([batch.pos for batch in chunk])
-        negatives = sampler.sample(users, pos, k, generator=generator)  # [sum of B, K]
+        with _one_numba_thread():
+            negatives = sampler.sample(users, pos, k, generator=generator)  # [sum of B, K]
         start = 0
         for batch in chunk:
             stop = start + len(batch.users)
             yield batch, negative_rows(negatives, slice(start, stop))
             start = stop
+
+
+@contextlib.contextmanager
+def _one_numba_thread() -> Iterator[None]:
+    """numba's parallel kernels run serially inside (the same results: see
+    :mod:`negrec._fast.kernels`), and get their thread count back on the way out."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _covers(rows: slice, n: int) -> bool:
@@ -937,7 +956,7 @@ def grads_accumulate_in_place(
 
     Why: a dense embedding gradient is a new [n, d] tensor every step (Gowalla MF: 18 MB),
     freed by the next ``zero_grad``, and glibc's heap does not always reuse those holes: an
-    MF epoch on this path peaked at 2.9-4.7 GB in 2 of 5 runs, 0.83 GB in the others
+    MF epoch on this path peaked at 2.6-4.7 GB in 3 of 10 runs, 0.82-0.84 GB in the others
     (``benchmarks/RESULTS.md``, "Peak memory"); with the buffers it stays flat at its size
     after the first step (the epoch up to ~6% slower). The update is the same: dense Adam reads the
     same dense gradient (each row summed in batch order, as before, up to float rounding
