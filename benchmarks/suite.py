@@ -69,6 +69,10 @@ def set_threads(threads: int) -> None:
     import numba
     import torch
 
+    # negrec picks numba's threading layer (workqueue) on import; set_num_threads starts
+    # numba's pool, which keeps the layer it started with (OpenMP had been measured here)
+    import negrec._fast.kernels  # noqa: F401
+
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 

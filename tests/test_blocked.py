@@ -116,6 +116,38 @@ def test_negatives_drawn_a_block_ahead_are_the_ones_drawn_batch_by_batch(
         assert torch.equal(model.state_dict()[name], value), name
 
 
+@pytest.mark.parametrize(("layer", "serial"), [("omp", True), ("workqueue", False)])
+def test_block_draws_run_on_one_numba_thread_on_the_openmp_layer(
+    layer: str, serial: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On numba's OpenMP layer a parallel draw before a block slowed the block's threads
+    to one thread's speed, so the draw ahead runs serially there (and gets its count back)."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one core: numba has one thread anyway")
+    monkeypatch.setattr(numba, "threading_layer", lambda: layer)
+    monkeypatch.setattr(fused, "BLOCK_IDS", 4 * 16 * 2)
+    monkeypatch.setattr(fused, "ADAPTIVE_THREADS", False)
+    restore = numba.get_num_threads()
+    numba.set_num_threads(2)
+    before = 2
+    seen: list[int] = []
+    real = UniformSampler.sample
+
+    def counted(self: UniformSampler, *args: Any, **kwargs: Any) -> Any:
+        seen.append(numba.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UniformSampler, "sample", counted)
+    try:
+        _train(_config("adam", 1))
+        assert numba.get_num_threads() == before
+    finally:
+        numba.set_num_threads(restore)
+    assert seen and set(seen) == ({1} if serial else {before})
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])
 def test_blocked_steps_give_the_same_bits_on_any_chunk_count(
     optimizer: str, monkeypatch: pytest.MonkeyPatch

@@ -797,20 +797,30 @@ def drawn_ahead(
     The trainer does this only for blocked steps, which wait for a
     block of batches anyway.
 
-    The draw runs on one numba thread: with numba's threading layer on OpenMP, a block on
-    2 threads that followed the draw's parallel pass ran at one thread's speed (ML-1M,
-    median block 15.7 ms against 9.0 ms after a serial draw; the blocks' threads are
-    Python threads, outside numba's pool)."""
+    On numba's OpenMP threading layer the draw runs on one numba thread: a block on 2
+    threads that followed the draw's parallel pass there ran at one thread's speed (ML-1M,
+    median block 15.7 ms against 9.0 ms after a serial draw). negrec asks numba for its
+    workqueue layer (:mod:`negrec._fast.kernels`), which has no such effect, but a pool
+    started before negrec was imported (``numba.set_num_threads`` launches it) keeps
+    the layer it got."""
     while chunk := list(itertools.islice(batches, group)):
         users = torch.cat([batch.users for batch in chunk])  # [sum of B]
         pos = torch.cat([batch.pos for batch in chunk])
-        with _one_numba_thread():
+        with _one_numba_thread() if _numba_layer() == "omp" else contextlib.nullcontext():
             negatives = sampler.sample(users, pos, k, generator=generator)  # [sum of B, K]
         start = 0
         for batch in chunk:
             stop = start + len(batch.users)
             yield batch, negative_rows(negatives, slice(start, stop))
             start = stop
+
+
+def _numba_layer() -> str | None:
+    """numba's threading layer, or None while its pool has not started."""
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # "Threading layer is not initialized."
+        return None
 
 
 @contextlib.contextmanager
