@@ -10,6 +10,7 @@ evaluator uses the torch path instead.
 from __future__ import annotations
 
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,28 @@ from numba.extending import intrinsic
 # later small torch op up to ~80x slower on a 2-core machine (seen here: evaluation every
 # epoch slowed training ~10x). The workqueue layer has no spinning workers.
 numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
+
+
+def _warn_if_pool_started_elsewhere() -> None:
+    """numba's pool keeps the layer it started with: one started before negrec was
+    imported (``numba.set_num_threads`` or a parallel kernel start it) may be OpenMP, where
+    a blocked MF step on 2 threads ran at one thread's speed after a parallel pass."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # not started: it will start on workqueue
+        return
+    if layer != "workqueue":
+        warnings.warn(
+            f"numba's thread pool was started on its {layer!r} threading layer before "
+            "negrec was imported; negrec's kernels expect 'workqueue' (OpenMP's spinning "
+            "workers slow its threaded steps). Import negrec before calling "
+            "numba.set_num_threads or running numba's parallel code.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_warn_if_pool_started_elsewhere()
 
 #: below this many inner-loop steps a kernel runs serially: starting numba's parallel
 #: region costs 0.1-0.5 ms (measured on this 2-core machine), more than a whole training
