@@ -794,8 +794,7 @@ def drawn_ahead(
     sampler call over their concatenated rows. For a sampler whose ``draws_rows_in_order``
     these are the very negatives one call per batch draws (the generator's stream is read
     in the same order; ``tests/test_blocked.py``), with one call instead of ``group``.
-    The trainer does this only for blocked steps, which wait for a
-    block of batches anyway.
+    The trainer does this only for blocked steps, which wait for a block of batches anyway.
 
     On numba's OpenMP threading layer the draw runs on one numba thread: a block on 2
     threads that followed the draw's parallel pass there ran at one thread's speed (ML-1M,
@@ -968,9 +967,9 @@ def grads_accumulate_in_place(
     freed by the next ``zero_grad``, and glibc's heap does not always reuse those holes: an
     MF epoch on this path peaked at 2.6-4.7 GB in 3 of 10 runs, 0.82-0.84 GB in the others
     (``benchmarks/RESULTS.md``, "Peak memory"); with the buffers it stays flat at its size
-    after the first step (the epoch up to ~6% slower). The update is the same: dense Adam reads the
-    same dense gradient (each row summed in batch order, as before, up to float rounding
-    of the embedding lookups' sums). A table that gets no gradient in a step takes a
+    after the first step (the epoch up to ~6% slower). The update is the same: dense Adam
+    reads the same dense gradient (each row summed in batch order, as before, up to float
+    rounding of the embedding lookups' sums). A table that gets no gradient in a step takes a
     zero-gradient step, as its untouched rows always did. Not when a step gathers more
     rows than the table has (large K): adding the row-sparse gradient into the buffer then
     costs more than a fresh dense one (the K = 100 Gowalla epoch took 1.3x as long). GPUs
