@@ -260,13 +260,15 @@ def part_threads(args: argparse.Namespace) -> list[str]:
     available = numba.config.NUMBA_NUM_THREADS
     if available < many:
         raise SystemExit(f"threads: numba has {available} (NUMBA_NUM_THREADS), not {many}")
+    set_threads(many)  # starts numba's pool (after importing negrec): its layer is known
     lines = [
         f"negrec default MF+BPR epoch (d = 64, K = 1, batch 1024; RowwiseAdam in the fused "
         f"step) and `implicit` BPR iteration at 1 and {many} threads (torch and numba "
         f"threads for negrec, `num_threads` for implicit); the thread count alternates "
         f"round by round ({args.rounds} rounds of 1 then {many}, after a warm-up). numba "
-        f"threading layer `{numba.config.THREADING_LAYER}`; negrec's step splits its rows "
-        f"over numba's threads when a batch has >= {owned.MF_PARALLEL_MIN_WORK} ids x d.",
+        f"threading layer `{numba.threading_layer()}` (the one running); negrec's step "
+        f"splits its rows over numba's threads when a batch has >= "
+        f"{owned.MF_PARALLEL_MIN_WORK} ids x d.",
         "",
         f"| data | negrec 1 thr | negrec {many} thr | negrec scaling | implicit 1 thr "
         f"| implicit {many} thr | implicit scaling | negrec / implicit at 1 thr "
