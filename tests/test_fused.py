@@ -379,3 +379,22 @@ def test_row_step_gives_the_same_bits_serially_and_on_owner_chunks(
         for a, b in zip(results[0][:-1], other[:-1], strict=True):
             np.testing.assert_array_equal(a, b)
         assert other[-1] == results[0][-1]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])
+def test_wide_rows_prefetching_ahead_give_the_same_bits(
+    optimizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows wider than the narrow prefetch (K = 20) prefetch their item rows some ids ahead
+    when the item table is large (``kernels.wide_ahead``). Forced on for this tiny table:
+    the same weights, bit for bit, as without."""
+    from negrec._fast import optim, owned
+
+    sampler = {"name": "uniform", "k": 20}
+    plain = _trained("cce", sampler, True, optimizer=optimizer)
+    monkeypatch.setattr(owned, "wide_ahead", lambda table: 3)
+    monkeypatch.setattr(optim, "wide_ahead", lambda table: 3)
+    ahead = _trained("cce", sampler, True, optimizer=optimizer)
+    assert ahead.losses == plain.losses  # type: ignore[attr-defined]
+    for name, value in plain.state_dict().items():
+        assert torch.equal(ahead.state_dict()[name], value), name

@@ -287,7 +287,7 @@ def test_catch_up_and_score_equals_catch_up_then_gather_dot(width: int) -> None:
     users = torch.randint(0, 40, (25,), generator=gen)
     items = torch.randint(0, 70, (25, width), generator=gen)
     runs = []
-    for mode in ("separate", "method", "kernel"):
+    for mode in ("separate", "method", "kernel", "kernel prefetching 3 ids ahead"):
         tables, rowwise = _two_rowwise_tables(seed=3)
         scores = torch.empty(25, width)
         if mode == "separate":
@@ -316,7 +316,7 @@ def test_catch_up_and_score_equals_catch_up_then_gather_dot(width: int) -> None:
                 (tables[1].detach().numpy(), *arrays[1][:2]), states[1]["last"].numpy(),
                 arrays[1][2], (states[1]["step"], states[1]["step"] + 1, states[1]["base"]),
                 rowwise._view(tables[0])[4], *group["betas"], group["eps"],
-                users.numpy(), items.numpy(), scores.numpy(),
+                users.numpy(), items.numpy(), scores.numpy(), 3 if "ahead" in mode else 0,
             )  # fmt: skip
         state = [
             rowwise.state[t][k].clone() for t in tables for k in ("exp_avg", "exp_avg_sq", "last")

@@ -28,6 +28,7 @@ from negrec._fast.kernels import (
     catch_up_powers,
     gather_dot_forward,
     lazy_adam_rows,
+    wide_ahead,
 )
 from negrec._fast.owned import catch_up_both, scores
 
@@ -305,6 +306,7 @@ class RowwiseAdam(LazyAdam):
             item_arrays[:3], item_arrays[3], item_history,
             (item_step, item_step + 1, item_state["base"]),
             powers, beta1, beta2, user_group["eps"], users, items, out,
+            wide_ahead(item_arrays[0]),
         )  # fmt: skip
 
     @torch.no_grad()

@@ -40,6 +40,7 @@ from negrec._fast.kernels import (
     _serial_and_parallel,
     _sgd_touched_rows,
     _update_order,
+    wide_ahead,
 )
 
 #: below this much work (batch ids x d) a step stays serial whatever the thread count:
@@ -411,6 +412,7 @@ def _row_step_serial(
     user_corrections: tuple[float, float],
     item_corrections: tuple[float, float],
     total: np.ndarray,  # float64 [1] out: the sum of squared rows
+    ahead: int,  # prefetch the item rows this many ids ahead (0: not; kernels.wide_ahead)
 ) -> None:
     """The two passes on one thread, for wide rows (more than ``PREFETCH_MAX_WIDTH`` ids):
     the owned passes' sums and updates (the same bits) without their owner tests; the row
@@ -422,12 +424,18 @@ def _row_step_serial(
     dim = user_table.shape[1]
     scale = np.float32(l2_scale)
     total[0] = _row_squares(user_table, item_table, users, items) if l2_scale != 0.0 else 0.0
+    flat = items.reshape(-1)  # [B W]: the prefetch runs ``ahead`` ids ahead of the loop
+    n_ids = flat.shape[0]
     for b in range(n_rows):
         u = users[b]
         p = user_table[u]
         gp = user_buf[u]
         user_touched[u] = True
         for w in range(width):
+            at = b * width + w + ahead
+            if ahead > 0 and at < n_ids:
+                _fetch_row(item_table, flat[at])
+                _fetch_row(item_buf, flat[at])
             i = items[b, w]
             q = item_table[i]
             gq = item_buf[i]
@@ -673,7 +681,7 @@ def mf_row_step(
         _row_step_serial(
             user_table, item_table, users, items, grad, l2_scale, user_state, item_state,
             adam, lr, beta1, beta2, eps, weight_decay, user_corrections, item_corrections,
-            total,
+            total, wide_ahead(item_table),
         )  # fmt: skip
         return float(total[0])
     _MF_ROW_STEP(
