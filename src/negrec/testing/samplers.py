@@ -4,8 +4,9 @@ A sampler's test class inherits :class:`SamplerContract` and states only its reg
 ``name``, small ``options`` and the K it returns. The mixin checks shapes, dtypes and
 device; that no valid entry is a training positive of its user; determinism under a seed;
 finite weights and ``log_q``; that the typed config rejects unknown keys; that every
-registered loss trains with the sampler (finite value and gradients); and that samplers
-which score candidates refuse to run without ``model=``.
+registered loss trains with the sampler (finite value and gradients); that samplers
+which score candidates refuse to run without ``model=``; and, for a sampler claiming
+``draws_rows_in_order``, that one call over three batches' rows equals three calls.
 
 The data is built to stress exclusion: user 0 has 38 of the 40 items as positives, and
 the popularity proposal puts most of its mass on them.
