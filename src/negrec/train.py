@@ -46,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negrec._fast.fused import BlockedMFSteps, fused_step
+from negrec._fast.kernels import numba_layer
 from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec.config_base import require
 from negrec.data.batches import Batch
@@ -586,8 +587,9 @@ def _fit(
     batches = model.make_batches(split.train, config.batch_size, device)
     k = sampler.config.k
     # a block's negatives in one sampler call where that draws the same ones (drawn_ahead)
-    ahead = blocked.steps_per_block(config.batch_size * (1 + k)) if blocked is not None else 0
-    ahead = ahead if sampler.draws_rows_in_order and not world.distributed else 0
+    ahead = 0
+    if blocked is not None and sampler.draws_rows_in_order:  # (blocks: one process only)
+        ahead = blocked.steps_per_block(config.batch_size * (1 + k))
     # one gradient buffer per embedding table for the whole run, zeroed every step: the
     # tables' row-sparse gradients are added into it (see grads_accumulate_in_place)
     buffers = {p: torch.zeros_like(p) for p in embedding_tables(model)} if in_place else {}
@@ -805,21 +807,13 @@ def drawn_ahead(
     while chunk := list(itertools.islice(batches, group)):
         users = torch.cat([batch.users for batch in chunk])  # [sum of B]
         pos = torch.cat([batch.pos for batch in chunk])
-        with _one_numba_thread() if _numba_layer() == "omp" else contextlib.nullcontext():
+        with _one_numba_thread() if numba_layer() == "omp" else contextlib.nullcontext():
             negatives = sampler.sample(users, pos, k, generator=generator)  # [sum of B, K]
         start = 0
         for batch in chunk:
             stop = start + len(batch.users)
             yield batch, negative_rows(negatives, slice(start, stop))
             start = stop
-
-
-def _numba_layer() -> str | None:
-    """numba's threading layer, or None while its pool has not started."""
-    try:
-        return str(numba.threading_layer())
-    except ValueError:  # "Threading layer is not initialized."
-        return None
 
 
 @contextlib.contextmanager
@@ -943,10 +937,14 @@ def rowwise_adam_applies(model: Model, config: TrainConfig, world: World = LOCAL
     )
 
 
+def _embeddings(model: torch.nn.Module) -> list[torch.nn.Embedding]:
+    """Every ``nn.Embedding`` module of ``model``."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+
+
 def embedding_tables(model: torch.nn.Module) -> list[torch.Tensor]:
     """The weights of every ``nn.Embedding`` of ``model`` that is trained."""
-    modules = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    return [m.weight for m in modules if m.weight.requires_grad]
+    return [m.weight for m in _embeddings(model) if m.weight.requires_grad]
 
 
 def grads_accumulate_in_place(
@@ -987,7 +985,7 @@ def grads_accumulate_in_place(
 def row_sparse_embeddings(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
     """Every ``nn.Embedding`` of ``model`` gives row-sparse gradients while inside (what
     ``lazy_adam`` updates), and gets its own setting back on the way out."""
-    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    tables = _embeddings(model)
     before = [table.sparse for table in tables]
     try:
         if enabled:

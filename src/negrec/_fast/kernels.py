@@ -27,15 +27,21 @@ from numba.extending import intrinsic
 numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
+def numba_layer() -> str | None:
+    """The threading layer numba's pool runs on, or None while the pool has not started
+    (it then starts on the layer set above)."""
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # "Threading layer is not initialized."
+        return None
+
+
 def _warn_if_pool_started_elsewhere() -> None:
     """numba's pool keeps the layer it started with: one started before negrec was
     imported (``numba.set_num_threads`` or a parallel kernel start it) may be OpenMP, where
     a blocked MF step on 2 threads ran at one thread's speed after a parallel pass."""
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # not started: it will start on workqueue
-        return
-    if layer != "workqueue":
+    layer = numba_layer()
+    if layer not in (None, "workqueue"):
         warnings.warn(
             f"numba's thread pool was started on its {layer!r} threading layer before "
             "negrec was imported; negrec's kernels expect 'workqueue' (OpenMP's spinning "
@@ -542,7 +548,7 @@ def gather_dot_backward_rows(
     grad: np.ndarray,  # float32 [B, K]
     vectors: np.ndarray,  # float32 [B, d]
     rows: np.ndarray,  # int64 [B, K]
-    slot: np.ndarray,  # int64 [n]: from distinct_rows; all -1 again on return
+    slot: np.ndarray,  # int64 [n]: from distinct_rows
     unique: np.ndarray,  # int64 [U]: from distinct_rows
     values: np.ndarray,  # float32 [U, d] out: sum of grad[b, k] * vectors[b] per row
 ) -> None:
@@ -558,8 +564,6 @@ def gather_dot_backward_rows(
             target = values[slot[rows[b, k]]]
             for j in range(dim):
                 target[j] += g * vectors[b, j]
-    for row in unique:
-        slot[row] = -1
 
 
 @intrinsic
