@@ -148,15 +148,18 @@ def test_block_draws_run_on_one_numba_thread_on_the_openmp_layer(
     assert seen and set(seen) == ({1} if serial else {before})
 
 
+@pytest.mark.parametrize("k", [2, 20])
 @pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sgd"])
 def test_blocked_steps_give_the_same_bits_on_any_chunk_count(
-    optimizer: str, monkeypatch: pytest.MonkeyPatch
+    optimizer: str, k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1, 2, 3 and 4 threads (more than this machine's cores: the barrier yields) give the
-    same weights bit for bit."""
+    same weights bit for bit. One thread runs its own two-pass kernel
+    (``block_one_thread``); K = 20 gives rows wider than the prefetched ones and a step
+    whose ids outnumber the items."""
     monkeypatch.setattr(fused, "ADAPTIVE_THREADS", False)
     monkeypatch.setattr(fused, "BLOCK_IDS", 5 * 16 * 3)
-    config = _config(optimizer, 2, l2=1e-3)
+    config = _config(optimizer, k, l2=1e-3)
     results = []
     for chunks in (1, 2, 3, 4):
         monkeypatch.setattr(fused, "mf_chunks", lambda work, chunks=chunks: chunks)

@@ -19,8 +19,10 @@ between the phases of each step instead of starting a region per pass:
 
 Every row's gradient is summed in batch order by its one owner and every batch row's
 arithmetic is its own, so one seed gives the same bits on any number of threads
-(``tests/test_blocked.py``). Against the per-step fused path the result agrees up to float
-rounding: the user gradient is summed per batch row first, and BPR's sigmoid is numba's.
+(``tests/test_blocked.py``). One thread runs :func:`block_one_thread`: the same sums and
+updates, with phase 3 as one pass that updates each row right after its last occurrence.
+Against the per-step fused path the result agrees up to float rounding: the user gradient
+is summed per batch row first, and BPR's sigmoid is numba's.
 
 The barrier is a flag per thread in its own cache line, written with a release store and
 read with acquire loads (LLVM atomics: correct on any CPU, not only x86's ordered stores);
@@ -42,14 +44,17 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from negrec._fast.kernels import PREFETCH_AHEAD, _fetch_row
+from negrec._fast.kernels import PREFETCH_AHEAD, PREFETCH_MAX_WIDTH, _fetch_row
 from negrec._fast.owned import (
+    _LAST,
+    _ONCE,
     OWNER_SHIFT,
     _adam_constants,
     _adam_row,
     _catch_up_owned,
     _owner,
     _sgd_row,
+    occurrence_kinds,
 )
 
 #: int64 slots per barrier flag: one 64-byte cache line each, so that two threads never
@@ -119,6 +124,55 @@ def _meet(flags: np.ndarray, chunk: int, chunks: int, generation: int) -> bool:
     return _load_acquire(flags, chunks * LINE) == 0
 
 
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _bpr_row(
+    p: np.ndarray,  # float32 [d]: the user row
+    item_p: np.ndarray,  # float32 [n_items, d]
+    row_items: np.ndarray,  # int64 [W]: the positive, then K negatives
+    scale: float,  # 1 / (B (K if mean else 1))
+    penalty: float,  # l2 / B (0: none)
+    grads: np.ndarray,  # float32 [W] out: d loss / d score
+    scores: np.ndarray,  # float32 [W]: scratch
+) -> float:
+    """One batch row's scores, BPR's gradient ``sum_k softplus(s_k - s+)`` (as
+    :func:`negrec.losses.functions.bpr_value_and_grad`) and its share of the step's loss
+    (with the L2 term of its rows before the step)."""
+    width = row_items.shape[0]
+    dim = p.shape[0]
+    for w in range(width):
+        q = item_p[row_items[w]]
+        acc = np.float32(0.0)
+        for j in range(dim):
+            acc += p[j] * q[j]
+        scores[w] = acc
+    loss = 0.0
+    total = np.float32(0.0)
+    for w in range(1, width):
+        x = float(scores[w] - scores[0])  # s_k - s+ (float32, as the torch path)
+        if x >= 0.0:  # softplus and sigmoid without overflow
+            e = np.exp(-x)
+            softplus, slope = x + np.log1p(e), 1.0 / (1.0 + e)
+        else:
+            e = np.exp(x)
+            softplus, slope = np.log1p(e), e / (1.0 + e)
+        loss += softplus
+        g = np.float32(slope * scale)
+        grads[w] = g
+        total += g
+    grads[0] = -total
+    loss *= scale
+    if penalty != 0.0:  # the L2 term of every occurrence's rows, before the step
+        square = 0.0
+        for j in range(dim):
+            square += p[j] * p[j]
+        for w in range(width):
+            q = item_p[row_items[w]]
+            for j in range(dim):
+                square += q[j] * q[j]
+        loss += penalty * square
+    return loss
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _bpr_rows(
     user_p: np.ndarray,  # float32 [n_users, d]
@@ -135,8 +189,8 @@ def _bpr_rows(
     row_loss: np.ndarray,  # float64 [B] out: each batch row's share of the step's loss
     scores: np.ndarray,  # float32 [W]: scratch
 ) -> None:
-    """Phase 2 on batch rows [lo, hi): BPR ``sum_k softplus(s_k - s+)`` over the batch (and
-    K), as :func:`negrec.losses.functions.bpr_value_and_grad`."""
+    """Phase 2 on batch rows [lo, hi): :func:`_bpr_row` of each, the user row's gradient
+    ``partial`` and a copy of the user row."""
     n_rows, width = items.shape
     dim = user_p.shape[1]
     scale = 1.0 / (n_rows * ((width - 1) if mean else 1))
@@ -147,38 +201,7 @@ def _bpr_rows(
             for w in range(width):
                 _fetch_row(item_p, items[b + PREFETCH_AHEAD, w])
         p = user_p[users[b]]
-        for w in range(width):
-            q = item_p[items[b, w]]
-            acc = np.float32(0.0)
-            for j in range(dim):
-                acc += p[j] * q[j]
-            scores[w] = acc
-        loss = 0.0
-        total = np.float32(0.0)
-        for w in range(1, width):
-            x = float(scores[w] - scores[0])  # s_k - s+ (float32, as the torch path)
-            if x >= 0.0:  # softplus and sigmoid without overflow
-                e = np.exp(-x)
-                softplus, slope = x + np.log1p(e), 1.0 / (1.0 + e)
-            else:
-                e = np.exp(x)
-                softplus, slope = np.log1p(e), e / (1.0 + e)
-            loss += softplus
-            g = np.float32(slope * scale)
-            grads[b, w] = g
-            total += g
-        grads[b, 0] = -total
-        loss *= scale
-        if penalty != 0.0:  # the L2 term of every occurrence's rows, before the step
-            square = 0.0
-            for j in range(dim):
-                square += p[j] * p[j]
-            for w in range(width):
-                q = item_p[items[b, w]]
-                for j in range(dim):
-                    square += q[j] * q[j]
-            loss += penalty * square
-        row_loss[b] = loss
+        row_loss[b] = _bpr_row(p, item_p, items[b], scale, penalty, grads[b], scores)
         out = partial[b]
         for j in range(dim):
             out[j] = np.float32(0.0)
@@ -190,6 +213,115 @@ def _bpr_rows(
         kept = snapshot[b]
         for j in range(dim):
             kept[j] = p[j]
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _bpr_losses(
+    user_p: np.ndarray,  # float32 [n_users, d]
+    item_p: np.ndarray,  # float32 [n_items, d]
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+    mean: bool,
+    l2: float,
+    grads: np.ndarray,  # float32 [B, W] out
+    row_loss: np.ndarray,  # float64 [B] out
+    scores: np.ndarray,  # float32 [W]: scratch
+) -> None:
+    """Phase 2 on one thread: :func:`_bpr_row` of every batch row (the user row's
+    gradient is left to :func:`_sum_and_update_rows`, which reads the rows again while
+    they are in cache, instead of a [B, d] store and load)."""
+    n_rows, width = items.shape
+    scale = 1.0 / (n_rows * ((width - 1) if mean else 1))
+    penalty = l2 / n_rows
+    for b in range(n_rows):
+        if b + PREFETCH_AHEAD < n_rows:
+            _fetch_row(user_p, users[b + PREFETCH_AHEAD])
+            for w in range(width):
+                _fetch_row(item_p, items[b + PREFETCH_AHEAD, w])
+        row_loss[b] = _bpr_row(user_p[users[b]], item_p, items[b], scale, penalty, grads[b], scores)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _sum_and_update_rows(
+    user_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # p, m, v, buffer
+    item_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+    grads: np.ndarray,  # float32 [B, W]
+    user_kind: np.ndarray,  # int8 [B]: see negrec._fast.owned.occurrence_kinds
+    item_kind: np.ndarray,  # int8 [B, W]
+    l2_scale: np.float32,  # d penalty / d row per occurrence: 2 l2 / B (0: none)
+    kind: int,  # ROWWISE_ADAM, LAZY_ADAM or SGD
+    user_constants: tuple[np.float32, ...],
+    item_constants: tuple[np.float32, ...],
+    rate: np.float32,  # SGD's lr
+    scratch: np.ndarray,  # float32 [3, d], zero: the user row's gradient, two local rows
+) -> None:
+    """Phase 3 on one thread, in one pass over the batch rows: each row's gradient summed
+    in batch order (as :func:`_sum_owned`) and its update right after its last occurrence,
+    while its rows are in cache (as :func:`negrec._fast.owned._row_step_one_pass`). Exact:
+    a row's gradient is complete at its last occurrence, and no later occurrence reads it;
+    the sums and updates are the owned passes', in the same order: the same bits. A row
+    that occurs once sums its gradient in a local row (zero again after its update)
+    instead of its [n, d] buffer row: one random read and write fewer."""
+    user_p, user_m, user_v, user_buf = user_table
+    item_p, item_m, item_v, item_buf = item_table
+    n_rows, width = items.shape
+    dim = user_p.shape[1]
+    penalty = l2_scale != 0.0
+    adam = kind != SGD
+    partial, user_local, item_local = scratch[0], scratch[1], scratch[2]
+    prefetch = width <= PREFETCH_MAX_WIDTH
+    for b in range(n_rows):
+        if prefetch and b + PREFETCH_AHEAD < n_rows:
+            ahead = users[b + PREFETCH_AHEAD]
+            if user_kind[b + PREFETCH_AHEAD] != _ONCE:
+                _fetch_row(user_buf, ahead)
+            if adam and user_kind[b + PREFETCH_AHEAD] & _LAST:
+                _fetch_row(user_m, ahead)
+                _fetch_row(user_v, ahead)
+            for w in range(width):
+                ahead = items[b + PREFETCH_AHEAD, w]
+                if item_kind[b + PREFETCH_AHEAD, w] != _ONCE:
+                    _fetch_row(item_buf, ahead)
+                if adam and item_kind[b + PREFETCH_AHEAD, w] & _LAST:
+                    _fetch_row(item_m, ahead)
+                    _fetch_row(item_v, ahead)
+        u = users[b]
+        p = user_p[u]
+        for j in range(dim):  # the user row's gradient, from the items before the step
+            partial[j] = np.float32(0.0)
+        for w in range(width):
+            q = item_p[items[b, w]]
+            g = grads[b, w]
+            for j in range(dim):
+                partial[j] += g * q[j]
+        for w in range(width):
+            i = items[b, w]
+            q = item_p[i]
+            gq = item_local if item_kind[b, w] == _ONCE else item_buf[i]
+            g = grads[b, w]
+            for j in range(dim):
+                gq[j] += g * p[j]
+            if penalty:
+                for j in range(dim):
+                    gq[j] += l2_scale * q[j]
+            if item_kind[b, w] & _LAST:
+                if adam:
+                    _adam_row(q, item_m[i], item_v[i], gq, item_constants)
+                else:
+                    _sgd_row(q, gq, rate)
+        gp = user_local if user_kind[b] == _ONCE else user_buf[u]
+        for j in range(dim):
+            gp[j] += partial[j]
+        if penalty:
+            for j in range(dim):
+                gp[j] += l2_scale * p[j]
+        if user_kind[b] & _LAST:
+            if adam:
+                _adam_row(p, user_m[u], user_v[u], gp, user_constants)
+            else:
+                _sgd_row(p, gp, rate)
 
 
 #: a float64's exponent bits: all set for +-inf and NaN
@@ -422,12 +554,91 @@ def block_worker(
     return n_steps
 
 
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def block_one_thread(
+    users: np.ndarray,  # int64 [S, B]
+    items: np.ndarray,  # int64 [S, B, W]
+    user_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    item_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    user_last: np.ndarray,
+    item_last: np.ndarray,
+    user_history: tuple[np.ndarray, np.ndarray],
+    item_history: tuple[np.ndarray, np.ndarray],
+    first_steps: tuple[int, int, int, int],
+    powers: np.ndarray,
+    kind: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    corrections: np.ndarray,
+    mean: bool,
+    l2: float,
+    grads: np.ndarray,
+    partial: np.ndarray,  # (unused here: the threads' scratch)
+    snapshot: np.ndarray,  # (unused here)
+    row_loss: np.ndarray,
+    row_bits: np.ndarray,
+) -> int:
+    """:func:`block_worker` on one thread (its arguments, without the threads'): per step
+    the catch-up, the scores and losses (:func:`_bpr_losses`), then one pass that sums
+    each row's gradient and updates the row after its last occurrence
+    (:func:`_sum_and_update_rows`), instead of the threads' separate sum and update passes
+    and their [B, d] scratch. The same bits as on any number of threads
+    (``tests/test_blocked.py``). Block time against the threads' passes run on one thread
+    (2026-12-05, ``benchmarks/out/2026-12-05-one-thread-block-ab.md``): Gowalla default
+    0.91x, ML-1M default 1.00x, ML-1M ``sgd`` 0.87x."""
+    n_steps, n_rows, width = items.shape
+    dim = user_table[0].shape[1]
+    scores = np.empty(width, np.float32)  # [W]
+    scratch = np.zeros((3, dim), np.float32)  # [3, d]
+    user_kind = np.zeros(n_rows, np.int8)  # [B]
+    item_kind = np.zeros((n_rows, width), np.int8)  # [B, W]
+    user_step, user_base, item_step, item_base = first_steps
+    rate = np.float32(lr)
+    l2_scale = np.float32(2.0 * l2 / n_rows)
+    for s in range(n_steps):
+        step_users, step_items = users[s], items[s]
+        user_until, item_until = user_step + s, item_step + s
+        if kind == ROWWISE_ADAM:
+            _catch_up_owned(
+                user_table[:3], user_last, user_history, (user_until, user_until + 1, user_base),
+                powers, beta1, beta2, eps, step_users, 0, 1,
+            )  # fmt: skip
+            _catch_up_owned(
+                item_table[:3], item_last, item_history, (item_until, item_until + 1, item_base),
+                powers, beta1, beta2, eps, step_items.reshape(-1), 0, 1,
+            )  # fmt: skip
+        _bpr_losses(
+            user_table[0], item_table[0], step_users, step_items, mean, l2, grads,
+            row_loss[s], scores,
+        )  # fmt: skip
+        if not _all_finite(row_bits[s], 0, n_rows):
+            return s
+        user_kind[:] = 0
+        item_kind[:] = 0
+        occurrence_kinds(step_users, step_items, user_table[4], item_table[4], user_kind, item_kind)
+        _sum_and_update_rows(
+            user_table[:4], item_table[:4], step_users, step_items, grads, user_kind,
+            item_kind, l2_scale, kind,
+            _adam_constants(
+                lr, beta1, beta2, eps, weight_decay, corrections[s, 0], corrections[s, 1]
+            ),
+            _adam_constants(
+                lr, beta1, beta2, eps, weight_decay, corrections[s, 2], corrections[s, 3]
+            ),
+            rate, scratch,
+        )  # fmt: skip
+    return n_steps
+
+
 def run_block(chunks: int, *args: Any) -> int:
     """:func:`block_worker` on ``chunks`` threads (this one and ``chunks - 1`` started
     here); ``args`` are its arguments after ``flags``. Returns its step count."""
-    flags = np.zeros((chunks + 2) * LINE, dtype=np.int64)
     if chunks == 1:
-        return int(block_worker(0, 1, flags, *args))
+        return int(block_one_thread(*args))
+    flags = np.zeros((chunks + 2) * LINE, dtype=np.int64)
     failures: list[BaseException] = []
 
     def work(chunk: int) -> None:

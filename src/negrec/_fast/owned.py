@@ -469,6 +469,40 @@ _LAST, _FIRST = 1, 2
 _ONCE = _LAST | _FIRST
 
 
+@njit(cache=True, nogil=True)
+def occurrence_kinds(
+    users: np.ndarray,  # int64 [B]
+    items: np.ndarray,  # int64 [B, W]
+    user_touched: np.ndarray,  # bool [n_users], all False: scratch, left all False
+    item_touched: np.ndarray,  # bool [n_items], all False
+    user_kind: np.ndarray,  # int8 [B] out, zero: _LAST, _FIRST or both (_ONCE) per id
+    item_kind: np.ndarray,  # int8 [B, W] out, zero
+) -> None:
+    """Mark each id's occurrence in the step: ``_LAST`` where no later occurrence follows
+    (a one-pass step updates the row there), ``_FIRST`` where none precedes."""
+    n_rows, width = items.shape
+    for b in range(n_rows - 1, -1, -1):  # backward: the last occurrence is the first seen
+        u = users[b]
+        if not user_touched[u]:
+            user_touched[u] = True
+            user_kind[b] = _LAST
+        for w in range(width - 1, -1, -1):
+            i = items[b, w]
+            if not item_touched[i]:
+                item_touched[i] = True
+                item_kind[b, w] = _LAST
+    for b in range(n_rows):  # forward: the first occurrence; leaves every flag False again
+        u = users[b]
+        if user_touched[u]:
+            user_touched[u] = False
+            user_kind[b] |= _FIRST
+        for w in range(width):
+            i = items[b, w]
+            if item_touched[i]:
+                item_touched[i] = False
+                item_kind[b, w] |= _FIRST
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _row_step_one_pass(
     user_table: np.ndarray,  # float32 [n_users, d], updated in place
@@ -506,26 +540,7 @@ def _row_step_one_pass(
     # uses: the update zeroes it), with the same operations as in the buffer
     user_kind = np.zeros(n_rows, np.int8)  # [B]
     item_kind = np.zeros((n_rows, width), np.int8)  # [B, W]
-    for b in range(n_rows - 1, -1, -1):  # backward: the last occurrence is the first seen
-        u = users[b]
-        if not user_touched[u]:
-            user_touched[u] = True
-            user_kind[b] = _LAST
-        for w in range(width - 1, -1, -1):
-            i = items[b, w]
-            if not item_touched[i]:
-                item_touched[i] = True
-                item_kind[b, w] = _LAST
-    for b in range(n_rows):  # forward: the first occurrence; leaves every flag False again
-        u = users[b]
-        if user_touched[u]:
-            user_touched[u] = False
-            user_kind[b] |= _FIRST
-        for w in range(width):
-            i = items[b, w]
-            if item_touched[i]:
-                item_touched[i] = False
-                item_kind[b, w] |= _FIRST
+    occurrence_kinds(users, items, user_touched, item_touched, user_kind, item_kind)
     user_constants = _adam_constants(
         lr, beta1, beta2, eps, weight_decay, user_corrections[0], user_corrections[1]
     )
