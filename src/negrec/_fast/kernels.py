@@ -785,12 +785,14 @@ def _catch_up_row(
     Cost: ``min(n, CATCH_UP_CAP)`` scalar iterations per row plus O(d), not O(n d)."""
     n = until - since
     steps = min(n, CATCH_UP_CAP)
-    rs, grow = powers[0], powers[1]  # r^s, b2^(-s/2)
     s0 = s1 = s2 = s3 = s4 = 0.0
-    offset = since - base - 1  # history index of step since + s: offset + s
-    for s in range(1, steps + 1):  # (no recurrence: vectorises)
-        x = hist_sc2[offset + s] * grow[s]
-        t = hist_a[offset + s] * rs[s]
+    first = np.uint64(since - base)  # history index of step since + 1
+    # unsigned indices: with signed ones numba checks each for a negative (wraparound)
+    # index, and the loop compiled to code 2x as slow over 256 steps (the same bits)
+    for s in range(steps):  # (no recurrence: vectorises)
+        at = np.uint64(s)
+        x = hist_sc2[first + at] * powers[1, at + np.uint64(1)]
+        t = hist_a[first + at] * powers[0, at + np.uint64(1)]
         s0 += t
         t *= x
         s1 += t
@@ -800,7 +802,8 @@ def _catch_up_row(
         s3 += t
         t *= x
         s4 += t
-    x_max = hist_sc2[offset + steps] * grow[steps]  # x_s grows with s
+    offset = since - base - 1  # history index of step since + s: offset + s
+    x_max = hist_sc2[offset + steps] * powers[1, steps]  # x_s grows with s
     decay1 = powers[2, steps]  # the moments' decay over the gap: beta1^n, beta2^n
     decay2 = powers[3, steps]
     w_min = eps * x_max / EPS_SERIES_MAX  # below this sqrt(v0) the series is not used
@@ -811,10 +814,13 @@ def _catch_up_row(
         decay2 *= beta2 ** (n - steps)
     d1, d2 = np.float32(decay1), np.float32(decay2)
     dim = p.shape[0]
-    v_min = v[0]
-    for j in range(1, dim):
-        v_min = min(v_min, v[j])
-    if np.sqrt(v_min) >= w_min:  # the common case: one branch-free, vectorised pass
+    # elements below w_min, counted (an integer sum vectorises; a running float min did
+    # not, and cost as much as the update pass below)
+    w_min_sq = np.float32(w_min * w_min)
+    small = 0
+    for j in range(dim):
+        small += v[j] < w_min_sq
+    if small == 0:  # the common case: one branch-free, vectorised pass
         for j in range(dim):
             inv_w = np.float32(1.0) / np.sqrt(v[j])
             rho = feps * inv_w
@@ -834,7 +840,7 @@ def _catch_up_row(
             drift = 0.0
             for s in range(1, steps + 1):
                 u = offset + s
-                drift += hist_a[u] * powers[2, s] / (w / grow[s] + eps * hist_sc2[u])
+                drift += hist_a[u] * powers[2, s] / (w / powers[1, s] + eps * hist_sc2[u])
             p[j] -= np.float32(m0 * drift)
         m[j] = m0 * d1
         v[j] = v[j] * d2
