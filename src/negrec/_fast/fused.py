@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from negrec._fast import hugepages
 from negrec._fast.blocked import LAZY_ADAM, ROWWISE_ADAM, SGD, run_block
 from negrec._fast.optim import LazyAdam, RowwiseAdam
 from negrec._fast.owned import ChunkChooser, mf_chunks, mf_row_step, scores
@@ -57,9 +56,6 @@ class FusedMFStep:
     def __init__(self, model: MF, loss: Loss, optimizer: torch.optim.Optimizer, l2: float):
         self.loss, self.optimizer, self.l2 = loss, optimizer, l2
         self.tables = (model.user.weight, model.item.weight)
-        # large tables move to 2 MB pages (the same Parameters and values): the step's
-        # random rows missed the TLB (negrec._fast.hugepages)
-        hugepages.move_parameters(self.tables)
         (self.group,) = optimizer.param_groups  # make_optimizer builds one group
         self.adam = isinstance(optimizer, LazyAdam)
         # RowwiseAdam (the default "adam"): the rows a step reads first take the
@@ -68,10 +64,7 @@ class FusedMFStep:
         # SGD keeps no state: its row-gradient scratch, all zero between steps, lives here
         # (LazyAdam's is part of its state)
         self.scratch = [
-            {
-                "buffer": hugepages.zeros_like(t),
-                "touched": torch.zeros(t.shape[0], dtype=torch.bool),
-            }
+            {"buffer": torch.zeros_like(t), "touched": torch.zeros(t.shape[0], dtype=torch.bool)}
             for t in ([] if self.adam else self.tables)
         ]
         # (state tensors, table data pointers, their numpy views): see _arrays

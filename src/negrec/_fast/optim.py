@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from negrec._fast import hugepages
 from negrec._fast.kernels import (
     PREFETCH_MAX_WIDTH,
     adam_catch_up_all,
@@ -115,8 +114,8 @@ class LazyAdam(torch.optim.Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = 0
-            state["exp_avg"] = hugepages.zeros_like(p)  # (large tables: 2 MB pages)
-            state["exp_avg_sq"] = hugepages.zeros_like(p)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
         return state
 
     def row_state(self, p: torch.Tensor) -> dict[str, Any]:
@@ -125,7 +124,7 @@ class LazyAdam(torch.optim.Optimizer):
         fused steps that update rows themselves (:mod:`negrec._fast.fused`)."""
         state = self.moments(p)
         if "buffer" not in state:
-            state["buffer"] = hugepages.zeros_like(p)
+            state["buffer"] = torch.zeros_like(p)
             state["touched"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
         elif state["touched"].dtype != torch.bool:  # load_state_dict cast it to p's dtype
             state["touched"] = state["touched"].bool()
