@@ -54,6 +54,7 @@ from negrec._fast.owned import (
     _catch_up_owned,
     _owner,
     _sgd_row,
+    _update_at,
     occurrence_kinds,
 )
 
@@ -173,6 +174,22 @@ def _bpr_row(
     return loss
 
 
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _user_gradient(
+    item_p: np.ndarray,  # float32 [n_items, d]
+    row_items: np.ndarray,  # int64 [W]
+    grads: np.ndarray,  # float32 [W]: d loss / d score
+    out: np.ndarray,  # float32 [d] out: sum_w grads[w] q_w, from the rows before the step
+) -> None:
+    for j in range(out.shape[0]):
+        out[j] = np.float32(0.0)
+    for w in range(row_items.shape[0]):
+        q = item_p[row_items[w]]
+        g = grads[w]
+        for j in range(out.shape[0]):
+            out[j] += g * q[j]
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _bpr_rows(
     user_p: np.ndarray,  # float32 [n_users, d]
@@ -202,14 +219,7 @@ def _bpr_rows(
                 _fetch_row(item_p, items[b + PREFETCH_AHEAD, w])
         p = user_p[users[b]]
         row_loss[b] = _bpr_row(p, item_p, items[b], scale, penalty, grads[b], scores)
-        out = partial[b]
-        for j in range(dim):
-            out[j] = np.float32(0.0)
-        for w in range(width):
-            q = item_p[items[b, w]]
-            g = grads[b, w]
-            for j in range(dim):
-                out[j] += g * q[j]
+        _user_gradient(item_p, items[b], grads[b], partial[b])
         kept = snapshot[b]
         for j in range(dim):
             kept[j] = p[j]
@@ -289,13 +299,7 @@ def _sum_and_update_rows(
                     _fetch_row(item_v, ahead)
         u = users[b]
         p = user_p[u]
-        for j in range(dim):  # the user row's gradient, from the items before the step
-            partial[j] = np.float32(0.0)
-        for w in range(width):
-            q = item_p[items[b, w]]
-            g = grads[b, w]
-            for j in range(dim):
-                partial[j] += g * q[j]
+        _user_gradient(item_p, items[b], grads[b], partial)  # before any update
         for w in range(width):
             i = items[b, w]
             q = item_p[i]
@@ -307,10 +311,7 @@ def _sum_and_update_rows(
                 for j in range(dim):
                     gq[j] += l2_scale * q[j]
             if item_kind[b, w] & _LAST:
-                if adam:
-                    _adam_row(q, item_m[i], item_v[i], gq, item_constants)
-                else:
-                    _sgd_row(q, gq, rate)
+                _update_at(q, item_m, item_v, i, gq, adam, item_constants, rate)
         gp = user_local if user_kind[b] == _ONCE else user_buf[u]
         for j in range(dim):
             gp[j] += partial[j]
@@ -318,10 +319,7 @@ def _sum_and_update_rows(
             for j in range(dim):
                 gp[j] += l2_scale * p[j]
         if user_kind[b] & _LAST:
-            if adam:
-                _adam_row(p, user_m[u], user_v[u], gp, user_constants)
-            else:
-                _sgd_row(p, gp, rate)
+            _update_at(p, user_m, user_v, u, gp, adam, user_constants, rate)
 
 
 #: a float64's exponent bits: all set for +-inf and NaN

@@ -313,6 +313,24 @@ def _sgd_row(p: np.ndarray, g: np.ndarray, rate: np.float32) -> None:
         g[j] = 0.0
 
 
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _update_at(
+    p: np.ndarray,  # float32 [d]: the row, updated in place
+    exp_avg: np.ndarray,  # float32 [n, d]: the table's first moments (Adam only)
+    exp_avg_sq: np.ndarray,  # float32 [n, d]
+    row: int,
+    g: np.ndarray,  # float32 [d]: the row's summed gradient; zeroed here
+    adam: bool,  # Adam's update (with ``constants``); False: SGD's (with ``rate``)
+    constants: tuple[np.float32, ...],
+    rate: np.float32,
+) -> None:
+    """The update of a row once its gradient is complete (one-pass row steps)."""
+    if adam:
+        _adam_row(p, exp_avg[row], exp_avg_sq[row], g, constants)
+    else:
+        _sgd_row(p, g, rate)
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def adam_owned_rows(
     param: np.ndarray,  # float32 [n, d], updated in place
@@ -586,18 +604,12 @@ def _row_step_one_pass(
                 for j in range(dim):
                     gq[j] += scale * q[j]
             if item_kind[b, w] & _LAST:
-                if adam:
-                    _adam_row(q, item_m[i], item_v[i], gq, item_constants)
-                else:
-                    _sgd_row(q, gq, rate)
+                _update_at(q, item_m, item_v, i, gq, adam, item_constants, rate)
         if penalty:
             for j in range(dim):
                 gp[j] += scale * p[j]
         if user_kind[b] & _LAST:
-            if adam:
-                _adam_row(p, user_m[u], user_v[u], gp, user_constants)
-            else:
-                _sgd_row(p, gp, rate)
+            _update_at(p, user_m, user_v, u, gp, adam, user_constants, rate)
 
 
 def _mf_row_step(
