@@ -788,7 +788,7 @@ def _catch_up_row(
     s0 = s1 = s2 = s3 = s4 = 0.0
     first = np.uint64(since - base)  # history index of step since + 1
     # unsigned indices: with signed ones numba checks each for a negative (wraparound)
-    # index, and the loop compiled to code 2x as slow over 256 steps (the same bits)
+    # index; a row's catch-up over 256 steps took 2x as long in isolation (the same bits)
     for s in range(steps):  # (no recurrence: vectorises)
         at = np.uint64(s)
         x = hist_sc2[first + at] * powers[1, at + np.uint64(1)]
@@ -814,8 +814,8 @@ def _catch_up_row(
         decay2 *= beta2 ** (n - steps)
     d1, d2 = np.float32(decay1), np.float32(decay2)
     dim = p.shape[0]
-    # elements below w_min, counted (an integer sum vectorises; a running float min did
-    # not, and cost as much as the update pass below)
+    # elements below w_min, counted: an integer sum vectorises, where a running float min
+    # compiled to a chain of scalar mins
     w_min_sq = np.float32(w_min * w_min)
     small = 0
     for j in range(dim):
