@@ -32,15 +32,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def renamed_copy(source: Path, target: Path) -> None:
-    """Copy the package ``source/negrec`` to ``target/negrec_old``, its imports renamed."""
-    shutil.copytree(
-        source / "negrec", target / "negrec_old", ignore=shutil.ignore_patterns("__pycache__")
-    )
+def renamed_copy(source: Path, target: Path, name: str = "negrec_old") -> None:
+    """Copy the package ``source/negrec`` to ``target/name``, its imports renamed."""
+    shutil.copytree(source / "negrec", target / name, ignore=shutil.ignore_patterns("__pycache__"))
     pattern = re.compile(r"\bnegrec(?=[._ ]|$)", re.MULTILINE)
-    for path in (target / "negrec_old").rglob("*.py"):
+    for path in (target / name).rglob("*.py"):
         text = path.read_text()
-        path.write_text(pattern.sub("negrec_old", text))
+        path.write_text(pattern.sub(name, text))
 
 
 def side(

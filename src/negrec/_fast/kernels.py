@@ -814,29 +814,31 @@ def _catch_up_row(
         decay2 *= beta2 ** (n - steps)
     d1, d2 = np.float32(decay1), np.float32(decay2)
     dim = p.shape[0]
-    # elements below w_min, counted: an integer sum vectorises, where a running float min
-    # compiled to a chain of scalar mins
+    # one branch-free, vectorised pass over the elements with sqrt(v0) >= w_min (all of
+    # them, nearly always); the others are left as they were and counted, then summed step
+    # by step below. (A separate counting pass before this one made a catch-up ~1.5x as
+    # slow: 2026-12-05, benchmarks/out/2026-12-05-catch-up-one-pass.md)
     w_min_sq = np.float32(w_min * w_min)
     small = 0
     for j in range(dim):
-        small += v[j] < w_min_sq
-    if small == 0:  # the common case: one branch-free, vectorised pass
-        for j in range(dim):
-            inv_w = np.float32(1.0) / np.sqrt(v[j])
-            rho = feps * inv_w
-            series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
-            p[j] -= m[j] * inv_w * series
-            m[j] *= d1
-            v[j] *= d2
+        vj = v[j]
+        tiny = vj < w_min_sq
+        small += tiny
+        inv_w = np.float32(1.0) / np.sqrt(max(vj, w_min_sq))  # (max: no inf in any lane)
+        rho = feps * inv_w
+        series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
+        mj = m[j]
+        p[j] -= np.float32(0.0) if tiny else mj * inv_w * series
+        m[j] = mj if tiny else mj * d1
+        v[j] = vj if tiny else vj * d2
+    if small == 0:
         return
-    for j in range(dim):
+    for j in range(dim):  # tiny sqrt(v0): the steps one by one (rare)
         m0 = m[j]
+        if v[j] >= w_min_sq:
+            continue
         w = np.sqrt(v[j])
-        if w >= w_min:
-            rho = feps / w
-            series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
-            p[j] -= (m0 / w) * series
-        elif m0 != 0.0:  # tiny sqrt(v): the steps one by one (rare)
+        if m0 != 0.0:
             drift = 0.0
             for s in range(1, steps + 1):
                 u = offset + s
