@@ -824,7 +824,7 @@ def _catch_up_row(
         vj = v[j]
         tiny = vj < w_min_sq
         small += tiny
-        inv_w = np.float32(1.0) / np.sqrt(max(vj, w_min_sq))  # (max: no inf in any lane)
+        inv_w = np.float32(1.0) / np.sqrt(max(vj, w_min_sq))  # (max: no inf in a tiny lane)
         rho = feps * inv_w
         series = f0 - rho * (f1 - rho * (f2 - rho * (f3 - rho * f4)))
         mj = m[j]
