@@ -41,6 +41,17 @@ def renamed_copy(source: Path, target: Path, name: str = "negrec_old") -> None:
         path.write_text(pattern.sub(name, text))
 
 
+def ab_summary(seconds: tuple[list[float], list[float]], digits: int = 3) -> str:
+    """``A .. s, B .. s, B / A median (min-max)`` of per-round seconds, warm-up dropped."""
+    a, b = seconds[0][1:], seconds[1][1:]
+    ratios = [y / x for x, y in zip(a, b, strict=True)]
+    return (
+        f"A {statistics.median(a):.{digits}f} s, B {statistics.median(b):.{digits}f} s, "
+        f"B / A {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}), "
+        f"{len(ratios)} rounds"
+    )
+
+
 def side(
     package: str,
     args: argparse.Namespace,
@@ -107,13 +118,7 @@ def main() -> None:
         turns[0].release()  # A's first epoch
         old.join()
         new.join()
-    a, b = seconds[0][1:], seconds[1][1:]
-    ratios = [y / x for x, y in zip(a, b, strict=True)]
-    print(
-        f"{args.dataset} {args.loss} K={args.k} {args.train}: A {statistics.median(a):.3f} s, "
-        f"B {statistics.median(b):.3f} s, B / A {statistics.median(ratios):.3f} "
-        f"({min(ratios):.3f}-{max(ratios):.3f}), {len(ratios)} rounds, one process"
-    )
+    print(f"{args.dataset} {args.loss} K={args.k} {args.train}: {ab_summary(seconds)}, one process")
 
 
 if __name__ == "__main__":
