@@ -45,17 +45,12 @@ STATE = (2, 3, 4, 5)
 
 
 def record_epoch(args: argparse.Namespace) -> list[tuple[Any, ...]]:
-    """Deep copies of the arguments of every block of epoch ``args.warm + 1``."""
-    import torch
-    from suite import load
+    """Deep copies of the arguments of every block of epoch ``args.warm + 1`` (the suite's
+    MF+BPR run, :func:`suite.negrec_rounds`, with ``args.warm`` rounds after its first)."""
+    from suite import load, negrec_rounds
 
     from negrec._fast import fused
-    from negrec.losses import Loss, LossConfig
-    from negrec.models import MF, ModelConfig
-    from negrec.samplers.uniform import UniformConfig, UniformSampler
-    from negrec.train import Callback, TrainConfig, fit
 
-    split = load(args.data, args.dataset)
     recorded: list[tuple[Any, ...]] = []
     recording = [False]
     original = fused.run_block
@@ -65,18 +60,12 @@ def record_epoch(args: argparse.Namespace) -> list[tuple[Any, ...]]:
             recorded.append(copy.deepcopy(block))
         return original(chunks, *block)
 
-    class Record(Callback):
-        def on_epoch_end(self, state: Any) -> None:
-            recording[0] = state.epoch == args.warm  # (epochs count from 1)
+    def between(epoch: int) -> None:  # (epochs count from 1)
+        recording[0] = epoch == args.warm
 
     fused.run_block = spy
     try:
-        model = MF(ModelConfig(dim=64), split.train, torch.Generator().manual_seed(0))
-        sampler = UniformSampler(UniformConfig(k=1), split.train)
-        config = TrainConfig(
-            epochs=args.warm + 1, batch_size=1024, eval_every=10**6, **json.loads(args.train)
-        )
-        fit(model, sampler, Loss(LossConfig(name="bpr")), split, config, callbacks=[Record()])
+        negrec_rounds(load(args.data, args.dataset), args.warm, between, **json.loads(args.train))
     finally:
         fused.run_block = original
     if not recorded:
