@@ -185,7 +185,7 @@ class Floor:
 
     def epoch(self, pairs: tuple[np.ndarray, ...]) -> float:
         n_steps = pairs[-1].shape[0] - 1
-        history = self.history(self.steps_done + n_steps)  # (not timed: built once in a run)
+        history = self.history(self.steps_done + n_steps)  # (not timed; rebuilt each epoch)
         tick = time.perf_counter()
         floor_epoch(
             self.user, self.item, self.states, self.buffers, self.touched, *pairs,
